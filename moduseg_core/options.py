@@ -1,0 +1,60 @@
+"""Base class for component options: pydantic, strict keys, frozen."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ModusegError, did_you_mean
+
+
+class Options(BaseModel):
+    """Every component's options model derives from this.
+
+    Unknown keys are refused. ``runtime_fields`` names options that change how a
+    component runs (device, batch size...) but not what it computes; they are left
+    out of fingerprints, so a bank built on a GPU loads on a CPU.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def identity(self) -> dict[str, Any]:
+        """The options that determine a component's output (JSON-ready)."""
+        return self.model_dump(mode="json", exclude=set(self.runtime_fields))
+
+
+class NoOptions(Options):
+    """For components that take no options."""
+
+
+def describe_field(model: type[BaseModel], key: str) -> str:
+    info = model.model_fields[key]
+    annotation = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
+    return annotation
+
+
+def parse_options(kind: str, name: str, model: type[Options], values: dict[str, Any]) -> Options:
+    """Validate ``values`` against ``model`` with a one-line error naming the bad key."""
+    allowed = sorted(model.model_fields)
+    for key in values:
+        if key not in model.model_fields:
+            allowed_text = ", ".join(allowed) if allowed else "none"
+            raise ModusegError(
+                f"{kind} {name!r} has no option {key!r}{did_you_mean(key, allowed)} "
+                f"(allowed: {allowed_text}); see `moduseg plugins show {name}`"
+            )
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "?"
+        field = key.split(".")[0]
+        expected = describe_field(model, field) if field in model.model_fields else "?"
+        given = values.get(field, error.get("input"))
+        raise ModusegError(
+            f"{kind} {name!r} option {key}={given!r} is invalid: {error['msg']} "
+            f"(expected {expected}); fix it with --set {kind}.{field}=..."
+        ) from None

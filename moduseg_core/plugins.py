@@ -1,0 +1,266 @@
+"""Plugin discovery and the component registry.
+
+Plugins are modules named by entry points in the ``moduseg`` group; the built-ins
+ship the same way. Registration is cheap: it records a factory and an options
+model. Nothing heavy is imported until ``get_component`` calls the factory.
+
+``MODUSEG_LOAD_PLUGINS=a,b`` loads only the named entry points (an empty value
+loads none), which is how tests and debugging sessions keep the registry small.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookspecs
+from .errors import ModusegError, did_you_mean
+from .options import NoOptions, Options, parse_options
+
+#: Component kinds in data-path order.
+KINDS: tuple[str, ...] = ("dataset", "labeler", "proposer", "purifier", "encoder", "aggregator", "index")
+
+_HOOKS = {
+    "dataset": "register_datasets",
+    "labeler": "register_labelers",
+    "proposer": "register_proposers",
+    "purifier": "register_purifiers",
+    "encoder": "register_encoders",
+    "aggregator": "register_aggregators",
+    "index": "register_indexes",
+}
+
+ENTRY_POINT_GROUP = "moduseg"
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """What a plugin registered: enough to list, document and build a component."""
+
+    kind: str
+    name: str
+    factory: Callable[[Any], Any] = field(repr=False)
+    options: type[Options] = NoOptions
+    summary: str = ""
+    extra: str | None = None
+    requires: tuple[str, ...] = ()
+    weights: str | None = None
+    oracle: bool = False
+    plugin: str = "?"
+
+    @property
+    def module(self) -> str:
+        return getattr(self.factory, "__module__", "?")
+
+    def missing_requirements(self) -> list[str]:
+        """Top-level modules this component needs that are not importable here (nothing is imported)."""
+        missing = []
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(module)
+        return missing
+
+    @property
+    def importable(self) -> bool:
+        return not self.missing_requirements()
+
+    def install_hint(self) -> str:
+        if self.extra:
+            return f"pip install 'moduseg[{self.extra}]'"
+        return "pip install " + " ".join(self.requires)
+
+
+_manager: pluggy.PluginManager | None = None
+_registry: dict[str, dict[str, ComponentSpec]] | None = None
+_entry_point_dists: dict[str, str] = {}
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, with entry-point plugins loaded on first use."""
+    global _manager
+    if _manager is None:
+        pm = pluggy.PluginManager("moduseg")
+        pm.add_hookspecs(hookspecs)
+        _load_entry_points(pm)
+        pm.check_pending()
+        _manager = pm
+    return _manager
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    only = os.environ.get("MODUSEG_LOAD_PLUGINS")
+    allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken third-party plugin must name itself
+            raise ModusegError(f"Error importing plugin {ep.name!r} ({ep.value}): {exc}") from exc
+        pm.register(module, name=ep.name)
+        dist = getattr(ep, "dist", None)
+        _entry_point_dists[ep.name] = f"{dist.name} {dist.version}" if dist else ep.name
+
+
+def register_plugin(plugin: object, name: str) -> None:
+    """Register a plugin object by hand (tests, notebooks). Clears the registry cache."""
+    plugin_manager().register(plugin, name=name)
+    _reset_registry()
+
+
+def unregister_plugin(name: str) -> None:
+    pm = plugin_manager()
+    plugin = pm.get_plugin(name)
+    if plugin is not None:
+        pm.unregister(plugin)
+    _reset_registry()
+
+
+def _reset_registry() -> None:
+    global _registry
+    _registry = None
+
+
+def registry() -> dict[str, dict[str, ComponentSpec]]:
+    """kind → name → spec, collected from every plugin's hooks."""
+    global _registry
+    if _registry is not None:
+        return _registry
+    pm = plugin_manager()
+    found: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in KINDS}
+    for kind in KINDS:
+        hook = getattr(pm.hook, _HOOKS[kind])
+        for impl in hook.get_hookimpls():
+            plugin_name = impl.plugin_name
+            origin = _entry_point_dists.get(plugin_name, plugin_name)
+
+            def register(
+                name: str,
+                factory: Callable[[Any], Any],
+                *,
+                options: type[Options] = NoOptions,
+                summary: str = "",
+                extra: str | None = None,
+                requires: tuple[str, ...] | list[str] = (),
+                weights: str | None = None,
+                oracle: bool = False,
+                _kind: str = kind,
+                _origin: str = origin,
+            ) -> None:
+                if not (isinstance(options, type) and issubclass(options, Options)):
+                    raise ModusegError(
+                        f"plugin {_origin!r} registered {_kind} {name!r} with options {options!r}; "
+                        "options must subclass moduseg_core.Options"
+                    )
+                existing = found[_kind].get(name)
+                if existing is not None:
+                    raise ModusegError(
+                        f"{_kind} name {name!r} is registered twice: by {existing.plugin!r} and by {_origin!r}; "
+                        "uninstall one of them or block one with MODUSEG_LOAD_PLUGINS"
+                    )
+                found[_kind][name] = ComponentSpec(
+                    kind=_kind,
+                    name=name,
+                    factory=factory,
+                    options=options,
+                    summary=summary,
+                    extra=extra,
+                    requires=tuple(requires),
+                    weights=weights,
+                    oracle=oracle,
+                    plugin=_origin,
+                )
+
+            impl.function(register=register)
+    _registry = found
+    return found
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ModusegError(
+            f"unknown component kind {kind!r}{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})"
+        )
+    return kind
+
+
+def get_spec(kind: str, name: str) -> ComponentSpec:
+    specs = registry()[check_kind(kind)]
+    if name not in specs:
+        available = ", ".join(sorted(specs)) or "none installed"
+        raise ModusegError(
+            f"unknown {kind} {name!r}{did_you_mean(name, specs)} (available {kind}s: {available}); "
+            "`moduseg plugins list` shows what is installed"
+        )
+    return specs[name]
+
+
+def list_components(kind: str | None = None) -> list[ComponentSpec]:
+    """Every registered component, or those of one kind, in data-path then name order."""
+    kinds = KINDS if kind is None else (check_kind(kind),)
+    table = registry()
+    return [table[k][n] for k in kinds for n in sorted(table[k])]
+
+
+def build_options(kind: str, name: str, options: dict[str, Any] | Options | None = None) -> Options:
+    spec = get_spec(kind, name)
+    if isinstance(options, Options):
+        return options
+    return parse_options(kind, name, spec.options, dict(options or {}))
+
+
+def get_component(kind: str, name: str, **options: Any) -> Any:
+    """Build a component by kind and name: ``get_component("proposer", "slic", n_segments=80)``."""
+    spec = get_spec(kind, name)
+    parsed = build_options(kind, name, options)
+    missing = spec.missing_requirements()
+    if missing:
+        raise ModusegError(
+            f"{kind} {name!r} needs {', '.join(missing)}, which is not installed; install it with: {spec.install_hint()}"
+        )
+    component = spec.factory(parsed)
+    protocol = _protocols()[kind]
+    if not isinstance(component, protocol):
+        raise ModusegError(
+            f"{kind} {name!r} from plugin {spec.plugin!r} built a {type(component).__name__}, "
+            f"which does not implement {protocol.__name__}"
+        )
+    return component
+
+
+def _protocols() -> dict[str, type]:
+    from . import protocols
+
+    return {
+        "dataset": protocols.Dataset,
+        "labeler": protocols.Labeler,
+        "proposer": protocols.MaskProposer,
+        "purifier": protocols.Purifier,
+        "encoder": protocols.FeatureEncoder,
+        "aggregator": protocols.Aggregator,
+        "index": protocols.BankIndex,
+    }
+
+
+def loaded_plugins() -> dict[str, str]:
+    """Entry-point name → 'distribution version' for the plugins loaded from entry points."""
+    plugin_manager()
+    return dict(_entry_point_dists)
+
+
+def heavy_modules_loaded() -> list[str]:
+    """Which heavy libraries are imported in this process (used by the import-cost test)."""
+    heavy = ("torch", "transformers", "faiss", "sam2", "segment_anything", "skimage", "open_clip", "cv2")
+    return [m for m in heavy if m in sys.modules]

@@ -1,0 +1,20 @@
+"""Aggregator: pools patch tokens under masks into one vector per mask."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..types import FeatureMap
+
+
+@runtime_checkable
+class Aggregator(Protocol):
+    def aggregate(self, features: FeatureMap, masks: np.ndarray) -> np.ndarray:
+        """``masks``: ``bool N×H×W`` in image pixels → ``float32 N×C``, rows L2-normalised.
+
+        A mask that cannot be pooled (no weight under it, non-finite or vanishing
+        result) gives an all-zero row; callers drop those rows.
+        """
+        ...

@@ -1,0 +1,16 @@
+"""MaskProposer: class-agnostic masks for an image."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..types import Proposals
+
+
+@runtime_checkable
+class MaskProposer(Protocol):
+    def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
+        """``image``: ``uint8 H×W×3`` RGB. ``image_id`` is given when known (precomputed proposers need it)."""
+        ...

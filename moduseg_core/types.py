@@ -1,0 +1,146 @@
+"""Small frozen result types passed between components.
+
+Every array is a numpy array; shapes and dtypes are checked on construction so a
+plugin that returns the wrong thing fails at its own boundary, with its own name
+in the message, instead of deep inside the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IGNORE_INDEX = 255
+BACKGROUND = 0
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """Class-agnostic masks for one image.
+
+    masks: ``bool N×H×W``; scores: ``float32 N`` (the proposer's confidence).
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check(self.masks.ndim == 3, f"Proposals.masks must be N×H×W, got shape {self.masks.shape}")
+        _check(self.masks.dtype == np.bool_, f"Proposals.masks must be bool, got {self.masks.dtype}")
+        _check(
+            self.scores.shape == (self.masks.shape[0],),
+            f"Proposals.scores must have shape ({self.masks.shape[0]},), got {self.scores.shape}",
+        )
+        _check(self.scores.dtype == np.float32, f"Proposals.scores must be float32, got {self.scores.dtype}")
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    def select(self, keep: np.ndarray) -> "Proposals":
+        return Proposals(self.masks[keep], self.scores[keep])
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> "Proposals":
+        return cls(np.zeros((0, height, width), bool), np.zeros((0,), np.float32))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How image pixels map onto the patch grid.
+
+    The image (``image_hw``) was resized to ``resized_hw`` and then zero-padded at
+    the bottom/right to ``padded_hw``, a multiple of ``patch_size``. Patch (i, j)
+    covers rows ``[i·p, (i+1)·p)`` and columns ``[j·p, (j+1)·p)`` of the padded
+    image. With no resize, ``resized_hw == image_hw``.
+    """
+
+    image_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    padded_hw: tuple[int, int]
+    patch_size: int
+
+    def __post_init__(self) -> None:
+        p = self.patch_size
+        _check(p > 0, f"patch_size must be positive, got {p}")
+        _check(
+            self.padded_hw[0] % p == 0 and self.padded_hw[1] % p == 0,
+            f"padded size {self.padded_hw} is not a multiple of the patch size {p}",
+        )
+        _check(
+            self.resized_hw[0] <= self.padded_hw[0] and self.resized_hw[1] <= self.padded_hw[1],
+            f"resized size {self.resized_hw} exceeds the padded size {self.padded_hw}",
+        )
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        return self.padded_hw[0] // self.patch_size, self.padded_hw[1] // self.patch_size
+
+    @classmethod
+    def native(cls, height: int, width: int, patch_size: int) -> "Geometry":
+        """The paper's policy: native size, zero-padded to the patch multiple."""
+        return cls.resized(height, width, height, width, patch_size)
+
+    @classmethod
+    def resized(cls, height: int, width: int, new_h: int, new_w: int, patch_size: int) -> "Geometry":
+        ph = -(-new_h // patch_size) * patch_size
+        pw = -(-new_w // patch_size) * patch_size
+        return cls((height, width), (new_h, new_w), (ph, pw), patch_size)
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """Dense patch tokens of one image: ``float32 h×w×C`` on ``geometry.grid_hw``."""
+
+    tokens: np.ndarray
+    geometry: Geometry
+
+    def __post_init__(self) -> None:
+        _check(self.tokens.ndim == 3, f"FeatureMap.tokens must be h×w×C, got shape {self.tokens.shape}")
+        _check(
+            self.tokens.shape[:2] == self.geometry.grid_hw,
+            f"FeatureMap.tokens grid {self.tokens.shape[:2]} does not match the geometry's {self.geometry.grid_hw}",
+        )
+        _check(self.tokens.dtype == np.float32, f"FeatureMap.tokens must be float32, got {self.tokens.dtype}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.tokens.shape[2])
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One dataset item. ``labels`` are the image-level class ids (background excluded)."""
+
+    id: str
+    image_path: Path
+    labels: tuple[int, ...] = ()
+    mask_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Top-k neighbours: ``similarities float32 Q×k`` (descending) and ``labels int32 Q×k``."""
+
+    similarities: np.ndarray
+    labels: np.ndarray
+
+    def __iter__(self):  # allows ``sims, labels = index.search(...)``
+        yield self.similarities
+        yield self.labels
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result of inference on one image."""
+
+    semantic: np.ndarray  # uint8/int32 H×W class map
+    masks: np.ndarray = field(repr=False)  # bool K×H×W kept masks
+    labels: np.ndarray = field(repr=False)  # int32 K
+    scores: np.ndarray = field(repr=False)  # float32 K
