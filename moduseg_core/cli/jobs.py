@@ -1,0 +1,169 @@
+"""`moduseg run | build-bank | predict | evaluate | demo`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import ModusegError
+from .common import (
+    AggregatorOpt,
+    ConfigOpt,
+    DatasetOpt,
+    EncoderOpt,
+    IndexOpt,
+    LabelerOpt,
+    OutOpt,
+    ProposerOpt,
+    PurifierOpt,
+    SetOpt,
+    compose,
+)
+
+
+def _print_scores(report: dict, out: Path) -> None:
+    if report.get("oracle"):
+        typer.secho("NOTE: labeler 'gt' is the ORACLE (ground-truth masks); this mIoU is an upper bound.", fg="yellow", err=True)
+    if "miou" in report:
+        per_class = report["per_class_iou"]
+        width = max(len(n) for n in per_class)
+        for name, value in per_class.items():
+            typer.echo(f"  {name:<{width}}  {'   –' if value is None else f'{100 * value:6.2f}'}")
+        typer.echo(f"mIoU {100 * report['miou']:.2f} on {report['eval']['images']} images "
+                   f"(wall {report['seconds']['wall']:.1f} s)")
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+def run(
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    labeler: LabelerOpt = None,
+    proposer: ProposerOpt = None,
+    purifier: PurifierOpt = None,
+    encoder: EncoderOpt = None,
+    aggregator: AggregatorOpt = None,
+    index: IndexOpt = None,
+    sets: SetOpt = None,
+    bank: Annotated[Optional[Path], typer.Option("--bank", help="Use this saved bank instead of building one.")] = None,
+    out: OutOpt = Path("runs/latest"),
+) -> None:
+    """Build the bank, predict the eval split and evaluate: the whole method in one go."""
+    from ..runner import run as run_job
+
+    cfg = compose(config, sets, dataset=dataset, labeler=labeler, proposer=proposer, purifier=purifier,
+                  encoder=encoder, aggregator=aggregator, index=index)
+    report = run_job(cfg, out, bank_dir=bank)
+    _print_scores(report, out)
+
+
+def build_bank(
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    labeler: LabelerOpt = None,
+    purifier: PurifierOpt = None,
+    encoder: EncoderOpt = None,
+    aggregator: AggregatorOpt = None,
+    index: IndexOpt = None,
+    sets: SetOpt = None,
+    out: OutOpt = Path("runs/bank"),
+) -> None:
+    """Label, purify, encode and pool the bank split into a saved bank directory."""
+    from ..runner import make_bank
+
+    cfg = compose(config, sets, dataset=dataset, labeler=labeler, purifier=purifier, encoder=encoder,
+                  aggregator=aggregator, index=index)
+    result = make_bank(cfg)
+    result.save(out)
+    if result.manifest["components"]["labeler"].get("oracle"):
+        typer.secho("NOTE: labeler 'gt' is the ORACLE: this bank was built from ground-truth masks.", fg="yellow", err=True)
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
+    typer.echo(f"bank of {len(result)} vectors ({counts}) -> {out}")
+
+
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    bank: Annotated[Path, typer.Option("--bank", help="A bank directory from build-bank or run.")],
+    config: ConfigOpt = None,
+    proposer: ProposerOpt = None,
+    index: IndexOpt = None,
+    sets: SetOpt = None,
+    out: OutOpt = Path("runs/predict"),
+    overlays: Annotated[bool, typer.Option(help="Also write overlay JPEGs.")] = True,
+) -> None:
+    """Segment images with a saved bank: VOC-palette PNG masks (+ overlays) in OUT.
+
+    The encoder and aggregator are the bank's own unless --set overrides them (a
+    mismatch is refused)."""
+    from ..bank import Bank
+    from ..config import Choice
+    from ..runner import image_paths, make_predictor, predict_samples
+    from ..types import Sample
+
+    cfg = compose(config, sets, proposer=proposer, index=index)
+    loaded = Bank.load(bank, index=cfg.index if index or (sets and any(s.startswith("index.") for s in sets)) else None)
+    data = cfg.model_dump()
+    # Unless the user named them, the encoder and aggregator come from the bank.
+    for kind in ("encoder", "aggregator"):
+        if not (sets and any(s.startswith(f"{kind}.") for s in sets)):
+            data[kind] = {"name": loaded.manifest["components"][kind]["name"],
+                          "options": loaded.manifest["components"][kind]["options"]}
+    cfg = type(cfg).model_validate(data)
+    predictor = make_predictor(cfg, loaded)
+    samples = [Sample(id=p.stem, image_path=p) for p in image_paths(inputs)]
+    predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays)
+    typer.echo(f"{len(samples)} masks -> {out / 'predictions'}" + (f", overlays -> {out / 'overlays'}" if overlays else ""))
+
+
+def evaluate(
+    predictions: Annotated[Path, typer.Argument(help="Folder of {id}.png class maps.")],
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    sets: SetOpt = None,
+    split: Annotated[str, typer.Option(help="Dataset split with ground truth.")] = "val",
+) -> None:
+    """Score a folder of predicted masks against a dataset split (mIoU, per-class IoU)."""
+    from ..runner import evaluate_dir, open_dataset
+
+    cfg = compose(config, sets, dataset=dataset)
+    if not predictions.is_dir():
+        raise ModusegError(f"predictions folder {predictions} does not exist; pass the predictions/ folder of a run")
+    ds, samples = open_dataset(cfg, split)
+    names = list(ds.component.class_names)
+    result = evaluate_dir(predictions, samples, names)
+    for name, value in zip(names, result.iou):
+        typer.echo(f"  {name:<14} {'   –' if value != value else f'{100 * value:6.2f}'}")
+    typer.echo(f"mIoU {100 * result.miou:.2f} on {len(samples)} images")
+
+
+def _default_data() -> Path:
+    env = os.environ.get("MODUSEG_COCO_MINI")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), *Path.cwd().parents):
+        candidate = base / "shared" / "data" / "coco-mini"
+        if candidate.is_dir():
+            return candidate
+    return Path("../shared/data/coco-mini")
+
+
+def demo(
+    data: Annotated[Optional[Path], typer.Option("--data", help="coco-mini folder (default: ../shared/data/coco-mini).")] = None,
+    out: OutOpt = Path("runs/demo"),
+    sets: SetOpt = None,
+) -> None:
+    """The embedded offline default on coco-mini: SLIC + offline DINOv2-S/14 + the gt ORACLE labeler."""
+    from importlib.resources import files
+
+    from ..runner import run as run_job
+
+    root = data or _default_data()
+    if not (root / "JPEGImages").is_dir():
+        raise ModusegError(f"coco-mini not found at {root} (no JPEGImages/); pass --data PATH or set DATA=PATH for make demo")
+    preset = files("moduseg_core") / "presets" / "coco-mini.yaml"
+    cfg = compose(Path(str(preset)), [f"dataset.root={root}", *(sets or [])])
+    report = run_job(cfg, out)
+    _print_scores(report, out)
+    typer.echo(f"overlays: {out / 'overlays'}")

@@ -1,0 +1,151 @@
+"""Run configuration: which component of each kind, with which options, and the method's numbers.
+
+A config is a YAML file and/or command-line choices. ``--proposer sam2`` picks a
+component; ``--set proposer.points_per_side=16`` sets one of its options;
+``--set method.top_k=5`` sets a method number. Options are validated against the
+component's own options model when the run starts, with one-line errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ModusegError, did_you_mean
+from .options import Options, parse_options
+
+#: The component kinds a run composes, besides the dataset.
+RUN_KINDS = ("labeler", "proposer", "purifier", "encoder", "aggregator", "index")
+
+
+class Choice(BaseModel):
+    """One component: its registered name and its options (validated later by the plugin)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodConfig(Options):
+    """The method's numbers (shared/METHOD.md defaults)."""
+
+    min_region_area: int = Field(300, ge=0, description="bank: drop a purified region with fewer pixels")
+    filter_ratio: float = Field(0.25, ge=0.0, lt=1.0, description="bank: per foreground class, drop this fraction farthest from the mean")
+    top_k: int = Field(25, ge=1, description="inference: neighbours retrieved per mask (capped at the bank size)")
+    min_mask_area: int = Field(300, ge=0, description="inference: drop proposals and NMS survivors smaller than this")
+    nms_iou: float = Field(0.4, gt=0.0, le=1.0, description="inference: per-class NMS drops a mask whose IoU with a kept one exceeds this")
+    batch_images: int = Field(8, ge=1, description="images handed to the encoder at once")
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs. Defaults are the paper's method with runnable components."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Choice = Field(default_factory=lambda: Choice(name="voc"))
+    bank_split: str = "train"
+    eval_split: str = "val"
+    labeler: Choice = Field(default_factory=lambda: Choice(name="gt"))
+    proposer: Choice = Field(default_factory=lambda: Choice(name="slic"))
+    purifier: Choice = Field(default_factory=lambda: Choice(name="erode"))
+    encoder: Choice = Field(default_factory=lambda: Choice(name="dinov2"))
+    aggregator: Choice = Field(default_factory=lambda: Choice(name="soft"))
+    index: Choice = Field(default_factory=lambda: Choice(name="exact"))
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    bank_limit: int | None = Field(None, ge=1, description="use only the first N bank images")
+    eval_limit: int | None = Field(None, ge=1, description="evaluate only the first N images")
+    overlays: bool = True
+
+    def choice(self, kind: str) -> Choice:
+        return getattr(self, kind)
+
+
+TOP_LEVEL_KEYS = ("bank_split", "eval_split", "bank_limit", "eval_limit", "overlays")
+
+
+def load_config(path: Path | None) -> RunConfig:
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ModusegError(f"config file {path} does not exist; pass an existing YAML file to --config") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ModusegError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ModusegError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
+    return config_from_dict(data, source=str(path))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    allowed = list(RunConfig.model_fields)
+    for key in data:
+        if key not in RunConfig.model_fields:
+            raise ModusegError(
+                f"{source}: unknown setting {key!r}{did_you_mean(key, allowed)} (allowed: {', '.join(allowed)})"
+            )
+    normalised = dict(data)
+    for kind in ("dataset", *RUN_KINDS):
+        value = normalised.get(kind)
+        if isinstance(value, str):  # "proposer: slic" is short for {name: slic}
+            normalised[kind] = {"name": value}
+    try:
+        return RunConfig.model_validate(normalised)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(p) for p in error["loc"])
+        raise ModusegError(f"{source}: setting {loc} is invalid: {error['msg']}") from None
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values are YAML scalars or lists: ``5``, ``0.4``, ``true``, ``[8, 10]``, ``path/x``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(
+    config: RunConfig, *, choices: dict[str, str | None] | None = None, sets: list[str] | None = None
+) -> RunConfig:
+    """Apply ``--<kind> NAME`` choices and ``--set key=value`` overrides; returns a new config."""
+    data = config.model_dump(mode="python")
+    for kind, name in (choices or {}).items():
+        if name is None:
+            continue
+        if data[kind]["name"] != name:
+            data[kind] = {"name": name, "options": {}}
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ModusegError(f"--set {item!r} is not KEY=VALUE; write e.g. --set encoder.layers=[9] or --set method.top_k=5")
+        value = parse_value(raw)
+        head, dot, rest = key.partition(".")
+        if head in ("dataset", *RUN_KINDS):
+            if not dot:
+                raise ModusegError(f"--set {item!r}: name an option, e.g. --set {head}.OPTION=VALUE (use --{head} NAME to pick the component)")
+            data[head]["options"][rest] = value
+        elif head == "method":
+            if rest not in MethodConfig.model_fields:
+                raise ModusegError(
+                    f"--set {item!r}: method has no setting {rest!r}{did_you_mean(rest, MethodConfig.model_fields)} "
+                    f"(allowed: {', '.join(MethodConfig.model_fields)})"
+                )
+            data["method"][rest] = value
+        elif head in TOP_LEVEL_KEYS and not dot:
+            data[head] = value
+        else:
+            allowed = ["dataset.*", *(f"{k}.*" for k in RUN_KINDS), "method.*", *TOP_LEVEL_KEYS]
+            raise ModusegError(f"--set {item!r}: unknown key {key!r}{did_you_mean(head, allowed)} (allowed: {', '.join(allowed)})")
+    try:
+        method = parse_options("method", "settings", MethodConfig, data.pop("method"))
+    except ModusegError as exc:
+        raise ModusegError(str(exc).replace("--set method.", "--set method.")) from None
+    return RunConfig.model_validate({**data, "method": method})
