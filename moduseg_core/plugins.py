@@ -53,6 +53,7 @@ class ComponentSpec:
     weights: str | None = None
     oracle: bool = False
     plugin: str = "?"
+    entry_point: str = "?"
 
     @property
     def module(self) -> str:
@@ -158,6 +159,7 @@ def registry() -> dict[str, dict[str, ComponentSpec]]:
                 oracle: bool = False,
                 _kind: str = kind,
                 _origin: str = origin,
+                _entry: str = plugin_name,
             ) -> None:
                 if not (isinstance(options, type) and issubclass(options, Options)):
                     raise ModusegError(
@@ -181,6 +183,7 @@ def registry() -> dict[str, dict[str, ComponentSpec]]:
                     weights=weights,
                     oracle=oracle,
                     plugin=_origin,
+                    entry_point=_entry,
                 )
 
             impl.function(register=register)

@@ -204,3 +204,12 @@ def test_miou_ignores_255_and_empty_classes():
 def test_confusion_rejects_unknown_gt_ids():
     with pytest.raises(ValueError, match="class id 9"):
         confusion(np.array([[9]]), np.array([[0]]), 4)
+
+
+def test_intersections_exact_against_matrix_product():
+    from moduseg_core.method.nms import intersections
+
+    rng = np.random.default_rng(3)
+    masks = np.stack([_random_mask(rng, 37, 53, boxes=2) for _ in range(70)])  # > 64 masks: several signature bytes
+    flat = masks.reshape(len(masks), -1).astype(np.int64)
+    assert np.array_equal(intersections(masks), flat @ flat.T)

@@ -130,7 +130,7 @@ def evaluate(
     cfg = compose(config, sets, dataset=dataset)
     if not predictions.is_dir():
         raise ModusegError(f"predictions folder {predictions} does not exist; pass the predictions/ folder of a run")
-    ds, samples = open_dataset(cfg, split)
+    ds, samples = open_dataset(cfg, split, cfg.eval_limit)
     names = list(ds.component.class_names)
     result = evaluate_dir(predictions, samples, names)
     for name, value in zip(names, result.iou):

@@ -10,6 +10,8 @@ import typer
 from ..errors import ModusegError, did_you_mean
 from ..plugins import KINDS, check_kind, list_components
 
+PLURAL = {"index": "indexes"}
+
 app = typer.Typer(help="List and describe installed components.", no_args_is_help=True)
 
 
@@ -58,7 +60,7 @@ def list_cmd(
     for spec in specs:
         if spec.kind != current:
             current = spec.kind
-            typer.echo(f"{current}s:")
+            typer.echo(f"{PLURAL.get(current, current + 's')}:")
         status = "ok" if spec.importable else f"missing {', '.join(spec.missing_requirements())} -> {spec.install_hint()}"
         extra = f" [{spec.extra}]" if spec.extra else ""
         typer.echo(f"  {spec.name:<14} {spec.summary}{extra}  ({status}; {spec.plugin})")

@@ -7,9 +7,26 @@ import numpy as np
 from ..types import BACKGROUND
 
 
-def _intersections(masks: np.ndarray) -> np.ndarray:
-    flat = masks.reshape(len(masks), -1).astype(np.float32)
-    return flat @ flat.T
+def intersections(masks: np.ndarray) -> np.ndarray:
+    """Exact pairwise intersection areas of ``bool N×H×W`` masks (``int64 N×N``).
+
+    Pixels are grouped by the set of masks covering them (a bit signature); each
+    distinct signature adds its pixel count to every pair it contains. Proposals
+    overlap little, so there are few signatures and this is much cheaper than an
+    ``N×HW`` matrix product.
+    """
+    n = len(masks)
+    if n == 0:
+        return np.zeros((0, 0), np.int64)
+    flat = masks.reshape(n, -1)
+    signature = np.ascontiguousarray(np.packbits(flat, axis=0).T)  # HW × ceil(N/8)
+    signature = signature[signature.any(axis=1)]
+    if not len(signature):
+        return np.zeros((n, n), np.int64)
+    rows = signature.view(np.dtype((np.void, signature.shape[1]))).ravel()
+    unique, counts = np.unique(rows, return_counts=True)
+    bits = np.unpackbits(unique.view(np.uint8).reshape(len(unique), -1), axis=1)[:, :n].astype(np.int64)
+    return (bits.T * counts) @ bits
 
 
 def mask_nms(
@@ -24,8 +41,8 @@ def mask_nms(
         if len(idx) == 0:
             continue
         idx = idx[np.argsort(-scores[idx], kind="stable")]
-        inter = _intersections(masks[idx])
-        group_areas = areas[idx].astype(np.float32)
+        inter = intersections(masks[idx]).astype(np.float64)
+        group_areas = areas[idx].astype(np.float64)
         union = group_areas[:, None] + group_areas[None, :] - inter
         iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
         keep_local: list[int] = []

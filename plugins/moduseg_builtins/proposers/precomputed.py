@@ -1,0 +1,184 @@
+"""The ``precomputed`` proposer: class-agnostic masks read from disk, one file per image id.
+
+Formats (docs/formats.md), looked up in this order:
+
+- ``{id}.npz`` with ``masks`` (bool N×H×W) or ``packed`` (``np.packbits`` of the flattened
+  bool masks) + ``shape`` (N, H, W); optional ``scores`` (float32 N, default 1.0).
+  :func:`save_proposals` writes this (packed) format.
+- ``{id}.png``: an instance map; 0 = no mask, every other value is one mask (score 1.0).
+
+numpy and pillow only.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from moduseg_core import ModusegError, Options, hookimpl
+from moduseg_core.io import atomic_path
+from moduseg_core.types import Proposals
+
+
+def save_proposals(path: Path | str, proposals: Proposals) -> None:
+    """Write ``proposals`` to ``path`` (must end in ``.npz``) as ``packed`` + ``shape`` + ``scores``, atomically."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ModusegError(f"proposal file {path} must end in .npz (the precomputed proposer reads {{id}}.npz)")
+    masks = np.asarray(proposals.masks, dtype=bool)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(
+                handle,
+                packed=np.packbits(masks.reshape(-1)),
+                shape=np.asarray(masks.shape, dtype=np.int64),
+                scores=np.asarray(proposals.scores, dtype=np.float32),
+            )
+
+
+def load_proposals(path: Path | str, expected_hw: tuple[int, int] | None = None) -> Proposals:
+    """Read an ``.npz`` proposal file or a ``.png`` instance map (see the module docstring)."""
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        masks, scores = _read_png(path)
+    else:
+        masks, scores = _read_npz(path)
+    if expected_hw is not None and masks.shape[1:] != tuple(expected_hw):
+        raise ModusegError(
+            f"proposal file {path} has masks of {masks.shape[1]}×{masks.shape[2]} but the image is "
+            f"{expected_hw[0]}×{expected_hw[1]}; proposals must be at the image's full size"
+        )
+    return Proposals(masks, scores)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise ModusegError(f"proposal file {path} does not exist") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModusegError(f"proposal file {path} is unreadable or corrupt ({exc}); regenerate it") from None
+    if "masks" in arrays:
+        masks = arrays["masks"]
+        if masks.ndim != 3:
+            raise ModusegError(f"proposal file {path}: 'masks' has shape {masks.shape}; expected bool N×H×W")
+        if masks.dtype != np.bool_:
+            if not np.issubdtype(masks.dtype, np.integer) or masks.size and masks.max() > 1 or masks.min(initial=0) < 0:
+                raise ModusegError(
+                    f"proposal file {path}: 'masks' is {masks.dtype} with values other than 0/1; expected bool N×H×W"
+                )
+            masks = masks.astype(bool)
+    elif "packed" in arrays and "shape" in arrays:
+        shape = tuple(int(v) for v in np.asarray(arrays["shape"]).ravel())
+        packed = np.asarray(arrays["packed"])
+        if len(shape) != 3 or min(shape) < 0:
+            raise ModusegError(f"proposal file {path}: 'shape' is {shape}; expected (N, H, W)")
+        count = shape[0] * shape[1] * shape[2]
+        if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != (count + 7) // 8:
+            raise ModusegError(
+                f"proposal file {path}: 'packed' is {packed.dtype} of {packed.size} bytes; expected uint8 of "
+                f"{(count + 7) // 8} bytes for shape {shape} (np.packbits of the flattened bool masks)"
+            )
+        masks = np.unpackbits(packed, count=count).astype(bool).reshape(shape)
+    else:
+        raise ModusegError(
+            f"proposal file {path} holds {sorted(arrays)}; expected 'masks' (bool N×H×W) or 'packed' + 'shape', "
+            "and optionally 'scores' (write it with moduseg_builtins.proposers.precomputed.save_proposals)"
+        )
+    n = masks.shape[0]
+    if "scores" in arrays:
+        scores = np.asarray(arrays["scores"])
+        if scores.ndim != 1 or scores.shape[0] != n:
+            raise ModusegError(
+                f"proposal file {path} has {scores.size} scores for {n} masks; 'scores' must be float32 of length N"
+            )
+        scores = scores.astype(np.float32)
+    else:
+        scores = np.ones(n, dtype=np.float32)
+    return masks, scores
+
+
+def _read_png(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("P", "L", "I", "I;16"):
+                raise ModusegError(
+                    f"instance map {path} has mode {img.mode}; it must be a palette or grayscale PNG of instance ids "
+                    "(0 = no mask)"
+                )
+            instances = np.asarray(img, dtype=np.int64)
+    except FileNotFoundError:
+        raise ModusegError(f"instance map {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ModusegError(f"instance map {path} is unreadable or corrupt ({exc}); regenerate it") from None
+    values, inverse = np.unique(instances, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    h, w = instances.shape
+    masks = np.zeros((len(values), h * w), dtype=bool)
+    masks[inverse, np.arange(h * w)] = True
+    keep = values != 0
+    masks = masks[keep].reshape(int(keep.sum()), h, w)
+    return masks, np.ones(masks.shape[0], dtype=np.float32)
+
+
+class PrecomputedProposerOptions(Options):
+    root: Path = Field(..., description="folder of {id}.npz proposal files or {id}.png instance maps (docs/formats.md)")
+    score_threshold: float = Field(
+        0.0,
+        description="keep masks with score >= this (the paper keeps EntitySeg masks with score >= 0.6)",
+    )
+
+
+class PrecomputedProposer:
+    """Masks produced by another tool (e.g. EntitySeg), read per image id."""
+
+    def __init__(self, options: PrecomputedProposerOptions):
+        self.root = Path(options.root).expanduser()
+        self.score_threshold = float(options.score_threshold)
+        if not self.root.is_dir():
+            raise ModusegError(
+                f"proposer 'precomputed' root {self.root} does not exist or is not a folder; "
+                "set --set proposer.root=<folder of {id}.npz or {id}.png files>"
+            )
+
+    def path_for(self, image_id: str) -> Path:
+        npz = self.root / f"{image_id}.npz"
+        if npz.is_file():
+            return npz
+        png = self.root / f"{image_id}.png"
+        if png.is_file():
+            return png
+        raise ModusegError(
+            f"proposal file {npz} (or {png.name}) does not exist; proposer 'precomputed' needs one file per image "
+            "under its root (check proposer.root and the image ids)"
+        )
+
+    def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
+        if image_id is None:
+            raise ModusegError(
+                "proposer 'precomputed' needs the image id to find its file, but none was given; call "
+                "propose(image, image_id=...) or use a proposer that computes masks (e.g. slic)"
+            )
+        if not isinstance(image, np.ndarray) or image.ndim < 2:
+            raise ModusegError(
+                f"proposer 'precomputed' got an image of shape {getattr(image, 'shape', None)}; expected uint8 H×W×3"
+            )
+        proposals = load_proposals(self.path_for(image_id), expected_hw=image.shape[:2])
+        return proposals.select(proposals.scores >= self.score_threshold)
+
+
+@hookimpl
+def register_proposers(register):
+    register(
+        "precomputed",
+        PrecomputedProposer,
+        options=PrecomputedProposerOptions,
+        summary="Masks read from {root}/{id}.npz (bool or packed, with scores) or {id}.png instance maps",
+    )
