@@ -164,6 +164,12 @@ def build_bank(
 ) -> Bank:
     """Label → purify → encode → pool every bank image, filter outliers, index."""
     timer = timer or Timer()
+    samples = list(samples)
+    fit = getattr(labeler.component, "fit", None)
+    if callable(fit):
+        t0 = time.perf_counter()
+        fit(samples)
+        timer.add("label_fit", time.perf_counter() - t0)
     vectors: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     regions_total = regions_small = 0

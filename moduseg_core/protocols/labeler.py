@@ -11,6 +11,13 @@ from ..types import Sample
 
 @runtime_checkable
 class Labeler(Protocol):
+    """Turns a training image and its image-level labels into a class map.
+
+    A labeler that learns from the whole bank split (for example from which
+    images share a label) may also define ``fit(samples: Sequence[Sample]) -> None``;
+    the bank builder calls it once, before the first ``label`` call.
+    """
+
     #: True when the labeler reads ground truth (an upper bound, not weak supervision).
     oracle: bool
 

@@ -1,0 +1,444 @@
+"""Shared machinery of the file-based datasets: class lists, label tables, split lists, the dataset class."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from moduseg_core import ModusegError
+from moduseg_core.errors import did_you_mean
+from moduseg_core.io import IMAGE_SUFFIXES, read_mask
+from moduseg_core.types import IGNORE_INDEX, Sample
+
+HERE = Path(__file__).resolve().parent
+BUILTIN_CLASSES = {"voc": HERE / "voc_classes.txt", "coco": HERE / "coco_classes.txt"}
+BACKGROUND_NAMES = {"background", "_background_", "__background__", "bg"}
+COCO_SPLITS = {"train": "train2014", "val": "val2014"}
+LABEL_SUFFIXES = (".json", ".npy", ".csv")
+#: ``labels_file="masks"`` derives the labels from the GT masks even when a labels file is present.
+FROM_MASKS = "masks"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _resolve(root: Path, value: str | Path) -> Path:
+    """An absolute path as is; a relative one under ``root`` (or as given, when only that exists)."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    under = root / path
+    if under.exists() or not path.exists():
+        return under
+    return path
+
+
+def _norm_name(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in " _-")
+
+
+def load_class_names(classes: str, root: Path | None = None) -> tuple[list[str], str]:
+    """``"voc"``, ``"coco"`` or a text file (one name a line, background first) → (names, description)."""
+    if classes in BUILTIN_CLASSES:
+        path, desc = BUILTIN_CLASSES[classes], classes
+    else:
+        path = _resolve(root, classes) if root is not None else Path(classes).expanduser()
+        desc = str(path)
+        if not path.is_file():
+            raise ModusegError(
+                f"classes file {path} does not exist; use classes=voc, classes=coco or the path of a text file "
+                "with one class name per line, background first"
+            )
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(names) < 2:
+        raise ModusegError(
+            f"classes file {path} lists {len(names)} name(s); it needs background plus at least one class, one a line"
+        )
+    if names[0].lower() not in BACKGROUND_NAMES:
+        raise ModusegError(
+            f"classes file {path} starts with {names[0]!r}, not background; class id 0 is background, so add "
+            "'background' as the first line"
+        )
+    seen: set[str] = set()
+    for name in names:
+        key = _norm_name(name)
+        if key in seen:
+            raise ModusegError(f"classes file {path} lists {name!r} twice; class names must be unique")
+        seen.add(key)
+    return names, desc
+
+
+def _read_split_file(path: Path) -> list[str]:
+    """One id a line; blank lines and ``#`` comments skipped. Lines such as
+    ``/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png`` give the first file's stem."""
+    if not path.is_file():
+        raise ModusegError(
+            f"split file {path} does not exist; check root and split, or set split_file to a list of image ids"
+        )
+    ids: list[str] = []
+    seen: set[str] = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        token = line.split()[0]
+        if "/" in token or "\\" in token or Path(token).suffix.lower() in IMAGE_SUFFIXES:
+            token = Path(token.replace("\\", "/")).stem
+        if token not in seen:
+            seen.add(token)
+            ids.append(token)
+    return ids
+
+
+def _index_dir(folder: Path, suffixes: tuple[str, ...], *, strict: bool = False) -> dict[str, Path]:
+    """stem → file for the files of ``folder`` with one of ``suffixes`` (earlier suffixes win).
+
+    ``strict``: two files with the same stem (``a.jpg``, ``a.png``) are an error.
+    """
+    found: dict[str, Path] = {}
+    rank = {s: i for i, s in enumerate(suffixes)}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, suffix = os.path.splitext(entry.name)
+            suffix = suffix.lower()
+            if suffix not in rank or entry.name.startswith(".") or not entry.is_file():
+                continue
+            path = Path(entry.path)
+            old = found.get(stem)
+            if old is not None:
+                if strict:
+                    raise ModusegError(
+                        f"image id {stem!r} is ambiguous: both {old} and {path} exist in {folder}; "
+                        "keep one file per id"
+                    )
+                if rank[old.suffix.lower()] <= rank[suffix]:
+                    continue
+            found[stem] = path
+    return found
+
+
+def _strip_image_suffix(key: str) -> str:
+    key = str(key)
+    suffix = os.path.splitext(key)[1].lower()
+    return os.path.splitext(key)[0] if suffix in IMAGE_SUFFIXES else key
+
+
+class LabelTable:
+    """Image-level labels read from a file, validated against the class names."""
+
+    def __init__(self, path: Path, class_names: list[str], classes_desc: str):
+        self.path = path
+        self.class_names = class_names
+        self.classes_desc = classes_desc
+        raw = self._read(path)
+        self.labels = self._parse(raw)
+
+    # -- reading
+
+    def _read(self, path: Path) -> dict[str, Any]:
+        if not path.is_file():
+            raise ModusegError(
+                f"labels file {path} does not exist; set labels_file to a .json, .npy or .csv file of image-level "
+                "labels, or leave it unset to derive labels from the masks"
+            )
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ModusegError(f"labels file {path} is not valid JSON ({exc}); fix or regenerate it") from None
+        elif suffix == ".npy":
+            try:
+                data = np.load(path, allow_pickle=True)
+            except (ValueError, OSError, EOFError) as exc:
+                raise ModusegError(f"labels file {path} is not a readable .npy file ({exc}); regenerate it") from None
+            if isinstance(data, np.ndarray) and data.dtype == object and data.shape == ():
+                data = data.item()
+        elif suffix == ".csv":
+            data = self._read_csv(path)
+        else:
+            raise ModusegError(
+                f"labels file {path} has suffix {path.suffix!r}; allowed: {', '.join(LABEL_SUFFIXES)} "
+                "(see docs/formats.md)"
+            )
+        if not isinstance(data, dict):
+            raise ModusegError(
+                f"labels file {path} holds a {type(data).__name__}, not a mapping of image id → labels; "
+                "see docs/formats.md for the accepted formats"
+            )
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, np.ndarray):
+                value = value.ravel().tolist()
+            elif isinstance(value, (int, float, str, np.integer)) and not isinstance(value, bool):
+                value = [value]
+            elif not isinstance(value, (list, tuple)):
+                raise ModusegError(
+                    f"labels file {path}: image {key!r} has labels {value!r}; expected a list of class ids or names"
+                )
+            out[_strip_image_suffix(key)] = list(value)
+        return out
+
+    @staticmethod
+    def _read_csv(path: Path) -> dict[str, list[str]]:
+        data: dict[str, list[str]] = {}
+        with path.open(newline="", encoding="utf-8") as handle:
+            for lineno, row in enumerate(csv.reader(handle), start=1):
+                if not row or not "".join(row).strip() or row[0].strip().startswith("#"):
+                    continue
+                if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["id", "labels"]:
+                    continue
+                if len(row) > 2:
+                    raise ModusegError(
+                        f"labels file {path} line {lineno} has {len(row)} fields; expected `id,labels` with the "
+                        "labels separated by ';' (e.g. img1,dog;person)"
+                    )
+                labels = row[1] if len(row) > 1 else ""
+                data[row[0].strip()] = [p.strip() for p in labels.split(";") if p.strip()]
+        return data
+
+    # -- parsing
+
+    def _is_multi_hot(self, raw: dict[str, list]) -> bool:
+        c = len(self.class_names)
+        if not raw:
+            return False
+        lengths = {len(v) for v in raw.values()}
+        if len(lengths) != 1 or lengths.pop() not in (c - 1, c) or c - 1 < 2:
+            return False
+        for values in raw.values():
+            for v in values:
+                if isinstance(v, str) or v not in (0, 1):
+                    return False
+        return True
+
+    def _parse(self, raw: dict[str, list]) -> dict[str, tuple[int, ...]]:
+        c = len(self.class_names)
+        if self._is_multi_hot(raw):
+            offset = 1 if len(next(iter(raw.values()))) == c - 1 else 0
+            return {
+                key: tuple(sorted(i + offset for i, v in enumerate(values) if v and i + offset != 0))
+                for key, values in raw.items()
+            }
+        lookup = {_norm_name(n): i for i, n in enumerate(self.class_names)}
+        out: dict[str, tuple[int, ...]] = {}
+        for key, values in raw.items():
+            ids: set[int] = set()
+            for value in values:
+                ids.add(self._to_id(key, value, lookup))
+            out[key] = tuple(sorted(ids))
+        return out
+
+    def _to_id(self, key: str, value: Any, lookup: dict[str, int]) -> int:
+        c = len(self.class_names)
+        where = f"labels file {self.path}: image {key!r}"
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lstrip("-").isdigit():
+                value = int(text)
+            else:
+                cid = lookup.get(_norm_name(text))
+                if cid is None:
+                    raise ModusegError(
+                        f"{where} has class name {text!r}, which is not among the {c} classes of "
+                        f"{self.classes_desc}{did_you_mean(text, self.class_names)}; fix the name or set classes="
+                    )
+                value = cid
+        elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ModusegError(f"{where} has label {value!r}; expected a class id (int) or a class name")
+        elif float(value) != int(value):
+            raise ModusegError(f"{where} has label {value!r}; class ids must be integers")
+        cid = int(value)
+        if not 1 <= cid <= c - 1:
+            hint = " (background is implicit: list foreground ids only)" if cid == 0 else ""
+            raise ModusegError(
+                f"{where} has class id {cid}, outside 1..{c - 1} for the {c} classes of {self.classes_desc}{hint}; "
+                "fix the file, or pick the labels_file/classes that belong together"
+            )
+        return cid
+
+    def for_ids(self, ids: list[str]) -> dict[str, tuple[int, ...]]:
+        missing = [i for i in ids if i not in self.labels]
+        if missing:
+            raise ModusegError(
+                f"labels file {self.path} has no entry for image {missing[0]!r} ({len(missing)} of {len(ids)} ids "
+                "of the split are missing); add them, or leave labels_file unset to derive labels from the masks"
+            )
+        return {i: self.labels[i] for i in ids}
+
+
+def labels_from_mask(path: Path, class_names: list[str], classes_desc: str) -> tuple[int, ...]:
+    """The unique class ids of a GT mask except background (0) and ignore (255)."""
+    mask = read_mask(path)
+    present = np.unique(mask)
+    c = len(class_names)
+    bad = [int(v) for v in present if v != IGNORE_INDEX and not 0 <= v < c]
+    if bad:
+        raise ModusegError(
+            f"mask {path} holds class id {bad[0]}, outside 0..{c - 1} (and 255) for the {c} classes of "
+            f"{classes_desc}; set classes= to the class list these masks use, or point mask_dir at the right masks"
+        )
+    return tuple(int(v) for v in present if v != 0 and v != IGNORE_INDEX)
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+class FileDataset:
+    """A list of samples with image-level labels; what every built-in dataset builds.
+
+    Attributes: ``class_names`` (index 0 = background), ``split``, ``root``, ``labels_source``
+    (the labels file, ``"masks"`` or ``"none"``).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        root: Path,
+        split: str,
+        class_names: list[str],
+        classes_desc: str,
+        entries: list[tuple[str, Path, Path | None]],
+        labels_file: Path | None,
+        derive_from_masks: bool,
+    ):
+        self.name = name
+        self.root = root
+        self.split = split
+        self.class_names = list(class_names)
+        self.classes_desc = classes_desc
+        if not entries:
+            raise ModusegError(
+                f"dataset {name!r} split {split!r} has no samples (root {root}); check the split list and the "
+                "image folder"
+            )
+        self._entries = entries
+        self._samples: list[Sample] | None = None
+        self._by_id: dict[str, int] | None = None
+        if labels_file is not None:
+            table = LabelTable(labels_file, self.class_names, classes_desc)
+            labels = table.for_ids([e[0] for e in entries])
+            self.labels_source = str(labels_file)
+            self._samples = [Sample(i, img, labels[i], mask) for i, img, mask in entries]
+        elif derive_from_masks:
+            missing = [m for _, _, m in entries if m is None]
+            if missing:
+                first = next(i for i, _, m in entries if m is None)
+                raise ModusegError(
+                    f"dataset {name!r} split {split!r}: image {first!r} has no mask to derive its labels from "
+                    f"({len(missing)} of {len(entries)} without masks); give labels_file= or add the masks"
+                )
+            self.labels_source = "masks"
+        else:
+            self.labels_source = "none"
+            self._samples = [Sample(i, img, (), mask) for i, img, mask in entries]
+
+    @property
+    def samples(self) -> list[Sample]:
+        if self._samples is None:
+            self._samples = [
+                Sample(i, img, labels_from_mask(mask, self.class_names, self.classes_desc), mask)
+                for i, img, mask in self._entries
+            ]
+        return self._samples
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def ids(self) -> list[str]:
+        return [e[0] for e in self._entries]
+
+    @property
+    def has_masks(self) -> bool:
+        return all(e[2] is not None for e in self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+    def by_id(self, image_id: str) -> Sample:
+        if self._by_id is None:
+            self._by_id = {e[0]: k for k, e in enumerate(self._entries)}
+        if image_id not in self._by_id:
+            raise ModusegError(f"dataset {self.name!r} split {self.split!r} has no image {image_id!r}")
+        return self.samples[self._by_id[image_id]]
+
+    def fingerprint(self) -> str:
+        """Short sha256 of (class names, split, sorted ids with their labels): changes when any of them does."""
+        payload = {
+            "classes": self.class_names,
+            "split": self.split,
+            "samples": sorted([s.id, list(s.labels)] for s in self.samples),
+        }
+        text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, split={self.split!r}, n={len(self)}, "
+            f"classes={len(self.class_names)}, root={str(self.root)!r})"
+        )
+
+
+def _check_root(root: Path, name: str) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ModusegError(
+            f"dataset {name!r} root {root} does not exist or is not a folder; set --set dataset.root=<folder>"
+        )
+    return root
+
+
+def _check_dir(path: Path, what: str, option: str) -> Path:
+    if not path.is_dir():
+        raise ModusegError(f"{what} {path} does not exist or is not a folder; check root and the {option} option")
+    return path
+
+
+def _attach(
+    name: str,
+    split: str,
+    ids: list[str],
+    image_dir: Path,
+    mask_dir: Path | None,
+    *,
+    partial_masks_ok: bool = False,
+    strict_images: bool = False,
+) -> list[tuple[str, Path, Path | None]]:
+    images = _index_dir(image_dir, IMAGE_SUFFIXES, strict=strict_images)
+    missing = [i for i in ids if i not in images]
+    if missing:
+        raise ModusegError(
+            f"image {image_dir / (missing[0] + '.jpg')} does not exist ({len(missing)} of {len(ids)} images of "
+            f"dataset {name!r} split {split!r} are missing); check root, image_dir and the split list"
+        )
+    masks: dict[str, Path] = {}
+    if mask_dir is not None and mask_dir.is_dir():
+        masks = _index_dir(mask_dir, (".png",))
+        absent = [i for i in ids if i not in masks]
+        if absent and len(absent) < len(ids) and not partial_masks_ok:
+            raise ModusegError(
+                f"mask {mask_dir / (absent[0] + '.png')} does not exist ({len(absent)} of {len(ids)} masks of "
+                f"split {split!r} are missing); point mask_dir at the folder with this split's masks"
+            )
+    return [(i, images[i], masks.get(i)) for i in ids]
+
+
+def _check_split_name(split: str) -> str:
+    if not split or "/" in split or "\\" in split or split in (".", ".."):
+        raise ValueError("split must be a plain name such as train or val (use split_file for a path)")
+    return split
