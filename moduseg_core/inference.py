@@ -30,41 +30,60 @@ class Predictor:
         self.masks_kept = 0
 
     def predict_batch(self, images: Sequence[np.ndarray], ids: Sequence[str | None]) -> list[Prediction]:
-        proposals: list[Proposals] = []
         t0 = time.perf_counter()
-        for image, image_id in zip(images, ids):
-            found = self.proposer.component.propose(image, image_id=image_id)
-            if found.masks.shape[1:] != image.shape[:2]:
-                raise ValueError(
-                    f"proposer {self.proposer.name!r} returned {found.masks.shape[1:]} masks for a {image.shape[:2]} image"
-                )
-            area = found.masks.reshape(len(found), -1).sum(axis=1)
-            proposals.append(found.select(area >= self.method.min_mask_area))
+        proposals = [self.propose(image, image_id) for image, image_id in zip(images, ids)]
         self.timer.add("propose", time.perf_counter() - t0)
+        described = self.describe(images, ids, proposals)
+        return [self.decide(image.shape[:2], masks, vectors) for image, (masks, vectors) in zip(images, described)]
 
+    # -- the stages (a caching subclass overrides them one by one) ------------------------------
+
+    def propose(self, image: np.ndarray, image_id: str | None) -> Proposals:
+        """Class-agnostic masks of one image, those under ``min_mask_area`` dropped."""
+        found = self.proposer.component.propose(image, image_id=image_id)
+        if found.masks.shape[1:] != image.shape[:2]:
+            raise ValueError(
+                f"proposer {self.proposer.name!r} returned {found.masks.shape[1:]} masks for a {image.shape[:2]} image"
+            )
+        area = found.masks.reshape(len(found), -1).sum(axis=1)
+        return found.select(area >= self.method.min_mask_area)
+
+    def describe(
+        self, images: Sequence[np.ndarray], ids: Sequence[str | None], proposals: Sequence[Proposals]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Encode the images that have proposals (one batch) and pool every mask:
+        per image the poolable masks ``bool K×H×W`` and their vectors ``float32 K×C``."""
         t0 = time.perf_counter()
         need = [i for i, p in enumerate(proposals) if len(p)]
         encoded = self.encoder.component.encode_batch([images[i] for i in need]) if need else []
         features: dict[int, FeatureMap] = dict(zip(need, encoded))
         self.timer.add("encode", time.perf_counter() - t0)
+        out = []
+        for i, (image, found) in enumerate(zip(images, proposals)):
+            self.masks_seen += len(found)
+            if i not in features:
+                out.append(_nothing(image.shape[:2]))
+                continue
+            t0 = time.perf_counter()
+            ok, vectors = self.pool(features[i], found.masks)
+            out.append((found.masks[ok], vectors))
+            self.timer.add("pool", time.perf_counter() - t0)
+        return out
 
-        return [self._finish(image, proposals[i], features.get(i)) for i, image in enumerate(images)]
-
-    def _finish(self, image: np.ndarray, proposals: Proposals, features: FeatureMap | None) -> Prediction:
-        height, width = image.shape[:2]
-        empty = Prediction(
-            np.zeros((height, width), np.int32), np.zeros((0, height, width), bool), np.zeros(0, np.int32), np.zeros(0, np.float32)
-        )
-        self.masks_seen += len(proposals)
-        if features is None or not len(proposals):
-            return empty
-        t0 = time.perf_counter()
-        vectors = self.aggregator.component.aggregate(features, proposals.masks)
+    def pool(self, features: FeatureMap, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pool every mask: which rows could be pooled (``bool N``) and their vectors."""
+        vectors = self.aggregator.component.aggregate(features, masks)
         ok = valid_rows(vectors)
-        masks, vectors = proposals.masks[ok], vectors[ok]
-        self.timer.add("pool", time.perf_counter() - t0)
+        return ok, vectors[ok]
+
+    def decide(self, image_hw: tuple[int, int], masks: np.ndarray, vectors: np.ndarray) -> Prediction:
+        """Retrieve → vote → per-class NMS → paint."""
+        height, width = image_hw
         if not len(masks):
-            return empty
+            return Prediction(
+                np.zeros((height, width), np.int32), np.zeros((0, height, width), bool), np.zeros(0, np.int32),
+                np.zeros(0, np.float32),
+            )
         t0 = time.perf_counter()
         k = min(self.method.top_k, len(self.bank))
         similarities, neighbour_labels = self.bank.index.search(vectors, k)
@@ -77,3 +96,7 @@ class Predictor:
         self.timer.add("nms+paint", time.perf_counter() - t0)
         self.masks_kept += len(keep)
         return Prediction(semantic, masks, labels, scores)
+
+
+def _nothing(image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, *image_hw), bool), np.zeros((0, 0), np.float32)

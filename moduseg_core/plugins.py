@@ -265,5 +265,5 @@ def loaded_plugins() -> dict[str, str]:
 
 def heavy_modules_loaded() -> list[str]:
     """Which heavy libraries are imported in this process (used by the import-cost test)."""
-    heavy = ("torch", "transformers", "faiss", "sam2", "segment_anything", "skimage", "open_clip", "cv2")
+    heavy = ("torch", "transformers", "faiss", "sam2", "segment_anything", "skimage", "open_clip", "cv2", "matplotlib", "hnswlib", "timm", "einops", "detectron2", "hydra", "huggingface_hub")
     return [m for m in heavy if m in sys.modules]

@@ -6,15 +6,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import numpy as np
-
 from .bank import Bank, build_bank
 from .components import Built, Timer, build, describe_config, is_oracle, package_versions, validate
 from .config import RUN_KINDS, Choice, RunConfig
 from .errors import ModusegError
 from .inference import Predictor
 from .io import IMAGE_SUFFIXES, overlay, read_image, read_mask, write_jpeg, write_json, write_png, write_text
-from .method.metrics import Scores, confusion, scores
+from .method.metrics import Accumulator, Scores
 from .progress import progress
 from .types import Sample
 
@@ -44,10 +42,12 @@ def dataset_info(dataset: Built, samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-def make_bank(config: RunConfig, timer: Timer | None = None) -> Bank:
+def make_bank(config: RunConfig, timer: Timer | None = None, *, encoder: Built | None = None) -> Bank:
+    """Build the bank of ``config``; ``encoder`` replaces the configured one (e.g. a caching wrapper of it)."""
     validate(config, ("labeler", "purifier", "encoder", "aggregator", "index"))
     dataset, samples = open_dataset(config, config.bank_split, config.bank_limit)
-    parts = {kind: build(kind, config.choice(kind)) for kind in ("labeler", "purifier", "encoder", "aggregator")}
+    parts = {kind: build(kind, config.choice(kind)) for kind in ("labeler", "purifier", "aggregator")}
+    parts["encoder"] = encoder or build("encoder", config.encoder)
     bank = build_bank(
         samples,
         n_samples=len(samples),
@@ -87,11 +87,11 @@ def predict_samples(
     n_classes: int,
     overlays: bool = True,
     desc: str = "predict",
-) -> np.ndarray | None:
-    """Predict every sample, write PNG masks (+ overlays), and return the confusion matrix
-    (None when no sample has ground truth)."""
-    matrix = np.zeros((n_classes, n_classes), np.int64)
-    scored = 0
+    timer: Timer | None = None,
+) -> Accumulator | None:
+    """Predict every sample, write PNG masks (+ overlays) when ``out_dir`` is given, and return
+    the confusion matrix and boundary counts of the samples with ground truth (None when none has)."""
+    evaluation = Accumulator(n_classes)
     chunks = list(batched(samples, predictor.method.batch_images))
     bar = progress(range(len(samples)), total=len(samples), desc=desc)
     bar_iter = iter(bar)
@@ -104,13 +104,15 @@ def predict_samples(
                 if overlays:
                     write_jpeg(out_dir / "overlays" / f"{sample.id}.jpg", overlay(image, prediction.semantic))
             if sample.mask_path is not None:
+                t0 = time.perf_counter()
                 gt = read_mask(sample.mask_path, expected_hw=image.shape[:2])
-                matrix += confusion(gt, prediction.semantic, n_classes)
-                scored += 1
+                evaluation.add(gt, prediction.semantic)
+                if timer is not None:
+                    timer.add("evaluate", time.perf_counter() - t0)
             next(bar_iter, None)
     if hasattr(bar, "close"):
         bar.close()
-    return matrix if scored else None
+    return evaluation if evaluation.images else None
 
 
 def run(config: RunConfig, out_dir: Path, *, bank_dir: Path | None = None) -> dict[str, Any]:
@@ -135,11 +137,13 @@ def run(config: RunConfig, out_dir: Path, *, bank_dir: Path | None = None) -> di
         )
     predictor = make_predictor(config, bank)
     t0 = time.perf_counter()
-    matrix = predict_samples(predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays)
+    evaluation = predict_samples(
+        predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays, timer=timer
+    )
     timer.add("predict_total", time.perf_counter() - t0)
     for stage, seconds in predictor.timer.seconds.items():
         timer.add(f"predict_{stage}", seconds)
-    result = scores(matrix) if matrix is not None else None
+    result = evaluation.scores() if evaluation is not None else None
     report = make_report(
         config,
         bank,
@@ -197,13 +201,42 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += [f"Evaluated {ev['images']} images of `{ev['name']}` split `{ev['split']}`; bank of {report['bank']['size']} vectors.", ""]
     if "miou" in report:
         lines += [f"**mIoU: {100 * report['miou']:.2f}**  (pixel accuracy {100 * report['pixel_accuracy']:.2f})", ""]
-        lines += ["| class | IoU |", "|---|---:|"]
-        for name, value in report["per_class_iou"].items():
-            lines.append(f"| {name} | {'–' if value is None else f'{100 * value:.2f}'} |")
+        lines += score_table(report)
         lines.append("")
     lines += ["| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report["seconds"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def score_table(report: dict[str, Any]) -> list[str]:
+    """Markdown rows: per-class IoU, and boundary F-score / Boundary IoU when the report has them."""
+    boundary = report.get("boundary")
+    if not boundary:
+        rows = ["| class | IoU |", "|---|---:|"]
+        rows += [f"| {name} | {_pct(value)} |" for name, value in report["per_class_iou"].items()]
+        return rows
+    rows = [
+        (
+            f"Boundary F-score **{_pct(boundary['f_score'])}** (tolerance {boundary_tolerance_text(boundary['tolerance'])}), "
+            f"Boundary IoU **{_pct(boundary['iou'])}** (dilation {boundary['dilation_ratio']:g} of the diagonal)."
+        ),
+        "",
+        "| class | IoU | boundary F | Boundary IoU |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, value in report["per_class_iou"].items():
+        rows.append(
+            f"| {name} | {_pct(value)} | {_pct(boundary['per_class_f'].get(name))} | {_pct(boundary['per_class_iou'].get(name))} |"
+        )
+    return rows
+
+
+def boundary_tolerance_text(tolerance: float) -> str:
+    return f"{tolerance:g} px" if tolerance >= 1 else f"{100 * tolerance:g} % of the diagonal"
 
 
 def image_paths(inputs: Sequence[Path]) -> list[Path]:
@@ -223,8 +256,8 @@ def image_paths(inputs: Sequence[Path]) -> list[Path]:
 
 
 def evaluate_dir(pred_dir: Path, samples: Sequence[Sample], class_names: list[str]) -> Scores:
-    """Score a folder of ``{id}.png`` predictions against a dataset split's masks."""
-    matrix = np.zeros((len(class_names), len(class_names)), np.int64)
+    """Score a folder of ``{id}.png`` predictions against a dataset split's masks (IoU and boundary metrics)."""
+    evaluation = Accumulator(len(class_names))
     for sample in progress(samples, total=len(samples), desc="evaluate"):
         if sample.mask_path is None:
             raise ModusegError(f"sample {sample.id} has no ground-truth mask; evaluate needs a split with masks")
@@ -233,5 +266,5 @@ def evaluate_dir(pred_dir: Path, samples: Sequence[Sample], class_names: list[st
         if not pred_path.is_file():
             raise ModusegError(f"prediction {pred_path} is missing; predict every image of the split first")
         pred = read_mask(pred_path, expected_hw=gt.shape)
-        matrix += confusion(gt, pred, len(class_names))
-    return scores(matrix)
+        evaluation.add(gt, pred)
+    return evaluation.scores()

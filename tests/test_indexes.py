@@ -344,7 +344,12 @@ def test_options_are_checked():
     # device and chunk decide where and how, not what: they stay out of fingerprints
     options = plugins.build_options("index", "exact", {"device": "auto", "chunk": 8})
     assert options.identity() == {}
-    assert plugins.build_options("index", "faiss", {"gpu": "never"}).identity() == {}
+    # gpu decides where, not what; type/nlist/nprobe decide what an approximate search returns
+    assert plugins.build_options("index", "faiss", {"gpu": "never"}).identity() == {
+        "type": "flat",
+        "nlist": None,
+        "nprobe": 32,
+    }
 
 
 def test_gpu_requests_without_a_gpu():
@@ -374,3 +379,144 @@ def test_registration_is_light_and_declares_faiss():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
+# -- faiss IVF (type='ivf') ------------------------------------------------------------
+
+
+def recall_at(found_rows: np.ndarray, exact_rows: np.ndarray) -> float:
+    """Mean fraction of each query's exact top-k rows that the approximate search also returned."""
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found_rows.tolist(), exact_rows.tolist())]))
+
+
+def bank_and_queries(rng: np.random.Generator, n: int, q: int, dim: int, classes: int):
+    """Bank and queries drawn around the same class centres (as bank and inference masks of one dataset)."""
+    vectors, _ = clustered_bank(rng, n + q, dim, classes)
+    return vectors[:n], vectors[n:]
+
+
+def test_faiss_ivf_recall_vs_exact(tmp_path):
+    """A realistic bank (20k×384, 21 class clusters like pooled mask features); labels are the bank rows."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(11)
+    bank, queries = bank_and_queries(rng, 20000, 400, 384, 21)
+    rows = np.arange(len(bank))
+    exact = get_component("index", "exact")
+    exact.add(bank, rows)
+    ivf = get_component("index", "faiss", type="ivf", gpu="never")
+    ivf.add(bank, rows)
+    ref = exact.search(queries, 25)
+    result = ivf.search(queries, 25)
+    assert ivf.nlist == 512  # 4·sqrt(20000) = 566 capped at 20000 // 39
+    assert result.similarities.dtype == np.float32 and result.labels.dtype == np.int32
+    assert np.all(np.diff(result.similarities, axis=1) <= 0)
+    assert recall_at(result.labels, ref.labels) >= 0.99
+    # what it finds is scored exactly: the similarity of each returned row is its inner product
+    np.testing.assert_allclose(
+        result.similarities, np.einsum("qc,qkc->qk", queries, bank[result.labels]), atol=1e-5, rtol=0
+    )
+    # fewer cells searched = lower recall: nprobe is honoured (the same trained cells, loaded from disk)
+    ivf.save(tmp_path / "ivf")
+    narrow = get_component("index", "faiss", type="ivf", nprobe=1, gpu="never")
+    narrow.load(tmp_path / "ivf")
+    assert recall_at(narrow.search(queries, 25).labels, ref.labels) < 0.9
+
+
+def test_faiss_ivf_trains_on_everything_added_before_the_first_search():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(12)
+    bank, labels = clustered_bank(rng, 3000, 48, 7)
+    queries = unit(rng, 40, 48)
+    once = get_component("index", "faiss", type="ivf", nlist=16, gpu="never")
+    once.add(bank, labels)
+    twice = get_component("index", "faiss", type="ivf", nlist=16, gpu="never")
+    twice.add(bank[:1000], labels[:1000])
+    twice.add(bank[1000:1000], labels[1000:1000])
+    twice.add(bank[1000:], labels[1000:])
+    a, b = once.search(queries, 25), twice.search(queries, 25)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.similarities, b.similarities)
+    # adds after training go into the trained cells and are found
+    extra = unit(rng, 5, 48)
+    twice.add(extra, np.full(5, 99))
+    assert len(twice) == 3005 and twice.nlist == 16
+    assert twice.search(extra, 1).labels.ravel().tolist() == [99] * 5
+
+
+def test_faiss_ivf_small_cells_still_return_k_neighbours():
+    """nprobe=1 over tiny cells holds fewer than k vectors: those queries are searched over every cell."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(13)
+    bank, labels = clustered_bank(rng, 400, 16, 5)
+    queries = unit(rng, 30, 16)
+    ivf = get_component("index", "faiss", type="ivf", nlist=40, nprobe=1, gpu="never")
+    ivf.add(bank, labels)
+    for k in (25, 399, 400):
+        sims, found = ivf.search(queries, k)
+        assert found.shape == (30, k) and found.min() >= 0
+        assert np.all(np.diff(sims, axis=1) <= 0)
+    ref = get_component("index", "exact")
+    ref.add(bank, labels)
+    np.testing.assert_allclose(ivf.search(queries, 400).similarities, ref.search(queries, 400).similarities, atol=1e-5)
+
+
+def test_faiss_ivf_save_load_round_trip(tmp_path):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(14)
+    bank, labels = clustered_bank(rng, 2000, 32, 5)
+    queries = unit(rng, 25, 32)
+    index = get_component("index", "faiss", type="ivf", nlist=20, nprobe=4, gpu="never")
+    index.add(bank, labels)
+    target = tmp_path / "ivf"
+    index.save(target)  # trains first: nothing was searched yet
+    assert {p.name for p in target.iterdir()} == {"index.faiss", "labels.npy", "index.json"}
+    manifest = json.loads((target / "index.json").read_text())
+    assert manifest == {
+        "index": "faiss", "count": 2000, "dim": 32, "metric": "inner_product", "format": 1, "type": "ivf", "nlist": 20,
+    }
+    # the cells come from the file; nprobe is a search setting and comes from the options
+    loaded = get_component("index", "faiss", type="ivf", nlist=7, nprobe=4, gpu="never")
+    loaded.load(target)
+    assert (len(loaded), loaded.dim, loaded.nlist) == (2000, 32, 20)
+    before, after = index.search(queries, 25), loaded.search(queries, 25)
+    np.testing.assert_array_equal(before.labels, after.labels)
+    np.testing.assert_array_equal(before.similarities, after.similarities)
+    wide = get_component("index", "faiss", type="ivf", nprobe=20, gpu="never")
+    wide.load(target)
+    exact = get_component("index", "exact")
+    exact.add(bank, labels)
+    assert_same_neighbours(wide.search(queries, 25), *exact.search(queries, 25), atol=1e-5)
+
+    # a kind mismatch is refused in one line, both ways
+    with pytest.raises(ModusegError, match=r"holds a faiss type='ivf' index but this index has type='flat'") as e:
+        get_component("index", "faiss", gpu="never").load(target)
+    one_line_error(e)
+    flat = get_component("index", "faiss", gpu="never")
+    flat.add(bank, labels)
+    flat.save(tmp_path / "flat")
+    with pytest.raises(ModusegError, match=r"holds a faiss type='flat' index.*set index.type=flat"):
+        get_component("index", "faiss", type="ivf", gpu="never").load(tmp_path / "flat")
+
+    # empty IVF indexes round-trip too
+    empty = get_component("index", "faiss", type="ivf", gpu="never")
+    empty.save(tmp_path / "empty")
+    again = get_component("index", "faiss", type="ivf", gpu="never")
+    again.load(tmp_path / "empty")
+    assert len(again) == 0 and again.dim is None
+
+
+def test_faiss_ivf_needs_enough_vectors_to_train():
+    pytest.importorskip("faiss")
+    index = get_component("index", "faiss", type="ivf", nlist=64, gpu="never")
+    index.add(np.eye(8, dtype=np.float32), np.arange(8))
+    with pytest.raises(ModusegError, match=r"nlist=64 needs at least 64 vectors to train, but 8 were added") as e:
+        index.search(np.eye(8, dtype=np.float32), 1)
+    one_line_error(e)
+    automatic = get_component("index", "faiss", type="ivf", gpu="never")
+    automatic.add(np.eye(8, dtype=np.float32), np.arange(8))
+    assert automatic.search(np.eye(8, dtype=np.float32), 1).labels.ravel().tolist() == list(range(8))
+    assert automatic.nlist == 1
+    with pytest.raises(ModusegError, match="type='hnsw' is invalid"):
+        get_component("index", "faiss", type="hnsw")
+    with pytest.raises(ModusegError, match="nprobe=0 is invalid"):
+        get_component("index", "faiss", type="ivf", nprobe=0)

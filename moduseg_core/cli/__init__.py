@@ -8,7 +8,7 @@ import sys
 import typer
 
 from ..errors import ModusegError
-from . import jobs
+from . import ablate_cmd, jobs, labels_cmd
 from .plugins_cmd import app as plugins_app
 
 app = typer.Typer(
@@ -23,7 +23,10 @@ app.command("build-bank")(jobs.build_bank)
 app.command("predict")(jobs.predict)
 app.command("evaluate")(jobs.evaluate)
 app.command("demo")(jobs.demo)
+app.command("evaluate-labels")(labels_cmd.evaluate_labels)
 app.add_typer(plugins_app, name="plugins")
+app.command("ablate")(ablate_cmd.ablate)
+app.add_typer(ablate_cmd.cache_app, name="cache")
 
 
 @app.callback()

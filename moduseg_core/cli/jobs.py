@@ -34,6 +34,9 @@ def _print_scores(report: dict, out: Path) -> None:
             typer.echo(f"  {name:<{width}}  {'   –' if value is None else f'{100 * value:6.2f}'}")
         typer.echo(f"mIoU {100 * report['miou']:.2f} on {report['eval']['images']} images "
                    f"(wall {report['seconds']['wall']:.1f} s)")
+        if report.get("boundary"):
+            typer.echo(f"boundary F {100 * report['boundary']['f_score']:.2f}, "
+                       f"Boundary IoU {100 * report['boundary']['iou']:.2f}")
     typer.echo(f"report: {out / 'report.md'}")
 
 
@@ -124,8 +127,8 @@ def evaluate(
     sets: SetOpt = None,
     split: Annotated[str, typer.Option(help="Dataset split with ground truth.")] = "val",
 ) -> None:
-    """Score a folder of predicted masks against a dataset split (mIoU, per-class IoU)."""
-    from ..runner import evaluate_dir, open_dataset
+    """Score a folder of predicted masks against a dataset split (mIoU, boundary F, Boundary IoU; per class)."""
+    from ..runner import boundary_tolerance_text, evaluate_dir, open_dataset
 
     cfg = compose(config, sets, dataset=dataset)
     if not predictions.is_dir():
@@ -133,9 +136,16 @@ def evaluate(
     ds, samples = open_dataset(cfg, split, cfg.eval_limit)
     names = list(ds.component.class_names)
     result = evaluate_dir(predictions, samples, names)
-    for name, value in zip(names, result.iou):
-        typer.echo(f"  {name:<14} {'   –' if value != value else f'{100 * value:6.2f}'}")
+    def cell(value: float) -> str:
+        return "     –" if value != value else f"{100 * value:6.2f}"
+
+    bound = result.boundary
+    typer.echo(f"  {'class':<14} {'IoU':>6} {'BF':>6} {'BIoU':>6}")
+    for c, name in enumerate(names):
+        typer.echo(f"  {name:<14} {cell(result.iou[c])} {cell(bound.f_score[c])} {cell(bound.iou[c])}")
     typer.echo(f"mIoU {100 * result.miou:.2f} on {len(samples)} images")
+    typer.echo(f"boundary F {100 * bound.mean_f:.2f} (tolerance {boundary_tolerance_text(bound.tolerance)}), "
+               f"Boundary IoU {100 * bound.mean_iou:.2f}")
 
 
 def _default_data() -> Path:

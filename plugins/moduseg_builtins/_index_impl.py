@@ -1,9 +1,11 @@
 """Implementations behind the ``exact`` and ``faiss`` indexes (see ``indexes.py``).
 
 Only numpy is imported here; torch and faiss are imported inside the methods that
-use them. Both indexes return the same neighbours in the same order: similarity
-descending, ties broken by insertion order (the lower bank row first), also when a
-group of equal similarities straddles the k-th place.
+use them. ``exact`` and ``faiss`` (flat) return the same neighbours in the same order:
+similarity descending, ties broken by insertion order (the lower bank row first), also
+when a group of equal similarities straddles the k-th place. ``faiss`` with
+``type='ivf'`` searches only ``nprobe`` k-means cells: among the neighbours it finds the
+order is the same, but a true neighbour in an unsearched cell is missed.
 """
 
 from __future__ import annotations
@@ -149,8 +151,9 @@ def _block_size(chunk: int, n: int) -> int:
 # -- persistence helpers ------------------------------------------------------------
 
 
-def _write_manifest(directory: Path, name: str, count: int, dim: int | None) -> None:
+def _write_manifest(directory: Path, name: str, count: int, dim: int | None, extra: dict | None = None) -> None:
     manifest = {"index": name, "count": int(count), "dim": dim, "metric": METRIC, "format": FORMAT}
+    manifest.update(extra or {})
     (directory / "index.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -371,12 +374,21 @@ class ExactIndex:
 
 # -- faiss ---------------------------------------------------------------------------
 
-#: faiss GPU indexes answer at most this many neighbours per query.
+#: faiss GPU indexes answer at most this many neighbours per query (and probe at most this many cells).
 _FAISS_GPU_MAX_K = 2048
 
 
+def auto_nlist(n: int) -> int:
+    """4·sqrt(n) cells, but at least 39 training vectors per cell (faiss's k-means guideline)."""
+    return max(1, min(int(round(4 * np.sqrt(n))), n // 39))
+
+
 class FaissIndex:
-    """faiss ``IndexFlatIP``: exact inner product, on a GPU when faiss has one."""
+    """faiss ``IndexFlatIP`` (exact) or ``IndexIVFFlat`` (approximate), on a GPU when faiss has one.
+
+    An IVF index is trained (k-means over the vectors, inner-product metric) on everything
+    added before it is first searched or saved; later adds go into the trained cells.
+    """
 
     name = "faiss"
 
@@ -385,6 +397,9 @@ class FaissIndex:
 
         self._faiss = faiss
         self.gpu_option = options.gpu
+        self.kind = getattr(options, "type", "flat")
+        self.nlist_option = getattr(options, "nlist", None)
+        self.nprobe = getattr(options, "nprobe", 32)
         gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         if options.gpu == "always" and gpus == 0:
             raise ModusegError(
@@ -393,8 +408,10 @@ class FaissIndex:
             )
         self.use_gpu = options.gpu != "never" and gpus > 0
         self._resources: Any = None
-        self._index: Any = None  # created on the first add/load, when the dim is known
-        self._cpu_copy: Any = None  # for searches wider than a GPU index allows
+        self._index: Any = None  # created on the first add/load, when the dim is known (IVF: when trained)
+        self._cpu_copy: Any = None  # for searches wider than a GPU index allows, and for saving
+        self._pending: list[np.ndarray] = []  # IVF: vectors waiting for training
+        self.nlist: int | None = None  # IVF: the trained number of cells
         self._labels: list[np.ndarray] = []
         self._count = 0
         self._dim: int | None = None
@@ -408,7 +425,8 @@ class FaissIndex:
         return self._dim
 
     def __repr__(self) -> str:
-        return f"FaissIndex(count={self._count}, dim={self._dim}, gpu={self.use_gpu})"
+        ivf = f", nlist={self.nlist}, nprobe={self.nprobe}" if self.kind == "ivf" else ""
+        return f"FaissIndex(type={self.kind!r}, count={self._count}, dim={self._dim}{ivf}, gpu={self.use_gpu})"
 
     @property
     def labels(self) -> np.ndarray:
@@ -428,30 +446,78 @@ class FaissIndex:
             return self._index
         if self._cpu_copy is None:
             self._cpu_copy = self._faiss.index_gpu_to_cpu(self._index)
+            self._set_nprobe(self._cpu_copy, self.nprobe)
         return self._cpu_copy
+
+    def _set_nprobe(self, index: Any, nprobe: int) -> None:
+        if self.kind != "ivf" or index is None:
+            return
+        nprobe = max(1, min(int(nprobe), self.nlist or 1))
+        if self.use_gpu and index is self._index:  # a GpuIndexIVFFlat: faiss's generic parameter setter
+            self._faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", min(nprobe, _FAISS_GPU_MAX_K))
+        else:
+            index.nprobe = nprobe
 
     def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
         matrix = _as_matrix(self.name, "vectors", vectors, self._dim)
         ids = _as_labels(self.name, labels, matrix.shape[0])
-        if self._index is None:
+        if self._dim is None:
             self._dim = int(matrix.shape[1])
-            self._index = self._to_device(self._faiss.IndexFlatIP(self._dim))
-        if matrix.shape[0]:
+            if self.kind == "flat":
+                self._index = self._to_device(self._faiss.IndexFlatIP(self._dim))
+        if not matrix.shape[0]:
+            return
+        if self._index is None:  # an IVF index not trained yet
+            self._pending.append(matrix.copy() if matrix is vectors else matrix)
+        else:
             self._index.add(matrix)
-            self._labels.append(ids)
-            self._count += int(matrix.shape[0])
             self._cpu_copy = None
+        self._labels.append(ids)
+        self._count += int(matrix.shape[0])
+
+    def _train(self) -> None:
+        """IVF: k-means over the pending vectors, then add them (no-op once trained)."""
+        if self._index is not None or not self._pending:
+            return
+        data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        n = int(data.shape[0])
+        nlist = self.nlist_option or auto_nlist(n)
+        if nlist > n:
+            raise ModusegError(
+                f"index 'faiss' type='ivf' with nlist={nlist} needs at least {nlist} vectors to train, but "
+                f"{n} were added; lower index.nlist (None = automatic) or use type='flat'"
+            )
+        quantizer = self._faiss.IndexFlatIP(self._dim)
+        cpu_index = self._faiss.IndexIVFFlat(quantizer, self._dim, nlist, self._faiss.METRIC_INNER_PRODUCT)
+        cpu_index.train(data)
+        cpu_index.add(data)
+        self._quantizer = quantizer  # the IVF index does not own it in Python
+        self.nlist = nlist
+        self._index = self._to_device(cpu_index)
+        self._cpu_copy = None
+        self._set_nprobe(self._index, self.nprobe)
+        self._pending = []
 
     def _raw_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index = self._index if not self.use_gpu or k <= _FAISS_GPU_MAX_K else self._cpu_index()
         sims, rows = index.search(queries, k)
-        return sims.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
+        sims, rows = sims.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
+        if self.kind == "ivf":
+            short = np.flatnonzero((rows < 0).any(axis=1))
+            if len(short):  # the probed cells held fewer than k vectors: search every cell for those queries
+                self._set_nprobe(index, self.nlist or 1)
+                try:
+                    sims[short], rows[short] = index.search(queries[short], k)
+                finally:
+                    self._set_nprobe(index, self.nprobe)
+        return sims, rows
 
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
         k = _check_k(self.name, k, self._count)
         queries = _as_matrix(self.name, "queries", queries, self._dim)
         if not queries.shape[0]:
             return SearchResult(np.zeros((0, k), np.float32), np.zeros((0, k), np.int32))
+        self._train()
         n = self._count
         wide = min(k + 1, n)  # one extra neighbour shows whether a tie group straddles the k-th place
         sims, rows = self._raw_search(queries, wide)
@@ -486,18 +552,31 @@ class FaissIndex:
 
     def save(self, directory: Path | str) -> None:
         target = _prepare_save(self.name, directory)
+        self._train()
+        extra = {"type": "ivf", "nlist": self.nlist} if self.kind == "ivf" else None
         with atomic_path(target) as tmp:
             tmp.mkdir()
             if self._index is not None:
                 self._faiss.write_index(self._cpu_index(), str(tmp / "index.faiss"))
             np.save(tmp / "labels.npy", self.labels)
-            _write_manifest(tmp, self.name, self._count, self._dim)
+            _write_manifest(tmp, self.name, self._count, self._dim, extra)
 
     def load(self, directory: Path | str) -> None:
         directory, manifest = _read_manifest(self.name, directory)
         count, dim = manifest["count"], manifest["dim"]
+        saved_kind = manifest.get("type", "flat")
+        if saved_kind not in ("flat", "ivf"):
+            raise ModusegError(
+                f"{directory / 'index.json'} names an unknown faiss type {saved_kind!r}; save the index again"
+            )
+        if saved_kind != self.kind:
+            raise ModusegError(
+                f"{directory} holds a faiss type={saved_kind!r} index but this index has type={self.kind!r}; "
+                f"set index.type={saved_kind} to load it, or re-add the vectors to a type={self.kind!r} index"
+            )
         labels = _load_labels(directory, count)
         path = directory / "index.faiss"
+        expected = self._faiss.IndexIVFFlat if saved_kind == "ivf" else self._faiss.IndexFlat
         if dim is None:
             cpu_index = None
         else:
@@ -510,14 +589,18 @@ class FaissIndex:
                 cpu_index.ntotal != count
                 or cpu_index.d != dim
                 or cpu_index.metric_type != self._faiss.METRIC_INNER_PRODUCT
-                or not isinstance(cpu_index, self._faiss.IndexFlat)
+                or not isinstance(cpu_index, expected)
             ):
                 raise ModusegError(
                     f"index file {path} holds a {type(cpu_index).__name__} of {cpu_index.ntotal}×{cpu_index.d} "
-                    f"but index.json says an inner-product IndexFlat of {count}×{dim}; save the index again"
+                    f"but index.json says an inner-product {expected.__name__} of {count}×{dim}; save the index again"
                 )
+        self.nlist = int(cpu_index.nlist) if cpu_index is not None and saved_kind == "ivf" else None
+        self._pending = []
         self._index = None if cpu_index is None else self._to_device(cpu_index)
         self._cpu_copy = cpu_index if self.use_gpu else None
+        self._set_nprobe(self._index, self.nprobe)
+        self._set_nprobe(self._cpu_copy, self.nprobe)
         self._labels = [labels]
         self._count = int(count)
         self._dim = dim

@@ -1,0 +1,339 @@
+"""Running a sweep: every point is a full run (bank + predict + evaluate) through the stage cache.
+
+The stages are the pipeline's own (``runner.make_bank``, ``inference.Predictor``,
+``runner.predict_samples``); the cache sits at their boundaries (``moduseg_core.cache``):
+
+- ``scores``: a point whose predictions and evaluation settings were scored before is read back
+  whole — a finished sweep reruns in seconds and loads no model, bank or image;
+- ``predictions``: per image, keyed by the bank and every inference setting;
+- ``banks``: keyed by the dataset split and the bank-side components and numbers;
+- ``pooled`` / ``features`` / ``proposals``: per image, so a point that changes only
+  ``method.top_k`` reruns retrieval, voting and NMS only, and the encoder runs once per image
+  and encoder configuration in the whole sweep.
+
+A killed sweep resumes: entries are written atomically as they are computed, and the
+results files are rewritten after every point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..bank import Bank
+from ..cache import CachedEncoder, CachedProposer, CachingPredictor, StageCache, cached_built, component_key, fingerprint
+from ..components import Built, Timer, build, describe_config, package_versions
+from ..config import RunConfig
+from ..errors import ModusegError
+from ..io import write_json, write_text
+from ..method.boundary import BF_TOLERANCE, BIOU_DILATION
+from ..runner import ORACLE_NOTE, dataset_info, make_bank, open_dataset, predict_samples, report_markdown
+from ..types import Sample
+from .sweep import Point, Sweep, expand
+
+#: Bump when the evaluation changes, so cached scores are recomputed.
+METRICS_VERSION = 1
+
+
+def files_digest(samples: Sequence[Sample]) -> str:
+    """Short hash of each sample's image and mask file (path, size, modification time): a cheap
+    guard that re-keys a bank or a score when a file of its split is replaced."""
+    h = hashlib.sha256()
+    for s in samples:
+        for path in (s.image_path, s.mask_path):
+            if path is None:
+                h.update(b"-\n")
+                continue
+            try:
+                st = Path(path).stat()
+                h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{path}|missing\n".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class _Split:
+    dataset: Built
+    samples: list[Sample]
+    info: dict[str, Any]
+
+
+@dataclass
+class SweepRun:
+    """Runs the points of a sweep, sharing one encoder model and proposer per configuration."""
+
+    sweep: Sweep
+    out_dir: Path
+    cache: StageCache | None
+    on_point: Callable[[dict[str, Any]], None] | None = None
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    _encoders: dict[str, CachedEncoder] = field(default_factory=dict)
+    _proposers: dict[str, CachedProposer] = field(default_factory=dict)
+    _splits: dict[str, _Split] = field(default_factory=dict)
+
+    def run(self, points: list[Point] | None = None) -> list[dict[str, Any]]:
+        from .results import write_results
+
+        points = expand(self.sweep) if points is None else points
+        for point in points:  # every dataset split opens (roots, split lists, labels) before any work
+            self._split(point.config, point.config.bank_split, point.config.bank_limit)
+            self._split(point.config, point.config.eval_split, point.config.eval_limit)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        for point in points:
+            report = self.run_point(point, total=len(points))
+            self.reports.append(report)
+            # tables after every point (a killed sweep leaves what it finished); plots at the end
+            last = point is points[-1]
+            write_results(self.out_dir, self.sweep, self.reports, self.summary(time.perf_counter() - started), plots=last)
+            if self.on_point is not None:
+                self.on_point(report)
+        return self.reports
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def encoder_passes(self) -> int:
+        return sum(e.passes for e in self._encoders.values())
+
+    def summary(self, wall: float) -> dict[str, Any]:
+        uncached = sum(r.get("encoder", {}).get("uncached_passes", 0) for r in self.reports)
+        passes = sum(r.get("encoder", {}).get("passes", 0) for r in self.reports)
+        out: dict[str, Any] = {
+            "name": self.sweep.name,
+            "source": self.sweep.source,
+            "points": len(self.reports),
+            "wall": round(wall, 3),
+            "cached": self.cache is not None,
+            "encoder": {
+                "passes": passes,
+                "uncached_passes": uncached,
+                "saved_fraction": (1 - passes / uncached) if uncached else None,
+            },
+        }
+        if self.cache is not None:
+            out["cache_root"] = str(self.cache.root)
+            out["cache"] = self.cache.counts()
+        return out
+
+    # -- one point ---------------------------------------------------------------------------------
+
+    def _split(self, config: RunConfig, split: str, limit: int | None) -> _Split:
+        key = fingerprint({"dataset": config.dataset.model_dump(mode="json"), "split": split, "limit": limit})
+        if key not in self._splits:
+            dataset, samples = open_dataset(config, split, limit)
+            info = dataset_info(dataset, samples) | {"files": files_digest(samples)}
+            self._splits[key] = _Split(dataset, samples, info)
+        return self._splits[key]
+
+    def _encoder(self, config: RunConfig) -> Built:
+        assert self.cache is not None
+        key = fingerprint(component_key("encoder", config.encoder))
+        if key not in self._encoders:
+            choice = config.encoder
+            self._encoders[key] = CachedEncoder(self.cache, choice, lambda: build("encoder", choice).component)
+        return cached_built("encoder", config.encoder, self._encoders[key])
+
+    def _proposer(self, config: RunConfig) -> Built:
+        assert self.cache is not None
+        key = fingerprint(component_key("proposer", config.proposer))
+        if key not in self._proposers:
+            choice = config.proposer
+            self._proposers[key] = CachedProposer(self.cache, choice, lambda: build("proposer", choice).component)
+        return cached_built("proposer", config.proposer, self._proposers[key])
+
+    def point_dir(self, point: Point) -> Path:
+        return self.out_dir / "points" / point.slug
+
+    def run_point(self, point: Point, *, total: int = 0) -> dict[str, Any]:
+        if self.cache is None:
+            return self._run_uncached(point)
+        return self._run_cached(point, total)
+
+    def _run_uncached(self, point: Point) -> dict[str, Any]:
+        """The plain pipeline (``runner.run``): what running the points one by one costs."""
+        from ..runner import run as run_job
+
+        config = point.config.model_copy(update={"overlays": False})
+        out = self.point_dir(point)
+        report = run_job(config, out)
+        bank = self._split(config, config.bank_split, config.bank_limit)
+        evals = self._split(config, config.eval_split, config.eval_limit)
+        report |= _point_fields(point) | {
+            "encoder": {"passes": len(bank.samples) + len(evals.samples), "uncached_passes": len(bank.samples) + len(evals.samples)},
+        }
+        _write_point(out, report)
+        return report
+
+    def _run_cached(self, point: Point, total: int) -> dict[str, Any]:
+        cache = self.cache
+        assert cache is not None
+        config = point.config
+        started = time.perf_counter()
+        hits0, misses0 = cache.hits.copy(), cache.misses.copy()
+        passes0 = self.encoder_passes()
+        timer = Timer()
+
+        bank_split = self._split(config, config.bank_split, config.bank_limit)
+        eval_split = self._split(config, config.eval_split, config.eval_limit)
+        class_names = list(eval_split.dataset.component.class_names)
+
+        bank_key = cache.key("banks", {
+            "dataset": bank_split.info,
+            **{kind: component_key(kind, config.choice(kind)) for kind in ("labeler", "purifier", "encoder", "aggregator")},
+            "method": {k: getattr(config.method, k) for k in ("min_region_area", "filter_ratio")},
+        })
+        encoder = self._encoder(config)
+        proposer = self._proposer(config)
+        pooled_base = {
+            "proposer": component_key("proposer", config.proposer),
+            "min_mask_area": config.method.min_mask_area,
+            "encoder": component_key("encoder", config.encoder),
+            "aggregator": component_key("aggregator", config.aggregator),
+        }
+        prediction_base = {
+            "bank": bank_key,
+            "proposer": component_key("proposer", config.proposer),
+            "index": component_key("index", config.index),
+            "method": {k: getattr(config.method, k) for k in ("top_k", "nms_iou", "min_mask_area")},
+        }
+        scores_key = cache.key("scores", {
+            "predictions": fingerprint(prediction_base),
+            "eval": eval_split.info,
+            "metrics": {"version": METRICS_VERSION, "tolerance": BF_TOLERANCE, "dilation_ratio": BIOU_DILATION},
+        })
+        keys = {"bank": bank_key, "scores": scores_key}
+
+        stored = cache.get("scores", scores_key)
+        if stored is not None:
+            import json
+
+            report = json.loads(stored.read_text())
+            report["config"] = describe_config(config)  # runtime options may differ from the first run's
+            report["first_seconds"] = report.get("seconds", {})
+            report["seconds"] = {"wall": round(time.perf_counter() - started, 3)}
+            report["encoder"] = dict(report.get("encoder", {}), passes=0)
+            report |= _point_fields(point) | {"cache": _delta(cache, hits0, misses0), "scores_cached": True, "keys": keys}
+            _write_point(self.point_dir(point), report)
+            return report
+
+        def load_bank() -> Bank:
+            t0 = time.perf_counter()
+            hit = cache.get("banks", bank_key)
+            if hit is not None:
+                bank = Bank.load(hit, index=config.index)
+                timer.add("bank_load", time.perf_counter() - t0)
+            else:
+                bank = make_bank(config, timer, encoder=encoder)
+                bank.save(cache.path("banks", bank_key))
+                timer.add("bank_build", time.perf_counter() - t0)
+            bank.check_encoder(config.encoder, config.aggregator)
+            if class_names != bank.class_names:
+                raise ModusegError(
+                    f"point {point.index}: the bank's classes ({len(bank.class_names)}) differ from the eval dataset's "
+                    f"({len(class_names)}); use one dataset for bank_split and eval_split"
+                )
+            return bank
+
+        predictor = CachingPredictor(
+            load_bank, proposer, encoder, build("aggregator", config.aggregator), config.method,
+            cache=cache, pooled_base=pooled_base, prediction_base=prediction_base,
+        )
+        t0 = time.perf_counter()
+        evaluation = predict_samples(
+            predictor, eval_split.samples, None, n_classes=len(class_names), overlays=False,
+            desc=f"point {point.index + 1}/{total or '?'}", timer=timer,
+        )
+        timer.add("predict_total", time.perf_counter() - t0)
+        for stage, seconds in predictor.timer.seconds.items():
+            timer.add(f"predict_{stage}", seconds)
+        if evaluation is None:
+            raise ModusegError(
+                f"point {point.index}: split {config.eval_split!r} has no ground-truth masks, so nothing can be scored; "
+                "set eval_split to a split with masks"
+            )
+        result = evaluation.scores()
+        bank_info = _bank_summary(cache, bank_key, predictor)
+        oracle = bool(bank_info.get("components", {}).get("labeler", {}).get("oracle")) or _is_oracle(config)
+        report: dict[str, Any] = {
+            "oracle": oracle,
+            "note": ORACLE_NOTE if oracle else "weakly supervised: the bank saw image-level labels only",
+            "config": describe_config(config),
+            "bank": bank_info,
+            "eval": {k: v for k, v in eval_split.info.items() if k != "files"},
+            "masks": {"proposed": predictor.masks_seen, "kept": predictor.masks_kept, "images": len(eval_split.samples)},
+            "seconds": {k: round(v, 3) for k, v in timer.seconds.items()} | {"wall": round(time.perf_counter() - started, 3)},
+            "versions": package_versions(),
+            "encoder": {
+                "passes": self.encoder_passes() - passes0,
+                "uncached_passes": len(bank_split.samples) + len(eval_split.samples),
+            },
+            "computed": dict(predictor.computed),
+        }
+        report.update(result.as_dict(class_names))
+        with cache.put("scores", scores_key) as tmp:
+            import json
+
+            tmp.write_text(json.dumps(report, indent=1) + "\n")
+        report |= _point_fields(point) | {"cache": _delta(cache, hits0, misses0), "scores_cached": False, "keys": keys}
+        _write_point(self.point_dir(point), report)
+        return report
+
+
+def _is_oracle(config: RunConfig) -> bool:
+    from ..components import is_oracle
+
+    return is_oracle(config.labeler)
+
+
+def _bank_summary(cache: StageCache, bank_key: str, predictor: CachingPredictor) -> dict[str, Any]:
+    """Size, per-class counts and components of the point's bank, read from its manifest
+    (the bank itself is not loaded when every prediction came from the cache)."""
+    import json
+
+    if predictor.bank_loaded:
+        bank = predictor.bank
+        return {"size": len(bank), "per_class": bank.counts(), "dataset": bank.manifest["dataset"],
+                "components": bank.manifest["components"]}
+    manifest_path = cache.path("banks", bank_key) / "manifest.json"
+    if not manifest_path.is_file():
+        return {"size": None}
+    manifest = json.loads(manifest_path.read_text())
+    return {"size": sum(manifest["counts"]["vectors"].values()), "per_class": manifest["counts"]["vectors"],
+            "dataset": manifest["dataset"], "components": manifest["components"]}
+
+
+def _delta(cache: StageCache, hits0, misses0) -> dict[str, dict[str, int]]:
+    out = {}
+    for stage in set(cache.hits) | set(cache.misses):
+        hit, miss = cache.hits[stage] - hits0[stage], cache.misses[stage] - misses0[stage]
+        if hit or miss:
+            out[stage] = {"hit": hit, "miss": miss}
+    return out
+
+
+def _point_fields(point: Point) -> dict[str, Any]:
+    return {"point": point.index, "slug": point.slug, "label": point.label, "axes": point.values}
+
+
+def _write_point(out: Path, report: dict[str, Any]) -> None:
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", report_markdown(report))
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_dir: Path,
+    *,
+    cache: StageCache | None,
+    on_point: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Validate every point, then run them in order; returns the point reports and the summary."""
+    points = expand(sweep)
+    started = time.perf_counter()
+    runner = SweepRun(sweep, Path(out_dir), cache, on_point=on_point)
+    reports = runner.run(points)
+    return reports, runner.summary(time.perf_counter() - started)

@@ -1,0 +1,106 @@
+"""The ``clip`` labeler: dense CLIP logits for the image's own labels (the paper's kind of labeler).
+
+This entry-point module is light: options and registration only. torch and open_clip are
+imported by the factory (``_labelers_clip_impl``). The rule is documented in docs/labelers.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from moduseg_core import ModusegError, Options, hookimpl
+
+from ._clip_text import STUFF_WORDS
+
+
+class ClipLabelerOptions(Options):
+    model: str = Field(
+        "ViT-B-16",
+        description="open_clip architecture (open_clip.list_models()), or 'hf-hub:ORG/REPO' / "
+        "'local-dir:PATH' (a folder with open_clip_config.json and the weights)",
+    )
+    pretrained: str | None = Field(
+        "metaclip_fullcc",
+        description="open_clip pretrained tag of `model` (metaclip_fullcc, openai...) or a checkpoint file; "
+        "null = random weights (only for tests: the maps mean nothing)",
+    )
+    dense: Literal["sclip", "clearclip", "maskclip"] = Field(
+        "sclip",
+        description="dense tokens from the last block: sclip = q-q + k-k attention, clearclip = q-q attention, "
+        "maskclip = the value path; no residual and no MLP in that block for all three",
+    )
+    classes: str = Field(
+        "voc",
+        description="class names in the dataset's id order: voc, coco or a text file (background first); "
+        "must match the dataset's classes",
+    )
+    names: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="extra prompt names per class, e.g. {diningtable: [table]}; a class scores the best of its "
+        "names (voc names such as tvmonitor have built-in ones)",
+    )
+    templates: list[str] | None = Field(
+        None,
+        description="prompt templates with one {} each; null = the 80 ImageNet templates; each name's text "
+        "embedding is the normalised mean over templates",
+    )
+    background: list[str] = Field(
+        default_factory=lambda: list(STUFF_WORDS),
+        min_length=1,
+        description="stuff words; the background logit is the best of them (the paper's 26 words)",
+    )
+    logit_scale: float = Field(40.0, gt=0, description="temperature of the cosine logits (paper: 40)")
+    short_side: int | None = Field(
+        336, ge=16, description="resize so the shorter side is this before the sliding windows; null = native size"
+    )
+    crop: int = Field(336, ge=16, description="sliding window side in pixels (a multiple of the patch size)")
+    stride: int = Field(112, ge=1, description="sliding window step in pixels (at most crop)")
+    correct_with: str | None = Field(
+        None,
+        description="map correction: a registered proposer whose every mask (score >= correct_min_score) is set "
+        "to its majority class; null = no correction",
+    )
+    correct_options: dict[str, Any] = Field(default_factory=dict, description="options of the correct_with proposer")
+    correct_min_score: float = Field(0.5, ge=0.0, description="proposals scoring below this are not used to correct")
+    device: str = Field("auto", description="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="compute precision of the model")
+    batch_size: int = Field(16, ge=1, description="sliding windows per forward pass")
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "batch_size"})
+
+    @field_validator("templates")
+    @classmethod
+    def _one_slot(cls, templates: list[str] | None) -> list[str] | None:
+        if templates is not None:
+            if not templates:
+                raise ValueError("templates must not be empty (null = the 80 ImageNet templates)")
+            for template in templates:
+                if template.count("{}") != 1:
+                    raise ValueError(f"template {template!r} must contain exactly one {{}} for the class name")
+        return templates
+
+
+def _build(options: ClipLabelerOptions):
+    if options.stride > options.crop:
+        raise ModusegError(
+            f"labeler 'clip' option stride={options.stride} exceeds crop={options.crop}, so windows would leave "
+            "gaps; set --set labeler.stride to at most the crop"
+        )
+    from ._labelers_clip_impl import ClipLabeler
+
+    return ClipLabeler(options)
+
+
+@hookimpl
+def register_labelers(register):
+    register(
+        "clip",
+        _build,
+        options=ClipLabelerOptions,
+        summary="Dense CLIP logits for the image's labels vs stuff words, sliding windows (the paper's kind)",
+        extra="clip",
+        requires=("torch", "open_clip"),
+        weights="open_clip pretrained tags (default ViT-B-16 metaclip_fullcc), hf-hub: or local-dir: checkpoints",
+    )

@@ -1,0 +1,222 @@
+"""``Sam2Proposer``: sam2's ``SAM2AutomaticMaskGenerator`` behind the MaskProposer protocol.
+
+The model is built by sam2's own ``build_sam2`` from a config shipped with sam2 (a local YAML
+file is composed the same way with OmegaConf + ``hydra.utils.instantiate``). Hub ids are the
+ones ``SAM2AutomaticMaskGenerator.from_pretrained`` accepts; their checkpoint is fetched with
+``huggingface_hub.hf_hub_download`` (so ``HF_HUB_OFFLINE=1`` and the local cache work), exactly
+the files ``from_pretrained`` would use. Checkpoints are read with ``weights_only=True`` and must
+match the config key for key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moduseg_core import ModusegError, Proposals
+from moduseg_core.errors import did_you_mean
+
+from ._common import check_image, short_reason
+from ._torch_common import autocast, read_state_dict, resolve_device, to_proposals
+from .sam2 import RANDOM, Sam2Options
+
+#: What ``build_sam2(apply_postprocessing=True)`` sets; applied to local YAML configs as well.
+_POSTPROCESSING = {
+    "model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability": True,
+    "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta": 0.05,
+    "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh": 0.98,
+}
+
+
+def hub_models() -> dict[str, tuple[str, str]]:
+    """hub id → (sam2 config name, checkpoint file name), as sam2 itself defines them."""
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+
+    return dict(HF_MODEL_ID_TO_FILENAMES)
+
+
+def package_configs() -> list[str]:
+    """Config names shipped with the installed sam2, relative to the package (``configs/sam2.1/...``)."""
+    import sam2
+
+    root = Path(sam2.__file__).parent
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))
+
+
+def resolve_config(config: str) -> tuple[str, Path | None]:
+    """→ (sam2 config name, None) or (the path, local YAML file)."""
+    path = Path(config).expanduser()
+    if path.is_file():
+        return str(path), path
+    names = package_configs()
+    if config in names:
+        return config, None
+    stem = config[:-5] if config.endswith(".yaml") else config
+    matches = [n for n in names if n.startswith("configs/") and Path(n).stem == stem]
+    if len(matches) == 1:
+        return matches[0], None
+    shipped = [n for n in names if n.startswith("configs/") and "training" not in n]
+    raise ModusegError(
+        f"sam2 config {config!r} is neither a YAML file nor a config shipped with sam2"
+        f"{did_you_mean(config, names)} (shipped: {', '.join(shipped)}); fix --set proposer.config=..."
+    )
+
+
+def resolve_model(options: Sam2Options) -> tuple[str, Path | None]:
+    """→ (config, checkpoint path or None for random weights)."""
+    model, config = options.model, options.config
+    if model == RANDOM:
+        if config is None:
+            raise ModusegError(
+                "proposer 'sam2' with model='random' needs a config to build, e.g. "
+                "--set proposer.config=configs/sam2.1/sam2.1_hiera_t.yaml"
+            )
+        return config, None
+    known = hub_models()
+    if model in known:
+        default_config, filename = known[model]
+        return config or default_config, _hf_checkpoint(model, filename)
+    path = Path(model).expanduser()
+    if path.is_file():
+        if config is None:
+            by_file = {name: cfg for cfg, name in known.values()}
+            if path.name not in by_file:
+                raise ModusegError(
+                    f"sam2 checkpoint {path.name!r} is not a released file name, so its config is unknown; "
+                    "set --set proposer.config=configs/sam2.1/sam2.1_hiera_<t|s|b+|l>.yaml to match it"
+                )
+            config = by_file[path.name]
+        return config, path
+    if path.exists():
+        raise ModusegError(f"sam2 model {model!r} is a directory; point model at a checkpoint file (.pt)")
+    raise ModusegError(
+        f"sam2 model {model!r} is neither a known hub id{did_you_mean(model, known)} nor an existing checkpoint file "
+        f"(hub ids: {', '.join(known)}; or a local .pt, or {RANDOM!r} with a config)"
+    )
+
+
+def _hf_checkpoint(model: str, filename: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id=model, filename=filename))
+    except Exception as exc:  # offline and not cached, gated, interrupted...
+        raise ModusegError(
+            f"could not fetch {filename} of {model} from the Hugging Face hub or its local cache ({short_reason(exc)}); "
+            f"on a connected machine run `hf download {model} {filename}` and copy the cache, "
+            f"or pass --set proposer.model=/path/to/{filename}"
+        ) from None
+
+
+def build_model(config: str, image_size: int | None) -> torch.nn.Module:
+    """A randomly initialised ``SAM2Base`` from a sam2 config name (``build_sam2``) or a local YAML file."""
+    from sam2.build_sam import build_sam2
+
+    name, local = resolve_config(config)
+    try:
+        if local is None:
+            overrides = [f"++model.image_size={image_size}"] if image_size else []
+            return build_sam2(name, None, device="cpu", mode="eval", hydra_overrides_extra=overrides)
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(local)
+        if "model" not in cfg:
+            raise ModusegError(f"sam2 config {local} has no top-level 'model' section; use a sam2 model config")
+        for key, value in _POSTPROCESSING.items():
+            OmegaConf.update(cfg, key, value, force_add=True)
+        if image_size:
+            OmegaConf.update(cfg, "model.image_size", image_size, force_add=True)
+        OmegaConf.resolve(cfg)
+        return instantiate(cfg.model, _recursive_=True).eval()
+    except ModusegError:
+        raise
+    except Exception as exc:
+        raise ModusegError(
+            f"could not build a SAM 2 model from config {config!r} ({short_reason(exc)}); use a sam2 model config"
+        ) from None
+
+
+def load_sam2(options: Sam2Options) -> torch.nn.Module:
+    config, checkpoint = resolve_model(options)
+    model = build_model(config, options.image_size)
+    if checkpoint is None:
+        return model
+    state = read_state_dict(checkpoint, "SAM 2 checkpoint")
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ModusegError(
+            f"SAM 2 checkpoint {checkpoint} does not fit config {config!r}: {short_reason(exc, 160)}; "
+            "set --set proposer.config=... to the config it was trained with"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        first = (result.missing_keys or result.unexpected_keys)[0]
+        raise ModusegError(
+            f"SAM 2 checkpoint {checkpoint} does not fit config {config!r}: {len(result.missing_keys)} missing and "
+            f"{len(result.unexpected_keys)} unexpected keys (e.g. {first!r}); "
+            "set --set proposer.config=... to the config it was trained with"
+        )
+    return model
+
+
+class Sam2Proposer:
+    """Class-agnostic SAM 2 masks; ``model`` may be passed in (an already built ``SAM2Base``)."""
+
+    name = "sam2"
+
+    def __init__(self, options: Sam2Options, model: torch.nn.Module | None = None):
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+        self.options = options
+        self.device = resolve_device(options.device, self.name)
+        if model is None:
+            model = load_sam2(options)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        try:
+            self.generator = SAM2AutomaticMaskGenerator(
+                self.model,
+                points_per_side=options.points_per_side,
+                points_per_batch=options.points_per_batch,
+                pred_iou_thresh=options.pred_iou_thresh,
+                stability_score_thresh=options.stability_score_thresh,
+                stability_score_offset=options.stability_score_offset,
+                mask_threshold=options.mask_threshold,
+                box_nms_thresh=options.box_nms_thresh,
+                crop_n_layers=options.crop_n_layers,
+                crop_nms_thresh=options.crop_nms_thresh,
+                crop_overlap_ratio=options.crop_overlap_ratio,
+                crop_n_points_downscale_factor=options.crop_n_points_downscale_factor,
+                min_mask_region_area=options.min_mask_region_area,
+                output_mode="binary_mask",
+                use_m2m=options.use_m2m,
+                multimask_output=options.multimask_output,
+            )
+        except ImportError as exc:
+            raise ModusegError(
+                f"proposer 'sam2' option min_mask_region_area={options.min_mask_region_area} needs OpenCV "
+                f"({short_reason(exc)}); pip install opencv-python-headless, or set min_mask_region_area=0"
+            ) from None
+        # SAM2ImagePredictor assumes the 1024-pixel input's feature sizes (256, 128, 64); derive them from
+        # the model so configs with another image_size run too (identical values at 1024).
+        side = int(self.model.sam_image_embedding_size)
+        self.generator.predictor._bb_feat_sizes = [(4 * side, 4 * side), (2 * side, 2 * side), (side, side)]
+
+    def __repr__(self) -> str:
+        return (
+            f"Sam2Proposer(model={self.options.model!r}, image_size={self.model.image_size}, "
+            f"points_per_side={self.options.points_per_side}, device={self.device}, dtype={self.options.dtype})"
+        )
+
+    def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
+        """Masks at the image's size; score = predicted IoU (in [0, 1]); sorted by score."""
+        image = check_image(image, self.name)
+        with torch.inference_mode(), autocast(self.device, self.options.dtype):
+            records = self.generator.generate(image)
+        return to_proposals(
+            [record["segmentation"] for record in records],
+            [record["predicted_iou"] for record in records],
+            image.shape[:2],
+        )

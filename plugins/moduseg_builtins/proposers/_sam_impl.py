@@ -1,0 +1,114 @@
+"""``SamProposer``: segment-anything's ``SamAutomaticMaskGenerator`` behind the MaskProposer protocol.
+
+The model is built once (``sam_model_registry[model_type]``) and its checkpoint loaded with
+``torch.load(map_location="cpu", weights_only=True)``, so a checkpoint saved on a GPU loads on a
+CPU and nothing in it is executed. Checkpoints named by URL go through torch.hub's download
+helper into ``torch.hub.get_dir()/checkpoints`` and are reused from there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moduseg_core import ModusegError, Proposals
+
+from ._common import check_image, short_reason
+from ._torch_common import hub_download, read_state_dict, resolve_device, to_proposals
+from .sam import CHECKPOINT_URLS, SamOptions
+
+#: Image-encoder width → model type (to tell users which model_type a checkpoint fits).
+_WIDTH_TO_TYPE = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+
+
+def resolve_checkpoint(model_type: str, checkpoint: str | None) -> Path:
+    source = checkpoint or CHECKPOINT_URLS[model_type]
+    if "://" in source:
+        return hub_download(source, "SAM checkpoint")
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ModusegError(
+            f"SAM checkpoint {source!r} does not exist; pass an existing .pth file, a URL, or leave checkpoint "
+            f"unset for Meta's {model_type} checkpoint ({CHECKPOINT_URLS[model_type]})"
+        )
+    return path
+
+
+def load_sam(model_type: str, checkpoint: str | None) -> torch.nn.Module:
+    """``sam_model_registry[model_type]`` with the checkpoint's weights (strict: every key must match)."""
+    from segment_anything import sam_model_registry
+
+    path = resolve_checkpoint(model_type, checkpoint)
+    state = read_state_dict(path, "SAM checkpoint")
+    model = sam_model_registry[model_type]()
+    hint = ""
+    weight = state.get("image_encoder.patch_embed.proj.weight")
+    if weight is not None and int(weight.shape[0]) in _WIDTH_TO_TYPE:
+        hint = f" (its image encoder is {_WIDTH_TO_TYPE[int(weight.shape[0])]})"
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ModusegError(
+            f"SAM checkpoint {path} does not fit model_type={model_type!r}{hint}: {short_reason(exc, 160)}; "
+            "set --set proposer.model_type=vit_b|vit_l|vit_h to match it"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        first = (result.missing_keys or result.unexpected_keys)[0]
+        raise ModusegError(
+            f"SAM checkpoint {path} does not fit model_type={model_type!r}{hint}: {len(result.missing_keys)} missing "
+            f"and {len(result.unexpected_keys)} unexpected keys (e.g. {first!r}); "
+            "set --set proposer.model_type=vit_b|vit_l|vit_h to match it"
+        )
+    return model
+
+
+class SamProposer:
+    """Class-agnostic SAM masks; ``model`` may be passed in (an already built ``segment_anything.Sam``)."""
+
+    name = "sam"
+
+    def __init__(self, options: SamOptions, model: torch.nn.Module | None = None):
+        from segment_anything import SamAutomaticMaskGenerator
+
+        self.options = options
+        self.device = resolve_device(options.device, self.name)
+        if model is None:
+            model = load_sam(options.model_type, options.checkpoint)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        try:
+            self.generator = SamAutomaticMaskGenerator(
+                self.model,
+                points_per_side=options.points_per_side,
+                points_per_batch=options.points_per_batch,
+                pred_iou_thresh=options.pred_iou_thresh,
+                stability_score_thresh=options.stability_score_thresh,
+                stability_score_offset=options.stability_score_offset,
+                box_nms_thresh=options.box_nms_thresh,
+                crop_n_layers=options.crop_n_layers,
+                crop_nms_thresh=options.crop_nms_thresh,
+                crop_overlap_ratio=options.crop_overlap_ratio,
+                crop_n_points_downscale_factor=options.crop_n_points_downscale_factor,
+                min_mask_region_area=options.min_mask_region_area,
+                output_mode="binary_mask",
+            )
+        except ImportError as exc:  # min_mask_region_area > 0 imports cv2
+            raise ModusegError(
+                f"proposer 'sam' option min_mask_region_area={options.min_mask_region_area} needs OpenCV "
+                f"({short_reason(exc)}); pip install opencv-python-headless, or set min_mask_region_area=0"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"SamProposer(model_type={self.options.model_type!r}, points_per_side={self.options.points_per_side}, device={self.device})"
+
+    def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
+        """Masks at the image's size; score = predicted IoU clipped to [0, 1]; sorted by score."""
+        image = check_image(image, self.name)
+        with torch.inference_mode():
+            records = self.generator.generate(image)
+        return to_proposals(
+            [record["segmentation"] for record in records],
+            [record["predicted_iou"] for record in records],
+            image.shape[:2],
+        )

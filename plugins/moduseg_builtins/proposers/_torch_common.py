@@ -1,0 +1,101 @@
+"""torch helpers shared by the foundation-model proposers' implementation modules (heavy: imports torch)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from moduseg_core import ModusegError, Proposals
+
+from ._common import short_reason
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str, name: str) -> torch.device:
+    """``auto`` → CUDA when this torch sees a GPU, else CPU; an explicit CUDA device must exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModusegError(
+            f"proposer {name!r} option device={device!r} asks for CUDA, which this torch cannot use; "
+            f"set --set proposer.device=auto or cpu"
+        )
+    if resolved.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ModusegError(
+            f"proposer {name!r} option device={device!r} asks for MPS, which this torch cannot use; "
+            f"set --set proposer.device=auto or cpu"
+        )
+    return resolved
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: str) -> Iterator[None]:
+    """Mixed precision for models that expect it (SAM, SAM 2, detectron2); float32 = no autocast."""
+    if dtype == "float32":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=DTYPES[dtype]):
+        yield
+
+
+def to_proposals(
+    masks: Sequence[np.ndarray] | np.ndarray, scores: Sequence[float] | np.ndarray, hw: tuple[int, int]
+) -> Proposals:
+    """Masks + scores → ``Proposals`` sorted by descending score (stable), scores clipped to [0, 1].
+
+    Every mask must already be ``H×W``; a wrong size is a bug in the model wrapper, named here.
+    """
+    height, width = hw
+    if len(masks) == 0:
+        return Proposals.empty(height, width)
+    if isinstance(masks, np.ndarray):
+        stacked = np.ascontiguousarray(masks, dtype=bool)
+    else:
+        stacked = np.stack([np.asarray(m, dtype=bool) for m in masks])
+    if stacked.shape[1:] != (height, width):
+        raise ValueError(f"masks of shape {stacked.shape[1:]} for a {height}×{width} image")
+    values = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0), 0.0, 1.0).astype(np.float32)
+    order = np.argsort(-values, kind="stable")
+    return Proposals(stacked[order], values[order])
+
+
+def hub_download(url: str, what: str) -> Path:
+    """A checkpoint URL → a file in the torch hub cache (downloaded once, atomically, by torch.hub)."""
+    filename = os.path.basename(urllib.parse.urlparse(url).path)
+    if not filename:
+        raise ModusegError(f"{what} URL {url!r} names no file; give a URL ending in the checkpoint's file name")
+    target = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(target), progress=sys.stderr.isatty())
+    except Exception as exc:  # offline, 404, interrupted...
+        raise ModusegError(
+            f"could not download the {what} {url} ({short_reason(exc)}); download it on a connected machine "
+            f"into {target} or pass checkpoint=/path/to/{filename}"
+        ) from None
+    return target
+
+
+def read_state_dict(path: Path, what: str) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModusegError(
+            f"{what} {path} is not a readable torch checkpoint ({short_reason(exc)}); re-download it"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModusegError(f"{what} {path} holds no state dict of tensors; point it at a released checkpoint file")
+    return state

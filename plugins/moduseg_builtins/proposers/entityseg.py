@@ -1,0 +1,105 @@
+"""The ``entityseg`` proposer: the paper's class-agnostic entity masks (EntitySeg / CropFormer on detectron2).
+
+detectron2 and CropFormer are not on PyPI. This plugin imports them when they are installed
+(detectron2 as a package, CropFormer as the ``Entityv2/CropFormer`` folder of
+https://github.com/qqlu/Entity named by ``cropformer_root``) and otherwise stops with one line
+saying what to install; docs/proposers.md has the steps. ``moduseg plugins list`` shows it as
+not importable until detectron2 is there.
+
+The model is driven through detectron2's predictor interface: a callable that takes a BGR
+``uint8 H×W×3`` image and returns ``{"instances": Instances}`` whose ``pred_masks`` (N×H×W) and
+``scores`` (N) are read; masks scoring at least ``score_threshold`` (0.6, the paper's value) are
+kept. The tests drive this interface with a stand-in predictor module (see ``predictor``),
+since detectron2 cannot be installed from PyPI.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from moduseg_core import Options, hookimpl
+
+from ._common import Dtype, check_device, device_field, dtype_field
+
+#: The paper's model: Mask2Former with a HorNet backbone trained for entity segmentation (EntitySeg).
+DEFAULT_CONFIG = "configs/entityv2/entity_segmentation/mask2former_hornet_3x.yaml"
+DEFAULT_WEIGHTS_NAME = "Mask2Former_hornet_3x_576d0b.pth"
+
+
+class EntitySegOptions(Options):
+    cropformer_root: str | None = Field(
+        None,
+        description=(
+            "the CropFormer folder (Entity/Entityv2/CropFormer, or detectron2/projects/CropFormer) holding mask2former/ "
+            "and configs/; added to sys.path. null = CropFormer's mask2former package is already importable"
+        ),
+    )
+    config_file: str = Field(
+        DEFAULT_CONFIG,
+        description="detectron2 config: an existing path, or a path relative to cropformer_root",
+    )
+    weights: str | None = Field(
+        None, description=f"local checkpoint for the config (the paper's: {DEFAULT_WEIGHTS_NAME}); required"
+    )
+    predictor_type: Literal["default", "cropformer"] = Field(
+        "default",
+        description="default = detectron2 DefaultPredictor (Mask2Former configs); cropformer = CropFormer's "
+        "CropFormerPredictor from demo_cropformer/predictor.py (cropformer_* configs)",
+    )
+    opts: list[str] = Field(
+        default_factory=list,
+        description="extra detectron2 config overrides as KEY VALUE pairs, e.g. [INPUT.MIN_SIZE_TEST, 800]",
+    )
+    score_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="keep masks whose score is at least this (paper: 0.6)"
+    )
+    predictor: str | None = Field(
+        None,
+        description=(
+            "'package.module:factory' of a callable factory(options) -> predictor following detectron2's call "
+            "interface, used instead of building CropFormer (other detectron2 entity models; the tests' stand-in)"
+        ),
+    )
+    device: str = device_field()
+    dtype: Dtype = dtype_field()
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return check_device(value)
+
+    @field_validator("opts")
+    @classmethod
+    def _pairs(cls, value: list[str]) -> list[str]:
+        if len(value) % 2:
+            raise ValueError("opts must hold KEY VALUE pairs (an even number of items)")
+        return [str(v) for v in value]
+
+    @field_validator("predictor")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
+            raise ValueError("predictor must look like 'package.module:factory'")
+        return value
+
+
+def make_entityseg(options: EntitySegOptions):
+    from ._entityseg_impl import EntitySegProposer
+
+    return EntitySegProposer(options)
+
+
+@hookimpl
+def register_proposers(register):
+    register(
+        "entityseg",
+        make_entityseg,
+        options=EntitySegOptions,
+        summary="EntitySeg/CropFormer entity masks, the paper's proposer (detectron2 + CropFormer from source: docs/proposers.md)",
+        requires=("detectron2",),
+        weights=f"local CropFormer/EntitySeg checkpoint ({DEFAULT_WEIGHTS_NAME}, Hugging Face dataset qqlu1992/Adobe_EntitySeg)",
+    )

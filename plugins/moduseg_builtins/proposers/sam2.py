@@ -1,0 +1,110 @@
+"""The ``sam2`` proposer: SAM 2 / SAM 2.1's automatic mask generator (the ``sam2`` package).
+
+This entry-point module stays light: options and registration only. torch, hydra and sam2
+are imported by the factory (see ``_sam2_impl``).
+
+Weights come from the Hugging Face hub ids that ``SAM2AutomaticMaskGenerator.from_pretrained``
+knows (``facebook/sam2-hiera-tiny`` ... ``facebook/sam2.1-hiera-large``), from a local
+checkpoint file, or — for smoke tests only — ``model=random`` (random weights from ``config``).
+The score of a mask is SAM 2's ``predicted_iou`` (its mask-quality head, sigmoid-bounded).
+
+sam2 is source-only on PyPI; install it with
+``SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2`` (see docs/proposers.md).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from moduseg_core import Options, hookimpl
+
+from ._common import Dtype, check_device, device_field, dtype_field
+
+#: ``model`` value that builds ``config`` with random weights (meaningless masks: tests and smoke runs only).
+RANDOM = "random"
+
+
+class Sam2Options(Options):
+    """``SAM2AutomaticMaskGenerator``'s options with the library's defaults (output_mode is binary_mask)."""
+
+    model: str = Field(
+        "facebook/sam2.1-hiera-large",
+        description=(
+            "a hub id (facebook/sam2-hiera-{tiny,small,base-plus,large}, facebook/sam2.1-hiera-*), a local checkpoint "
+            f"file (.pt, as released), or {RANDOM!r} for random weights (smoke tests only; needs config)"
+        ),
+    )
+    config: str | None = Field(
+        None,
+        description=(
+            "sam2 model config: a name shipped with sam2 (configs/sam2.1/sam2.1_hiera_t.yaml, or short sam2.1_hiera_t) "
+            "or a local YAML file; null = the one that goes with the hub id / released checkpoint file name"
+        ),
+    )
+    image_size: int | None = Field(
+        None,
+        ge=64,
+        multiple_of=32,
+        description="model input side; null = the config's (1024, what the weights were trained at); smaller runs faster",
+    )
+    points_per_side: int = Field(
+        32, ge=1, description="point prompts per image side (points_per_side² prompts per crop)"
+    )
+    points_per_batch: int = Field(64, ge=1, description="point prompts decoded at once (memory vs speed; same result)")
+    pred_iou_thresh: float = Field(0.8, ge=0.0, le=1.0, description="drop masks whose predicted IoU is not above this")
+    stability_score_thresh: float = Field(
+        0.95, ge=0.0, le=1.0, description="drop masks whose stability score is below this"
+    )
+    stability_score_offset: float = Field(1.0, ge=0.0, description="logit offset used to compute the stability score")
+    mask_threshold: float = Field(0.0, description="logit threshold that binarises the mask predictions")
+    box_nms_thresh: float = Field(0.7, gt=0.0, le=1.0, description="box IoU above which duplicate masks are suppressed")
+    crop_n_layers: int = Field(0, ge=0, description="extra crop layers; layer i runs on 2^i × 2^i overlapping crops")
+    crop_nms_thresh: float = Field(0.7, gt=0.0, le=1.0, description="box IoU for suppressing duplicates between crops")
+    crop_overlap_ratio: float = Field(
+        512 / 1500, ge=0.0, lt=1.0, description="overlap of neighbouring crops (fraction of the image side)"
+    )
+    crop_n_points_downscale_factor: int = Field(
+        1, ge=1, description="points per side in crop layer n are divided by this^n"
+    )
+    min_mask_region_area: int = Field(
+        0, ge=0, description="remove holes and islands smaller than this many pixels (needs opencv); 0 = off"
+    )
+    use_m2m: bool = Field(False, description="refine each mask once more, prompting with the previous mask")
+    multimask_output: bool = Field(True, description="three candidate masks per point prompt instead of one")
+    device: str = device_field()
+    dtype: Dtype = dtype_field()
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "points_per_batch"})
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return check_device(value)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(f"model must be a hub id, a checkpoint file or {RANDOM!r}")
+        return value
+
+
+def make_sam2(options: Sam2Options):
+    from ._sam2_impl import Sam2Proposer
+
+    return Sam2Proposer(options)
+
+
+@hookimpl
+def register_proposers(register):
+    register(
+        "sam2",
+        make_sam2,
+        options=Sam2Options,
+        summary="SAM 2 / 2.1 automatic masks (hiera tiny..large); score = predicted IoU",
+        extra="sam2",
+        requires=("torch", "torchvision", "sam2", "hydra"),
+        weights="Hugging Face hub (facebook/sam2-hiera-*, facebook/sam2.1-hiera-*) or a local .pt checkpoint",
+    )
