@@ -7,8 +7,9 @@
         register("grid", make_grid_proposer, options=GridOptions, summary="Regular tiles")
 
 ``register(name, factory, *, options=NoOptions, summary="", extra=None,
-requires=(), weights=None, oracle=False)``: ``factory(options)`` builds the
-component and is where heavy imports belong.
+requires=(), weights=None, oracle=False, install=None)``: ``factory(options)`` builds the
+component and is where heavy imports belong. ``install`` is the install
+instruction shown when ``requires`` is missing and no pip extra provides it.
 """
 
 from __future__ import annotations

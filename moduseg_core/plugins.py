@@ -54,6 +54,8 @@ class ComponentSpec:
     oracle: bool = False
     plugin: str = "?"
     entry_point: str = "?"
+    #: How to install what ``requires`` names, when a pip extra cannot (e.g. packages not on PyPI).
+    install: str | None = None
 
     @property
     def module(self) -> str:
@@ -76,6 +78,8 @@ class ComponentSpec:
         return not self.missing_requirements()
 
     def install_hint(self) -> str:
+        if self.install:
+            return self.install
         if self.extra:
             return f"pip install 'moduseg[{self.extra}]'"
         return "pip install " + " ".join(self.requires)
@@ -157,6 +161,7 @@ def registry() -> dict[str, dict[str, ComponentSpec]]:
                 requires: tuple[str, ...] | list[str] = (),
                 weights: str | None = None,
                 oracle: bool = False,
+                install: str | None = None,
                 _kind: str = kind,
                 _origin: str = origin,
                 _entry: str = plugin_name,
@@ -182,6 +187,7 @@ def registry() -> dict[str, dict[str, ComponentSpec]]:
                     requires=tuple(requires),
                     weights=weights,
                     oracle=oracle,
+                    install=install,
                     plugin=_origin,
                     entry_point=_entry,
                 )

@@ -83,18 +83,21 @@ def test_paint_takes_the_best_mean_posterior_and_leaves_uncovered_pixels_backgro
     assert out.dtype == np.int32
 
 
+def _error(**options) -> str:
+    with pytest.raises(ms.ModusegError) as info:
+        ms.get_component("labeler", "coseg", **options)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
 def test_bad_parts_are_one_line_errors():
-    with pytest.raises(ms.ModusegError) as info:
-        ms.get_component("labeler", "coseg", proposer="slik")
-    assert "option proposer='slik' is not a registered proposer" in str(info.value) and "slic" in str(info.value)
-    with pytest.raises(ms.ModusegError) as info:
-        ms.get_component("labeler", "coseg", proposer_options={"n_segment": [5]})
-    assert str(info.value).startswith("labeler 'coseg' proposer: proposer 'slic' has no option 'n_segment'")
-    with pytest.raises(ms.ModusegError) as info:
-        ms.get_component("labeler", "coseg", seed_quantile=1.5)
-    assert "seed_quantile=1.5 is invalid" in str(info.value)
-    for error in ("slik", {"n_segment": [5]}):
-        assert "\n" not in str(error)
+    text = _error(proposer="slik")
+    assert "option proposer='slik' is not a registered proposer" in text and "slic" in text
+    assert "fix it with --set labeler.proposer=NAME" in text
+    text = _error(proposer_options={"n_segment": [5]})
+    assert text.startswith("labeler 'coseg' proposer: proposer 'slic' has no option 'n_segment'; did you mean 'n_segments'?")
+    assert "option encoder='dinov3x' is not a registered encoder" in _error(encoder="dinov3x")
+    assert "seed_quantile=1.5 is invalid" in _error(seed_quantile=1.5)
 
 
 @pytest.fixture(scope="module")

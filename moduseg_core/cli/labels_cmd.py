@@ -27,7 +27,7 @@ ORACLE_LABELS_NOTE = (
 def evaluate_labeler(config, *, limit: int | None = None, out: Path | None = None, save_masks: bool = False) -> dict[str, Any]:
     """Run the config's labeler over its bank split and score the maps against ground truth."""
     from ..bank import check_class_map
-    from ..components import build, describe_config, is_oracle, validate
+    from ..components import build, is_oracle, validate
     from ..io import read_image, read_mask, write_png
     from ..method.metrics import confusion, scores
     from ..progress import progress
@@ -75,7 +75,7 @@ def evaluate_labeler(config, *, limit: int | None = None, out: Path | None = Non
     report: dict[str, Any] = {
         "oracle": oracle,
         "note": ORACLE_LABELS_NOTE if oracle else "pseudo masks from image-level labels, scored against ground truth",
-        "labeler": describe_config(config)["labeler"],
+        "labeler": {"name": labeler.name, "options": labeler.options.model_dump(mode="json")},
         "dataset": dataset_info(dataset, samples),
         "miou": float(iou[present].mean()) if present.any() else float("nan"),
         "pixel_accuracy": float(np.trace(matrix) / total) if total else float("nan"),

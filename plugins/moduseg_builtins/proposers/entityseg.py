@@ -101,5 +101,6 @@ def register_proposers(register):
         options=EntitySegOptions,
         summary="EntitySeg/CropFormer entity masks, the paper's proposer (detectron2 + CropFormer from source: docs/proposers.md)",
         requires=("detectron2",),
+        install="install detectron2 and CropFormer from source: see docs/proposers.md (entityseg)",
         weights=f"local CropFormer/EntitySeg checkpoint ({DEFAULT_WEIGHTS_NAME}, Hugging Face dataset qqlu1992/Adobe_EntitySeg)",
     )
