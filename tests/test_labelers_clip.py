@@ -114,6 +114,7 @@ def test_window_starts_cover_every_pixel(length, crop, stride):
         assert starts[-1] == length - crop and np.all(np.diff(starts) <= stride)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dense", ["sclip", "clearclip", "maskclip"])
 def test_only_background_and_image_labels_come_out(tiny_clip, samples, dense):
     labeler = make(tiny_clip, dense=dense)
@@ -147,6 +148,7 @@ def test_windows_cover_every_pixel_of_real_images(tiny_clip, samples, short_side
     assert count.shape == expected
 
 
+@pytest.mark.slow
 def test_map_correction_makes_every_proposal_one_class(tiny_clip, samples):
     plain = make(tiny_clip)
     corrected = make(tiny_clip, correct_with="slic", correct_options={"n_segments": [40]})

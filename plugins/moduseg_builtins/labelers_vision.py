@@ -31,7 +31,7 @@ class CosegLabelerOptions(Options):
         description="initial foreground: regions of a labelled image at or above this quantile of "
         "dissimilarity to the image's border regions",
     )
-    iterations: int = Field(10, ge=1, description="rounds of re-estimating the prototypes and re-assigning every region")
+    iterations: int = Field(5, ge=1, description="rounds of re-estimating the prototypes and re-assigning every region")
     cross_weight: float = Field(
         0.5,
         ge=0.0,
