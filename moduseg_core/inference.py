@@ -11,7 +11,7 @@ from .bank import Bank
 from .components import Built, Timer
 from .config import MethodConfig
 from .method.nms import mask_nms, rasterize
-from .method.pooling import valid_rows
+from .method.pooling import bounding_boxes, valid_rows
 from .method.vote import vote
 from .types import FeatureMap, Prediction, Proposals
 
@@ -66,7 +66,7 @@ class Predictor:
                 continue
             t0 = time.perf_counter()
             ok, vectors = self.pool(features[i], found.masks)
-            out.append((found.masks[ok], vectors))
+            out.append((found.masks if ok.all() else found.masks[ok], vectors))
             self.timer.add("pool", time.perf_counter() - t0)
         return out
 
@@ -90,9 +90,13 @@ class Predictor:
         labels, scores = vote(similarities, neighbour_labels)
         self.timer.add("retrieve", time.perf_counter() - t0)
         t0 = time.perf_counter()
-        keep = mask_nms(masks, labels, scores, iou_threshold=self.method.nms_iou, min_area=self.method.min_mask_area)
-        masks, labels, scores = masks[keep], labels[keep], scores[keep]
-        semantic = rasterize(masks, labels, scores, (height, width))
+        boxes = bounding_boxes(masks)
+        keep = mask_nms(
+            masks, labels, scores, iou_threshold=self.method.nms_iou, min_area=self.method.min_mask_area, boxes=boxes
+        )
+        if len(keep) < len(masks):  # (keep is sorted: all kept means nothing to copy)
+            masks, labels, scores, boxes = masks[keep], labels[keep], scores[keep], boxes[keep]
+        semantic = rasterize(masks, labels, scores, (height, width), boxes)
         self.timer.add("nms+paint", time.perf_counter() - t0)
         self.masks_kept += len(keep)
         return Prediction(semantic, masks, labels, scores)

@@ -520,3 +520,21 @@ def test_faiss_ivf_needs_enough_vectors_to_train():
         get_component("index", "faiss", type="hnsw")
     with pytest.raises(ModusegError, match="nprobe=0 is invalid"):
         get_component("index", "faiss", type="ivf", nprobe=0)
+
+
+@pytest.mark.parametrize("k", [1, 7, 25])
+def test_exact_large_bank_screen_is_exact_with_ties(k):
+    """Banks of ≥ 2k blocks go through the block-maximum screen; the result must equal a
+    full stable sort, ties straddling the k-th place included."""
+    rng = np.random.default_rng(k)
+    bank = np.round(unit(rng, 6000, 16), 1)  # coarse values: many exact ties
+    bank[100:400] = bank[50]  # a tie group of 301 identical rows
+    queries = np.concatenate([np.round(unit(rng, 20, 16), 1), bank[50:51]])
+    labels = np.arange(len(bank)) % 21
+    index = get_component("index", "exact")
+    index.add(bank, labels)
+    sims, found = index.search(queries, k)
+    scores = queries @ bank.T
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(found, labels[expected])
+    np.testing.assert_array_equal(sims, np.take_along_axis(scores, expected, axis=1))

@@ -213,3 +213,72 @@ def test_intersections_exact_against_matrix_product():
     masks = np.stack([_random_mask(rng, 37, 53, boxes=2) for _ in range(70)])  # > 64 masks: several signature bytes
     flat = masks.reshape(len(masks), -1).astype(np.int64)
     assert np.array_equal(intersections(masks), flat @ flat.T)
+
+
+# -- the box-restricted fast paths give the whole-image answers -------------------------------------
+
+
+def _reference_nms(masks, labels, scores_, iou_threshold, min_area):
+    """Greedy per-label NMS straight from the rule, on whole-image masks."""
+    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    kept = []
+    for label in np.unique(labels):
+        order = [i for i in np.argsort(-scores_, kind="stable") if labels[i] == label and areas[i] >= min_area]
+        chosen = []
+        for i in order:
+            ious = [(masks[i] & masks[j]).sum() / (masks[i] | masks[j]).sum() for j in chosen]
+            if not ious or max(ious) <= iou_threshold:
+                chosen.append(i)
+        kept += chosen
+    return sorted(kept)
+
+
+def test_bounding_boxes_are_tight_and_empty_masks_get_zero_boxes():
+    from moduseg_core.method.pooling import bounding_boxes
+
+    rng = np.random.default_rng(5)
+    masks = np.stack([_random_mask(rng, 41, 29, boxes=2) for _ in range(12)] + [np.zeros((41, 29), bool)])
+    boxes = bounding_boxes(masks)
+    for mask, (y0, y1, x0, x1) in zip(masks[:-1], boxes[:-1]):
+        ys, xs = np.nonzero(mask)
+        assert (y0, y1, x0, x1) == (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+    assert boxes[-1].tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nms_box_path_and_dense_path_match_the_rule(seed):
+    """Small scattered masks take the box-restricted path, large overlapping ones the
+    whole-image path; both must keep exactly what the rule keeps."""
+    rng = np.random.default_rng(seed)
+    small = [_box((120, 160), y, y + 25, x, x + 25) for y, x in rng.integers(0, 130, (40, 2)) % [95, 135]]
+    large = [_random_mask(rng, 120, 160, boxes=2) for _ in range(25)]
+    masks = np.stack(small + large)
+    labels = rng.integers(0, 3, len(masks))
+    scores_ = rng.random(len(masks)).astype(np.float32)
+    kept = mask_nms(masks, labels, scores_, iou_threshold=0.4, min_area=300)
+    assert kept.tolist() == _reference_nms(masks, labels, scores_, 0.4, 300)
+
+
+def test_patch_weights_box_restriction_equals_whole_image_products():
+    from moduseg_core.method.pooling import _overlap_matrix
+
+    rng = np.random.default_rng(11)
+    masks = np.stack([_random_mask(rng, 90, 70, boxes=2) for _ in range(9)] + [np.zeros((90, 70), bool)])
+    for geometry in (Geometry.native(90, 70, 14), Geometry((90, 70), (63, 49), (70, 56), 14)):
+        gh, gw = geometry.grid_hw
+        rows = _overlap_matrix(90, geometry.resized_hw[0], gh, 14)
+        cols = _overlap_matrix(70, geometry.resized_hw[1], gw, 14)
+        whole = np.einsum("ih,nhw,jw->nij", rows, masks.astype(np.float32), cols)
+        np.testing.assert_allclose(patch_weights(masks, geometry), whole, atol=1e-6)
+
+
+def test_rasterize_with_boxes_equals_without():
+    from moduseg_core.method.pooling import bounding_boxes
+
+    rng = np.random.default_rng(2)
+    masks = np.stack([_random_mask(rng, 50, 60, boxes=2) for _ in range(15)])
+    labels = rng.integers(0, 4, 15)
+    scores_ = rng.random(15).astype(np.float32)
+    plain = rasterize(masks, labels, scores_, (50, 60))
+    assert np.array_equal(rasterize(masks, labels, scores_, (50, 60), bounding_boxes(masks)), plain)
+    assert plain.any()

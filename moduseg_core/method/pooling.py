@@ -6,10 +6,6 @@ import numpy as np
 
 from ..types import FeatureMap, Geometry
 
-#: Masks are turned into patch weights in chunks of this many, to bound memory.
-CHUNK = 32
-
-
 def _overlap_matrix(n_pixels: int, n_resized: int, n_cells: int, patch: int) -> np.ndarray:
     """``n_cells × n_pixels``: fraction of each patch's footprint covered by each image pixel row/column.
 
@@ -24,11 +20,30 @@ def _overlap_matrix(n_pixels: int, n_resized: int, n_cells: int, patch: int) -> 
     return (overlap / (patch * scale)).astype(np.float32)
 
 
-def patch_weights(masks: np.ndarray, geometry: Geometry) -> np.ndarray:
+def bounding_boxes(masks: np.ndarray) -> np.ndarray:
+    """``bool N×H×W`` → ``int64 N×4`` half-open boxes ``(y0, y1, x0, x1)``; empty masks get ``(0, 0, 0, 0)``."""
+    n, height, width = masks.shape
+    rows = masks.any(axis=2)  # N×H: one contiguous pass
+    filled = rows.any(axis=1)
+    boxes = np.zeros((n, 4), np.int64)
+    boxes[filled, 0] = rows[filled].argmax(axis=1)
+    boxes[filled, 1] = height - rows[filled][:, ::-1].argmax(axis=1)
+    for i in np.flatnonzero(filled).tolist():  # columns only within each mask's rows
+        cols = masks[i, boxes[i, 0] : boxes[i, 1]].any(axis=0)
+        boxes[i, 2] = cols.argmax()
+        boxes[i, 3] = width - cols[::-1].argmax()
+    return boxes
+
+
+def patch_weights(masks: np.ndarray, geometry: Geometry, boxes: np.ndarray | None = None) -> np.ndarray:
     """``bool N×H×W`` → ``float32 N×h×w``: the covered fraction of each patch footprint.
 
     With no resize this equals OpenCV ``INTER_AREA`` resizing of the zero-padded
-    mask to the patch grid.
+    mask to the patch grid. The footprint weights are separable (row overlaps ×
+    column overlaps), so each mask costs two small matrix products restricted to
+    its bounding box (``boxes``, from :func:`bounding_boxes` when not given) and to
+    the patch cells that box touches: proposals cover a small part of the image, so
+    this is far cheaper than products over the whole image.
     """
     masks = np.asarray(masks)
     if masks.ndim != 3:
@@ -39,13 +54,30 @@ def patch_weights(masks: np.ndarray, geometry: Geometry) -> np.ndarray:
     gh, gw = geometry.grid_hw
     rows = _overlap_matrix(height, geometry.resized_hw[0], gh, geometry.patch_size)  # gh×H
     cols = _overlap_matrix(width, geometry.resized_hw[1], gw, geometry.patch_size)  # gw×W
-    out = np.empty((n, gh, gw), np.float32)
-    for start in range(0, n, CHUNK):
-        chunk = masks[start : start + CHUNK].astype(np.float32)
-        across = chunk.reshape(-1, width) @ cols.T  # (c·H)×gw
-        across = across.reshape(len(chunk), height, gw)
-        out[start : start + len(chunk)] = np.einsum("ih,nhw->niw", rows, across, optimize=True)
+    # The patch cells each pixel row / column touches: the first and one past the last.
+    row_cells = _cell_ranges(rows)
+    col_cells = _cell_ranges(cols)
+    boxes = bounding_boxes(masks) if boxes is None else boxes
+    out = np.zeros((n, gh, gw), np.float32)
+    for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
+        if y1 <= y0 or x1 <= x0:
+            continue
+        cy0, cy1 = row_cells[0][y0], row_cells[1][y1 - 1]
+        cx0, cx1 = col_cells[0][x0], col_cells[1][x1 - 1]
+        crop = masks[i, y0:y1, x0:x1].astype(np.float32)
+        out[i, cy0:cy1, cx0:cx1] = rows[cy0:cy1, y0:y1] @ crop @ cols[cx0:cx1, x0:x1].T
     return out
+
+
+def _cell_ranges(overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For an ``cells × pixels`` overlap matrix: per pixel, the first cell it touches and one past
+    the last (pixels past the resized extent touch none and get an empty range)."""
+    touched = overlap > 0
+    any_cell = touched.any(axis=0)
+    first = np.where(any_cell, touched.argmax(axis=0), 0)
+    last = np.where(any_cell, len(overlap) - touched[::-1].argmax(axis=0), 0)
+    # Ranges over a span of pixels: min of firsts / max of lasts; both are monotone in the pixel.
+    return first, np.maximum.accumulate(last)
 
 
 def pool(features: FeatureMap, weights: np.ndarray) -> np.ndarray:

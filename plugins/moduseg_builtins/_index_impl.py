@@ -126,8 +126,35 @@ def _resolve_row(scores: np.ndarray, threshold: float, k: int) -> np.ndarray:
     return np.concatenate([above, equal])
 
 
+#: Bank rows per block of the block-maximum screen in :func:`topk_numpy`.
+_SCREEN_BLOCK = 64
+
+
 def topk_numpy(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of every row of ``scores`` (float32 B×N) → (sims B×k, rows B×k), tie-stable."""
+    """Exact top-k of every row of ``scores`` (float32 B×N) → (sims B×k, rows B×k), tie-stable.
+
+    Rows come out by similarity descending, then bank row ascending; a tie group that
+    straddles the k-th place keeps its lowest bank rows. For large banks a screen finds
+    the candidates first: the k-th largest of the per-block maxima is a lower bound of
+    the k-th largest score (k blocks reach it), so only scores at or above it are sorted.
+    """
+    b, n = scores.shape
+    blocks = n // _SCREEN_BLOCK
+    if k == n or blocks < 2 * k:
+        return _topk_partition(scores, k)
+    maxima = scores[:, : blocks * _SCREEN_BLOCK].reshape(b, blocks, _SCREEN_BLOCK).max(axis=2)
+    if n % _SCREEN_BLOCK:
+        maxima = np.concatenate([maxima, scores[:, blocks * _SCREEN_BLOCK :].max(axis=1, keepdims=True)], axis=1)
+    bound = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, -k]
+    row, col = np.nonzero(scores >= bound[:, None])
+    value = scores[row, col]
+    order = np.lexsort((col, -value, row))
+    row, col, value = row[order], col[order], value[order]
+    take = np.searchsorted(row, np.arange(b))[:, None] + np.arange(k)
+    return value[take], col[take].astype(np.int64)
+
+
+def _topk_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = scores.shape[1]
     if k == n:
         rows = np.broadcast_to(np.arange(n), scores.shape).copy()
