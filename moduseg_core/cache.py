@@ -379,6 +379,9 @@ class CachingPredictor(Predictor):
     the parent's: misses are handed to it unchanged.
     """
 
+    #: whole batches go through ``predict_batch`` (the prediction cache sits there), not split in two
+    streams = False
+
     def __init__(
         self,
         bank: Callable[[], Bank],

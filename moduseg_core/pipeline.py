@@ -1,0 +1,138 @@
+"""Streaming inference: decode ahead, and overlap post-processing with the next batch.
+
+``stream_predictions`` is what ``run``, ``predict``, ``ablate`` and ``bench`` use. Three things
+run at once:
+
+* **decoding** — images are read by loader workers ahead of the model: a
+  ``torch.utils.data.DataLoader`` (``loader_workers`` processes, pinned memory when a
+  component runs on CUDA) when torch is already loaded by a component, otherwise a thread
+  pool (PIL decoding releases the GIL);
+* **proposals, encoding and pooling** of batch *i* on the caller's thread (the GPU work);
+* **retrieval, vote, NMS and painting** of batch *i-1* on a worker thread, so the GPU is
+  fed the next batch while the CPU finishes the previous one.
+
+Results come out in input order and are identical to ``Predictor.predict_batch``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .io import read_image
+from .types import Prediction, Sample
+
+
+class _Images:
+    """Map-style dataset of decoded images (a module-level class: DataLoader workers pickle it)."""
+
+    def __init__(self, samples: Sequence[Sample]):
+        self.paths = [s.image_path for s in samples]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(read_image(self.paths[i])))
+
+
+def _keep_list(batch: list) -> list:
+    return batch
+
+
+def load_images(samples: Sequence[Sample], *, workers: int = 2, pin_memory: bool = False, lookahead: int = 8) -> Iterator[np.ndarray]:
+    """Decoded images of ``samples`` in order, read ahead by ``workers`` (0 = in this thread)."""
+    if workers <= 0 or len(samples) <= 1:
+        for sample in samples:
+            yield read_image(sample.image_path)
+        return
+    if "torch" in sys.modules:  # a component already pays for torch: use its DataLoader
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            _Images(samples), batch_size=1, num_workers=min(workers, len(samples)), pin_memory=pin_memory,
+            collate_fn=_keep_list, prefetch_factor=max(1, lookahead // workers),
+        )
+        for (tensor,) in loader:
+            yield tensor.numpy()
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moduseg-decode") as pool:
+        pending: deque[Future] = deque()
+        paths = iter(samples)
+        for sample in paths:
+            pending.append(pool.submit(read_image, sample.image_path))
+            if len(pending) >= lookahead:
+                break
+        while pending:
+            image = pending.popleft().result()
+            nxt = next(paths, None)
+            if nxt is not None:
+                pending.append(pool.submit(read_image, nxt.image_path))
+            yield image
+
+
+def stream_predictions(
+    predictor: Any,
+    samples: Sequence[Sample],
+    *,
+    batch: int | None = None,
+    workers: int | None = None,
+    overlap: bool | None = None,
+    pin_memory: bool | None = None,
+) -> Iterator[tuple[Sample, np.ndarray, Prediction]]:
+    """``(sample, image, prediction)`` for every sample, in order (see the module doc)."""
+    method = predictor.method
+    batch = batch or method.batch_images
+    workers = method.loader_workers if workers is None else workers
+    overlap = method.overlap if overlap is None else overlap
+    if pin_memory is None:
+        pin_memory = _uses_cuda(predictor)
+    images = load_images(samples, workers=workers, pin_memory=pin_memory, lookahead=2 * batch)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moduseg-decide") if overlap else None
+    pending: deque[tuple[list[Sample], list[np.ndarray], list[Future] | list[Prediction]]] = deque()
+    try:
+        for start in range(0, len(samples), batch):
+            chunk = list(samples[start : start + batch])
+            t0 = time.perf_counter()
+            pixels = [next(images) for _ in chunk]
+            predictor.timer.add("decode (waited)", time.perf_counter() - t0)
+            if not predictor.streams:  # e.g. the caching predictor: whole batches only
+                pending.append((chunk, pixels, predictor.predict_batch(pixels, [s.id for s in chunk])))
+                while pending:
+                    yield from _emit(pending.popleft())
+                continue
+            described = predictor.propose_and_describe(pixels, [s.id for s in chunk])
+            if pool is None:
+                decided: Any = [predictor.decide(image.shape[:2], *d) for image, d in zip(pixels, described)]
+            else:
+                decided = [pool.submit(predictor.decide, image.shape[:2], *d) for image, d in zip(pixels, described)]
+            pending.append((chunk, pixels, decided))
+            # keep one batch in flight: its post-processing overlaps the next batch's model work
+            while len(pending) > (1 if pool is not None else 0):
+                yield from _emit(pending.popleft())
+        while pending:
+            yield from _emit(pending.popleft())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _emit(item) -> Iterator[tuple[Sample, np.ndarray, Prediction]]:
+    chunk, pixels, decided = item
+    for sample, image, result in zip(chunk, pixels, decided):
+        yield sample, image, result.result() if isinstance(result, Future) else result
+
+
+def _uses_cuda(predictor: Any) -> bool:
+    for part in (predictor.encoder, predictor.proposer):
+        device = getattr(part.component, "device", None)
+        if device is not None and str(device).startswith("cuda"):
+            return True
+    return False
