@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-from pydantic import Field
+import re
+from typing import ClassVar
 
-from moduseg_core import NoOptions, Options, hookimpl
+import numpy as np
+from pydantic import Field, field_validator
+
+from moduseg_core import ModusegError, Options, hookimpl
 from moduseg_core.method.pooling import patch_weights, pool
 from moduseg_core.method.purify import erode
 from moduseg_core.types import FeatureMap
@@ -32,26 +35,69 @@ class NoPurifier:
         return np.asarray(mask, dtype=bool).copy()
 
 
+class PoolOptions(Options):
+    device: str = Field(
+        "cpu",
+        description="'cpu' = numpy (box-restricted products); 'cuda'/'cuda:N' = torch on that GPU "
+        "(weights and pooling as batched matrix products); 'auto' = a GPU if torch sees one, else numpy",
+    )
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device"})
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in ("cpu", "auto", "cuda") and not re.fullmatch(r"cuda:\d+", value):
+            raise ValueError(f"device must be 'cpu', 'auto', 'cuda' or 'cuda:N', not {value!r}")
+        return value
+
+
 class SoftAggregator:
     """Soft-masked pooling: each patch weighted by the fraction of its footprint under the mask."""
 
+    threshold: float | None = None
+
+    def __init__(self, options: PoolOptions):
+        self.device = _pool_device(options.device)
+
     def aggregate(self, features: FeatureMap, masks: np.ndarray) -> np.ndarray:
-        return pool(features, patch_weights(masks, features.geometry))
+        if self.device is not None:
+            from ._pool_torch import pool_on_device
+
+            return pool_on_device(features, masks, self.device, self.threshold)
+        weights = patch_weights(masks, features.geometry)
+        if self.threshold is not None:
+            weights = (weights >= self.threshold).astype(np.float32)
+        return pool(features, weights)
 
 
-class HardOptions(Options):
+class HardOptions(PoolOptions):
     threshold: float = Field(0.5, gt=0.0, le=1.0, description="a patch counts (weight 1) when at least this fraction is covered")
 
 
-class HardAggregator:
+class HardAggregator(SoftAggregator):
     """Hard pooling (ablation): weight 1 for patches covered at least ``threshold``, else 0."""
 
     def __init__(self, options: HardOptions):
+        super().__init__(options)
         self.threshold = options.threshold
 
-    def aggregate(self, features: FeatureMap, masks: np.ndarray) -> np.ndarray:
-        weights = patch_weights(masks, features.geometry)
-        return pool(features, (weights >= self.threshold).astype(np.float32))
+
+def _pool_device(device: str):
+    """None = numpy; else the torch device to pool on."""
+    if device == "cpu":
+        return None
+    try:
+        import torch
+    except ImportError:
+        if device == "auto":
+            return None
+        raise ModusegError(f"aggregator option device={device!r} needs torch, which is not installed; set device=cpu") from None
+    if not torch.cuda.is_available():
+        if device == "auto":
+            return None
+        raise ModusegError(f"aggregator option device={device!r} asks for CUDA, which this torch cannot use; set device=cpu or auto")
+    return torch.device("cuda" if device == "auto" else device)
 
 
 @hookimpl
@@ -62,5 +108,5 @@ def register_purifiers(register):
 
 @hookimpl
 def register_aggregators(register):
-    register("soft", lambda options: SoftAggregator(), options=NoOptions, summary="Area-weighted soft pooling (paper)")
+    register("soft", SoftAggregator, options=PoolOptions, summary="Area-weighted soft pooling (paper)")
     register("hard", HardAggregator, options=HardOptions, summary="Binary patch weights (ablation)")
