@@ -22,6 +22,7 @@ from .errors import ModusegError
 from .io import atomic_path, read_image, write_json
 from .method.bank_filter import outlier_keep
 from .method.pooling import valid_rows
+from .pipeline import load_images
 from .progress import progress
 from .types import BACKGROUND, IGNORE_INDEX, Sample
 
@@ -190,9 +191,10 @@ def build_bank(
         timer.add("pool", time.perf_counter() - t1)
         batch.clear()
 
+    images = load_images(samples, workers=method.loader_workers, lookahead=2 * method.batch_images)
     for sample in progress(samples, total=n_samples, desc="bank"):
         t0 = time.perf_counter()
-        image = read_image(sample.image_path)
+        image = next(images)  # decoded ahead by the loader workers
         timer.add("read", time.perf_counter() - t0)
         t0 = time.perf_counter()
         classes = np.asarray(labeler.component.label(image, sample))

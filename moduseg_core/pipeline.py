@@ -40,7 +40,10 @@ class _Images:
     def __getitem__(self, i: int) -> Any:
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(read_image(self.paths[i])))
+        try:
+            return torch.from_numpy(np.array(read_image(self.paths[i])))  # a writable copy
+        except Exception as exc:  # handed back as is: the DataLoader would wrap it in its traceback
+            return exc
 
 
 def _keep_list(batch: list) -> list:
@@ -60,8 +63,10 @@ def load_images(samples: Sequence[Sample], *, workers: int = 2, pin_memory: bool
             _Images(samples), batch_size=1, num_workers=min(workers, len(samples)), pin_memory=pin_memory,
             collate_fn=_keep_list, prefetch_factor=max(1, lookahead // workers),
         )
-        for (tensor,) in loader:
-            yield tensor.numpy()
+        for (item,) in loader:
+            if isinstance(item, BaseException):
+                raise item
+            yield item.numpy()
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moduseg-decode") as pool:
         pending: deque[Future] = deque()

