@@ -333,3 +333,23 @@ def test_entry_point_module_is_light():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_random_architectures_and_compiled_forward_match_eager():
+    """'random:<hub id>' builds the published architecture (speed runs need no download);
+    compile=True gives the eager tokens."""
+    import numpy as np
+
+    from moduseg_core import get_component
+
+    eager = get_component("encoder", "dinov2", model="random:facebook/dinov2-with-registers-small", layers=[-2, -1])
+    assert (eager.dim, eager.depth, eager.prefix_tokens) == (384, 12, 5)
+    compiled = get_component("encoder", "dinov2", model="random:facebook/dinov2-with-registers-small", layers=[-2, -1], compile=True)
+    image = np.random.default_rng(0).integers(0, 255, (70, 98, 3), dtype=np.uint8)
+    a, b = eager.encode(image), compiled.encode(image)
+    assert a.tokens.shape == (5, 7, 384)
+    np.testing.assert_allclose(b.tokens, a.tokens, atol=1e-4)
+    large = get_component("encoder", "dinov2", model="random:facebook/dinov2-large")
+    params = sum(p.numel() for p in large.model.parameters())
+    assert (large.dim, large.depth) == (1024, 24) and 300e6 < params < 310e6  # ViT-L/14: ~304M

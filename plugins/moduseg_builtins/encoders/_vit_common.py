@@ -199,6 +199,8 @@ class PatchEncoder:
         self.dtype = DTYPES[options.dtype]
         self.resize = options.resize
         self.batch_size = options.batch_size
+        # torch.compile wraps lazily: the model a subclass sets up later is what gets compiled
+        self._run = torch.compile(self._forward, dynamic=True) if getattr(options, "compile", False) else self._forward
         self._mean: torch.Tensor | None = None
         self._std: torch.Tensor | None = None
 
@@ -251,7 +253,7 @@ class PatchEncoder:
     def _tokens(self, pixels: torch.Tensor, grid_hw: tuple[int, int]) -> np.ndarray:
         """B×3×ph×pw → float32 B×h×w×C."""
         with torch.inference_mode():
-            tokens = self._forward(pixels)
+            tokens = self._run(pixels)
             grid_h, grid_w = grid_hw
             if tokens.ndim != 3 or tokens.shape[1] != grid_h * grid_w:
                 raise ModusegError(

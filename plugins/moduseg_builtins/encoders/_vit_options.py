@@ -20,6 +20,7 @@ RESIZE_HELP = "None = native size (the paper); N = resize so the longer side is 
 DEVICE_HELP = "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1..."
 DTYPE_HELP = "compute precision of the model (tokens are returned as float32)"
 BATCH_HELP = "images per forward pass in encode_batch (same padded size only)"
+COMPILE_HELP = "torch.compile the forward pass (faster on a GPU after a warm-up compile per input shape)"
 
 
 class ViTEncoderOptions(Options):
@@ -32,8 +33,9 @@ class ViTEncoderOptions(Options):
     device: str = Field("auto", description=DEVICE_HELP)
     dtype: Dtype = Field("float32", description=DTYPE_HELP)
     batch_size: int = Field(8, ge=1, description=BATCH_HELP)
+    compile: bool = Field(False, description=COMPILE_HELP)
 
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "batch_size"})
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "batch_size", "compile"})
 
     @field_validator("layers")
     @classmethod
