@@ -142,12 +142,20 @@ def topk_numpy(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     blocks = n // _SCREEN_BLOCK
     if k == n or blocks < 2 * k:
         return _topk_partition(scores, k)
-    maxima = scores[:, : blocks * _SCREEN_BLOCK].reshape(b, blocks, _SCREEN_BLOCK).max(axis=2)
-    if n % _SCREEN_BLOCK:
-        maxima = np.concatenate([maxima, scores[:, blocks * _SCREEN_BLOCK :].max(axis=1, keepdims=True)], axis=1)
+    whole = blocks * _SCREEN_BLOCK
+    maxima = scores[:, :whole].reshape(b, blocks, _SCREEN_BLOCK).max(axis=2)
+    if n > whole:
+        maxima = np.concatenate([maxima, scores[:, whole:].max(axis=1, keepdims=True)], axis=1)
     bound = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, -k]
-    row, col = np.nonzero(scores >= bound[:, None])
+    # only blocks whose maximum reaches the bound can hold candidates: gather just those
+    row, block = np.nonzero(maxima >= bound[:, None])
+    col = (block * _SCREEN_BLOCK)[:, None] + np.arange(_SCREEN_BLOCK)
+    row = np.broadcast_to(row[:, None], col.shape)
+    inside = col < n  # the tail block is shorter
+    row, col = row[inside], col[inside]
     value = scores[row, col]
+    hit = value >= bound[row]
+    row, col, value = row[hit], col[hit], value[hit]
     order = np.lexsort((col, -value, row))
     row, col, value = row[order], col[order], value[order]
     take = np.searchsorted(row, np.arange(b))[:, None] + np.arange(k)
