@@ -16,6 +16,7 @@ Results come out in input order and are identical to ``Predictor.predict_batch``
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import deque
@@ -60,7 +61,7 @@ def load_images(samples: Sequence[Sample], *, workers: int = 2, pin_memory: bool
         from torch.utils.data import DataLoader
 
         loader = DataLoader(
-            _Images(samples), batch_size=1, num_workers=min(workers, len(samples)), pin_memory=pin_memory,
+            _Images(samples), batch_size=1, num_workers=min(workers, len(samples), os.cpu_count() or 1), pin_memory=pin_memory,
             collate_fn=_keep_list, prefetch_factor=max(1, lookahead // workers),
         )
         for (item,) in loader:
