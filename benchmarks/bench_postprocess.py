@@ -64,7 +64,7 @@ def framework_image(aggregator, index, features, masks, k):
     t2 = time.perf_counter()
     boxes = bounding_boxes(masks)
     keep = mask_nms(masks, labels, scores, boxes=boxes)
-    semantic = rasterize(masks[keep], labels[keep], scores[keep], masks.shape[1:], boxes[keep])
+    semantic = rasterize(masks, labels[keep], scores[keep], masks.shape[1:], boxes, order=keep)
     t3 = time.perf_counter()
     return semantic, (t1 - t0, t2 - t1, t3 - t2)
 

@@ -104,12 +104,11 @@ class Predictor:
         keep = mask_nms(
             masks, labels, scores, iou_threshold=self.method.nms_iou, min_area=self.method.min_mask_area, boxes=boxes
         )
-        if len(keep) < len(masks):  # (keep is sorted: all kept means nothing to copy)
-            masks, labels, scores, boxes = masks[keep], labels[keep], scores[keep], boxes[keep]
-        semantic = rasterize(masks, labels, scores, (height, width), boxes)
+        labels, scores = labels[keep], scores[keep]
+        semantic = rasterize(masks, labels, scores, (height, width), boxes, order=keep)
         self.timer.add("nms+paint", time.perf_counter() - t0)
         self.masks_kept += len(keep)
-        return Prediction(semantic, masks, labels, scores)
+        return Prediction(semantic, masks, labels, scores, kept=keep)  # the kept masks are copied only if read
 
 
 def _nothing(image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -282,3 +282,19 @@ def test_rasterize_with_boxes_equals_without():
     plain = rasterize(masks, labels, scores_, (50, 60))
     assert np.array_equal(rasterize(masks, labels, scores_, (50, 60), bounding_boxes(masks)), plain)
     assert plain.any()
+
+
+def test_rasterize_kept_rows_in_place_equals_painting_a_copy_and_prediction_masks_are_the_kept_rows():
+    from moduseg_core.method.pooling import bounding_boxes
+    from moduseg_core.types import Prediction
+
+    rng = np.random.default_rng(4)
+    masks = np.stack([_random_mask(rng, 40, 50, boxes=2) for _ in range(12)])
+    keep = np.array([0, 3, 4, 7, 11])
+    labels = rng.integers(0, 4, len(keep))
+    scores_ = rng.random(len(keep)).astype(np.float32)
+    copied = rasterize(masks[keep], labels, scores_, (40, 50))
+    boxes = bounding_boxes(masks)
+    assert np.array_equal(rasterize(masks, labels, scores_, (40, 50), boxes, order=keep), copied)
+    prediction = Prediction(copied, masks, labels, scores_, kept=keep)
+    assert np.array_equal(prediction.masks, masks[keep]) and prediction.masks is prediction.masks

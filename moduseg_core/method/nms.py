@@ -59,7 +59,7 @@ def mask_nms(
             continue
         idx = idx[np.argsort(-scores[idx], kind="stable")]
         if _crop_work(boxes[idx]) > len(idx) * masks[0].size:
-            kept.extend(idx[_greedy_dense(masks[idx], areas[idx], iou_threshold)].tolist())
+            kept.extend(idx[_greedy_dense(np.take(masks, idx, axis=0), areas[idx], iou_threshold)].tolist())
         else:
             kept.extend(_greedy_boxes(masks, idx, areas, boxes, iou_threshold))
     return np.array(sorted(kept), dtype=np.int64)
@@ -127,19 +127,22 @@ def rasterize(
     scores: np.ndarray,
     shape: tuple[int, int],
     boxes: np.ndarray | None = None,
+    order: np.ndarray | None = None,
 ) -> np.ndarray:
     """Paint masks by descending score; background masks paint nothing; a foreground
-    mask paints its class on pixels not yet painted; the rest is 0. ``boxes`` (``N×4``)
-    restrict each mask's work to its bounding box."""
+    mask paints its class on pixels not yet painted; the rest is 0. ``boxes`` (``N×4``,
+    rows of ``masks``) restrict each mask's work to its bounding box. With ``order``, the
+    i-th label / score belongs to ``masks[order[i]]`` (the kept rows, without copying them)."""
     semantic = np.zeros(shape, np.int32)
     painted = np.zeros(shape, bool)
     height, width = shape
     for i in np.argsort(-scores, kind="stable"):
         if labels[i] == BACKGROUND:
             continue
-        y0, y1, x0, x1 = boxes[i].tolist() if boxes is not None else (0, height, 0, width)
+        row = int(order[i]) if order is not None else i
+        y0, y1, x0, x1 = boxes[row].tolist() if boxes is not None else (0, height, 0, width)
         window = painted[y0:y1, x0:x1]
-        fresh = masks[i, y0:y1, x0:x1] & ~window
+        fresh = masks[row, y0:y1, x0:x1] & ~window
         semantic[y0:y1, x0:x1][fresh] = labels[i]
         window |= fresh
     return semantic
