@@ -194,6 +194,7 @@ def bench(
     floor_batch: Annotated[int, typer.Option("--floor-batch", min=1, help="Batch of the encoder FLOP-floor measurement.")] = 16,
     bank_images: Annotated[int, typer.Option("--bank-images", min=0, help="Also time bank building on this many bank images and project it to VOC train_aug (0 = skip).")] = 0,
     loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Also run (a), the released code's per-image, per-mask loop.")] = True,
+    max_masks: Annotated[Optional[int], typer.Option("--max-masks", min=1, help="Keep at most N best-scoring masks per image on both sides (random weights can return far more than trained ones).")] = None,
     out: OutOpt = Path("runs/bench"),
 ) -> None:
     """Released-code loop vs ModuSeg pipeline on the same images and components: images/s per stage, ratio, FLOP floor."""
@@ -209,6 +210,6 @@ def bench(
         sets = [f"dataset.root={root}", *(sets or [])]
     cfg = compose(config, sets, proposer=proposer, encoder=encoder, aggregator=aggregator, index=index)
     report = run_bench(cfg, images=images, bank_size=bank_size, batch=batch, warmup=warmup, loop=loop,
-                       bank_images=bank_images, floor_batch=floor_batch, out=out)
+                       bank_images=bank_images, floor_batch=floor_batch, max_masks=max_masks, out=out)
     typer.echo(bench_markdown(report))
     typer.echo(f"report: {out / 'bench.md'}, {out / 'bench.json'}")
