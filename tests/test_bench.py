@@ -43,3 +43,23 @@ def test_bench_refuses_a_split_too_small(coco_mini, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "bench needs at least 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_with_random_weight_foundation_architectures(coco_mini, tmp_path):
+    """The documented GPU recipe, shrunk for a CPU: sam2 and DINOv2 built from their
+    architectures with random weights (no download), device=auto everywhere."""
+    pytest.importorskip("sam2")
+    out = tmp_path / "bench"
+    argv = [
+        "bench", "--data", str(coco_mini), "--images", "1", "--warmup", "1", "--bank-size", "2000", "--floor-batch", "2",
+        "--max-masks", "100", "--proposer", "sam2", "--set", "proposer.model=random",
+        "--set", "proposer.config=sam2.1_hiera_t", "--set", "proposer.image_size=256", "--set", "proposer.points_per_side=4",
+        "--set", "proposer.pred_iou_thresh=0", "--set", "proposer.stability_score_thresh=0",
+        "--set", "encoder.model=random:facebook/dinov2-small", "--set", "encoder.resize=224",
+        "--set", "aggregator.device=auto", "--set", "index.device=auto", "--out", str(out),
+    ]
+    assert main(argv) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["components"]["proposer"]["name"] == "sam2" and report["max_masks"] == 100
+    assert report["identical_maps"] == "1/1"
+    assert report["floor"]["flops_per_image"] > 1e9
