@@ -207,9 +207,17 @@ def encoder_flops(encoder: Built, image: np.ndarray) -> float | None:
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:
         return None
-    counter = FlopCounterMode(display=False)
-    with counter:
-        encoder.component.encode(image)
+    component = encoder.component
+    compiled = getattr(component, "_run", None)
+    if compiled is not None and hasattr(component, "_forward"):
+        component._run = component._forward  # count in eager mode: a compiled graph bypasses the counter
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            component.encode(image)
+    finally:
+        if compiled is not None:
+            component._run = compiled
     return float(counter.get_total_flops())
 
 
