@@ -10,7 +10,6 @@ order is the same, but a true neighbour in an unsearched cell is missed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ import numpy as np
 from moduseg_core.errors import ModusegError
 from moduseg_core.io import atomic_path
 from moduseg_core.types import SearchResult
+
+from ._devices import resolve_gpu_choice
 
 FORMAT = 1
 METRIC = "inner_product"
@@ -339,38 +340,8 @@ class ExactIndex:
         return order_neighbours(sims, rows)
 
     def _resolve_backend(self) -> str:
-        if self._backend is not None:
-            return self._backend
-        device = self.device
-        if device == "cpu":
-            self._backend = "numpy"
-            return self._backend
-        if importlib.util.find_spec("torch") is None:
-            if device == "auto":
-                self._backend = "numpy"
-                return self._backend
-            raise ModusegError(
-                f"index 'exact' option device={device!r} needs torch, which is not installed; "
-                "install it with: pip install 'moduseg[transformers]', or use device='cpu'"
-            )
-        import torch
-
-        if not torch.cuda.is_available():
-            if device == "auto":
-                self._backend = "numpy"
-                return self._backend
-            raise ModusegError(
-                f"index 'exact' option device={device!r} but torch sees no CUDA GPU "
-                "(torch.cuda.is_available() is False); use device='cpu' or device='auto'"
-            )
-        target = "cuda" if device == "auto" else device
-        gpus = torch.cuda.device_count()
-        if ":" in target and int(target.split(":")[1]) >= gpus:
-            raise ModusegError(
-                f"index 'exact' option device={device!r} names a GPU that does not exist "
-                f"(torch sees {gpus}); use device='cuda' or one of cuda:0..cuda:{gpus - 1}"
-            )
-        self._backend = target
+        if self._backend is None:
+            self._backend = resolve_gpu_choice(self.device, "index 'exact'") or "numpy"
         return self._backend
 
     @property

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from moduseg_core import ModusegError, Options, hookimpl
+from moduseg_core import Options, hookimpl
 from moduseg_core.method.pooling import patch_weights, pool
 from moduseg_core.method.purify import erode
 from moduseg_core.types import FeatureMap
+
+from ._devices import check_gpu_choice, resolve_gpu_choice
 
 
 class ErodeOptions(Options):
@@ -47,9 +48,7 @@ class PoolOptions(Options):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if value not in ("cpu", "auto", "cuda") and not re.fullmatch(r"cuda:\d+", value):
-            raise ValueError(f"device must be 'cpu', 'auto', 'cuda' or 'cuda:N', not {value!r}")
-        return value
+        return check_gpu_choice(value)
 
 
 class SoftAggregator:
@@ -85,19 +84,12 @@ class HardAggregator(SoftAggregator):
 
 def _pool_device(device: str):
     """None = numpy; else the torch device to pool on."""
-    if device == "cpu":
+    target = resolve_gpu_choice(device, "aggregator")
+    if target is None:
         return None
-    try:
-        import torch
-    except ImportError:
-        if device == "auto":
-            return None
-        raise ModusegError(f"aggregator option device={device!r} needs torch, which is not installed; set device=cpu") from None
-    if not torch.cuda.is_available():
-        if device == "auto":
-            return None
-        raise ModusegError(f"aggregator option device={device!r} asks for CUDA, which this torch cannot use; set device=cpu or auto")
-    return torch.device("cuda" if device == "auto" else device)
+    import torch
+
+    return torch.device(target)
 
 
 @hookimpl

@@ -11,14 +11,13 @@ imported by the factories.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from moduseg_core import Options, hookimpl
 
-_DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+from ._devices import check_gpu_choice
 
 
 class ExactOptions(Options):
@@ -33,9 +32,7 @@ class ExactOptions(Options):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if not _DEVICE.match(value):
-            raise ValueError(f"device must be 'cpu', 'auto', 'cuda' or 'cuda:N', not {value!r}")
-        return value
+        return check_gpu_choice(value)
 
 
 class FaissOptions(Options):
