@@ -19,7 +19,7 @@ from moduseg_core import ModusegError, Proposals
 from moduseg_core.errors import did_you_mean
 
 from ._common import check_image, short_reason
-from ._torch_common import autocast, read_state_dict, resolve_device, to_proposals
+from ._torch_common import autocast, load_every_key, mask_generator, read_state_dict, resolve_device, to_proposals
 from .sam2 import RANDOM, Sam2Options
 
 #: What ``build_sam2(apply_postprocessing=True)`` sets; applied to local YAML configs as well.
@@ -145,20 +145,10 @@ def load_sam2(options: Sam2Options) -> torch.nn.Module:
     if checkpoint is None:
         return model
     state = read_state_dict(checkpoint, "SAM 2 checkpoint")
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise ModusegError(
-            f"SAM 2 checkpoint {checkpoint} does not fit config {config!r}: {short_reason(exc, 160)}; "
-            "set --set proposer.config=... to the config it was trained with"
-        ) from None
-    if result.missing_keys or result.unexpected_keys:
-        first = (result.missing_keys or result.unexpected_keys)[0]
-        raise ModusegError(
-            f"SAM 2 checkpoint {checkpoint} does not fit config {config!r}: {len(result.missing_keys)} missing and "
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. {first!r}); "
-            "set --set proposer.config=... to the config it was trained with"
-        )
+    load_every_key(
+        model, state, mismatch=f"SAM 2 checkpoint {checkpoint} does not fit config {config!r}",
+        fix="set --set proposer.config=... to the config it was trained with",
+    )
     return model
 
 
@@ -175,30 +165,9 @@ class Sam2Proposer:
         if model is None:
             model = load_sam2(options)
         self.model = model.eval().requires_grad_(False).to(self.device)
-        try:
-            self.generator = SAM2AutomaticMaskGenerator(
-                self.model,
-                points_per_side=options.points_per_side,
-                points_per_batch=options.points_per_batch,
-                pred_iou_thresh=options.pred_iou_thresh,
-                stability_score_thresh=options.stability_score_thresh,
-                stability_score_offset=options.stability_score_offset,
-                mask_threshold=options.mask_threshold,
-                box_nms_thresh=options.box_nms_thresh,
-                crop_n_layers=options.crop_n_layers,
-                crop_nms_thresh=options.crop_nms_thresh,
-                crop_overlap_ratio=options.crop_overlap_ratio,
-                crop_n_points_downscale_factor=options.crop_n_points_downscale_factor,
-                min_mask_region_area=options.min_mask_region_area,
-                output_mode="binary_mask",
-                use_m2m=options.use_m2m,
-                multimask_output=options.multimask_output,
-            )
-        except ImportError as exc:
-            raise ModusegError(
-                f"proposer 'sam2' option min_mask_region_area={options.min_mask_region_area} needs OpenCV "
-                f"({short_reason(exc)}); pip install opencv-python-headless, or set min_mask_region_area=0"
-            ) from None
+        self.generator = mask_generator(
+            SAM2AutomaticMaskGenerator, self.model, options, self.name, "mask_threshold", "use_m2m", "multimask_output"
+        )
         # SAM2ImagePredictor assumes the 1024-pixel input's feature sizes (256, 128, 64); derive them from
         # the model so configs with another image_size run too (identical values at 1024).
         side = int(self.model.sam_image_embedding_size)

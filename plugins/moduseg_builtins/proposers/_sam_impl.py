@@ -15,8 +15,8 @@ import torch
 
 from moduseg_core import ModusegError, Proposals
 
-from ._common import check_image, short_reason
-from ._torch_common import hub_download, read_state_dict, resolve_device, to_proposals
+from ._common import check_image
+from ._torch_common import hub_download, load_every_key, mask_generator, read_state_dict, resolve_device, to_proposals
 from .sam import CHECKPOINT_URLS, SamOptions
 
 #: Image-encoder width → model type (to tell users which model_type a checkpoint fits).
@@ -47,20 +47,10 @@ def load_sam(model_type: str, checkpoint: str | None) -> torch.nn.Module:
     weight = state.get("image_encoder.patch_embed.proj.weight")
     if weight is not None and int(weight.shape[0]) in _WIDTH_TO_TYPE:
         hint = f" (its image encoder is {_WIDTH_TO_TYPE[int(weight.shape[0])]})"
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise ModusegError(
-            f"SAM checkpoint {path} does not fit model_type={model_type!r}{hint}: {short_reason(exc, 160)}; "
-            "set --set proposer.model_type=vit_b|vit_l|vit_h to match it"
-        ) from None
-    if result.missing_keys or result.unexpected_keys:
-        first = (result.missing_keys or result.unexpected_keys)[0]
-        raise ModusegError(
-            f"SAM checkpoint {path} does not fit model_type={model_type!r}{hint}: {len(result.missing_keys)} missing "
-            f"and {len(result.unexpected_keys)} unexpected keys (e.g. {first!r}); "
-            "set --set proposer.model_type=vit_b|vit_l|vit_h to match it"
-        )
+    load_every_key(
+        model, state, mismatch=f"SAM checkpoint {path} does not fit model_type={model_type!r}{hint}",
+        fix="set --set proposer.model_type=vit_b|vit_l|vit_h to match it",
+    )
     return model
 
 
@@ -77,27 +67,7 @@ class SamProposer:
         if model is None:
             model = load_sam(options.model_type, options.checkpoint)
         self.model = model.eval().requires_grad_(False).to(self.device)
-        try:
-            self.generator = SamAutomaticMaskGenerator(
-                self.model,
-                points_per_side=options.points_per_side,
-                points_per_batch=options.points_per_batch,
-                pred_iou_thresh=options.pred_iou_thresh,
-                stability_score_thresh=options.stability_score_thresh,
-                stability_score_offset=options.stability_score_offset,
-                box_nms_thresh=options.box_nms_thresh,
-                crop_n_layers=options.crop_n_layers,
-                crop_nms_thresh=options.crop_nms_thresh,
-                crop_overlap_ratio=options.crop_overlap_ratio,
-                crop_n_points_downscale_factor=options.crop_n_points_downscale_factor,
-                min_mask_region_area=options.min_mask_region_area,
-                output_mode="binary_mask",
-            )
-        except ImportError as exc:  # min_mask_region_area > 0 imports cv2
-            raise ModusegError(
-                f"proposer 'sam' option min_mask_region_area={options.min_mask_region_area} needs OpenCV "
-                f"({short_reason(exc)}); pip install opencv-python-headless, or set min_mask_region_area=0"
-            ) from None
+        self.generator = mask_generator(SamAutomaticMaskGenerator, self.model, options, self.name)
 
     def __repr__(self) -> str:
         return f"SamProposer(model_type={self.options.model_type!r}, points_per_side={self.options.points_per_side}, device={self.device})"

@@ -87,6 +87,43 @@ def hub_download(url: str, what: str) -> Path:
     return target
 
 
+#: keyword arguments of ``SamAutomaticMaskGenerator`` and ``SAM2AutomaticMaskGenerator`` that both
+#: proposers expose as options of the same names
+GENERATOR_OPTIONS = (
+    "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+    "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor",
+    "min_mask_region_area",
+)
+
+
+def mask_generator(generator_class: type, model: torch.nn.Module, options: object, name: str, *extra: str) -> object:
+    """An automatic mask generator built from the proposer's options (``GENERATOR_OPTIONS`` plus
+    ``extra`` option names), binary masks out; a missing OpenCV is a one-line error."""
+    kwargs = {key: getattr(options, key) for key in (*GENERATOR_OPTIONS, *extra)}
+    try:
+        return generator_class(model, output_mode="binary_mask", **kwargs)
+    except ImportError as exc:  # min_mask_region_area > 0 imports cv2
+        raise ModusegError(
+            f"proposer {name!r} option min_mask_region_area={kwargs['min_mask_region_area']} needs OpenCV "
+            f"({short_reason(exc)}); pip install opencv-python-headless, or set min_mask_region_area=0"
+        ) from None
+
+
+def load_every_key(model: torch.nn.Module, state: dict, *, mismatch: str, fix: str) -> None:
+    """``model.load_state_dict(state)`` where every key must match; otherwise one line:
+    ``{mismatch}: <what differs>; {fix}``."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ModusegError(f"{mismatch}: {short_reason(exc, 160)}; {fix}") from None
+    if result.missing_keys or result.unexpected_keys:
+        first = (result.missing_keys or result.unexpected_keys)[0]
+        raise ModusegError(
+            f"{mismatch}: {len(result.missing_keys)} missing and {len(result.unexpected_keys)} unexpected keys "
+            f"(e.g. {first!r}); {fix}"
+        )
+
+
 def read_state_dict(path: Path, what: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
