@@ -159,21 +159,26 @@ def _default_data() -> Path:
     return Path("../shared/data/coco-mini")
 
 
+def _coco_mini_preset(data: Optional[Path], sets: Optional[list[str]], fix: str) -> tuple[Path, list[str]]:
+    """The embedded coco-mini preset and the ``--set`` list that points it at the data folder."""
+    from importlib.resources import files
+
+    root = data or _default_data()
+    if not (root / "JPEGImages").is_dir():
+        raise ModusegError(f"coco-mini not found at {root} (no JPEGImages/); {fix}")
+    return Path(str(files("moduseg_core") / "presets" / "coco-mini.yaml")), [f"dataset.root={root}", *(sets or [])]
+
+
 def demo(
     data: Annotated[Optional[Path], typer.Option("--data", help="coco-mini folder (default: ../shared/data/coco-mini).")] = None,
     out: OutOpt = Path("runs/demo"),
     sets: SetOpt = None,
 ) -> None:
     """The embedded offline default on coco-mini: SLIC + offline DINOv2-S/14 + the gt ORACLE labeler."""
-    from importlib.resources import files
-
     from ..runner import run as run_job
 
-    root = data or _default_data()
-    if not (root / "JPEGImages").is_dir():
-        raise ModusegError(f"coco-mini not found at {root} (no JPEGImages/); pass --data PATH or set DATA=PATH for make demo")
-    preset = files("moduseg_core") / "presets" / "coco-mini.yaml"
-    cfg = compose(Path(str(preset)), [f"dataset.root={root}", *(sets or [])])
+    preset, sets = _coco_mini_preset(data, sets, "pass --data PATH or set DATA=PATH for make demo")
+    cfg = compose(preset, sets)
     report = run_job(cfg, out)
     _print_scores(report, out)
     typer.echo(f"overlays: {out / 'overlays'}")
@@ -198,16 +203,10 @@ def bench(
     out: OutOpt = Path("runs/bench"),
 ) -> None:
     """Released-code loop vs ModuSeg pipeline on the same images and components: images/s per stage, ratio, FLOP floor."""
-    from importlib.resources import files
-
     from ..bench import bench_markdown, run_bench
 
     if config is None:
-        root = data or _default_data()
-        if not (root / "JPEGImages").is_dir():
-            raise ModusegError(f"coco-mini not found at {root} (no JPEGImages/); pass --data PATH or --config FILE")
-        config = Path(str(files("moduseg_core") / "presets" / "coco-mini.yaml"))
-        sets = [f"dataset.root={root}", *(sets or [])]
+        config, sets = _coco_mini_preset(data, sets, "pass --data PATH or --config FILE")
     cfg = compose(config, sets, proposer=proposer, encoder=encoder, aggregator=aggregator, index=index)
     report = run_bench(cfg, images=images, bank_size=bank_size, batch=batch, warmup=warmup, loop=loop,
                        bank_images=bank_images, floor_batch=floor_batch, max_masks=max_masks, out=out)
