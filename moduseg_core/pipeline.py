@@ -101,23 +101,21 @@ def stream_predictions(
     if pin_memory is None:
         pin_memory = _uses_cuda(predictor)
     images = load_images(samples, workers=workers, pin_memory=pin_memory, lookahead=2 * batch)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moduseg-decide") if overlap else None
+    # a predictor that does not stream (the caching one serves whole batches) gets no worker thread
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moduseg-decide") if overlap and predictor.streams else None
     pending: deque[tuple[list[Sample], list[np.ndarray], list[Future] | list[Prediction]]] = deque()
     try:
         for start in range(0, len(samples), batch):
             chunk = list(samples[start : start + batch])
+            ids = [s.id for s in chunk]
             t0 = time.perf_counter()
             pixels = [next(images) for _ in chunk]
             predictor.timer.add("decode (waited)", time.perf_counter() - t0)
-            if not predictor.streams:  # e.g. the caching predictor: whole batches only
-                pending.append((chunk, pixels, predictor.predict_batch(pixels, [s.id for s in chunk])))
-                while pending:
-                    yield from _emit(pending.popleft())
-                continue
-            described = predictor.propose_and_describe(pixels, [s.id for s in chunk])
+            decided: Any
             if pool is None:
-                decided: Any = [predictor.decide(image.shape[:2], *d) for image, d in zip(pixels, described)]
+                decided = predictor.predict_batch(pixels, ids)
             else:
+                described = predictor.propose_and_describe(pixels, ids)
                 decided = [pool.submit(predictor.decide, image.shape[:2], *d) for image, d in zip(pixels, described)]
             pending.append((chunk, pixels, decided))
             # keep one batch in flight: its post-processing overlaps the next batch's model work
