@@ -25,11 +25,11 @@ import cv2
 import numpy as np
 
 import moduseg_core as ms
-from moduseg_core.bench import _loop_nms_paint, _loop_pool, _loop_search, _loop_vote
+from moduseg_core.bench import _loop_nms_paint, _loop_pool, _loop_search, _loop_vote, _SyntheticBank
+from moduseg_core.components import Built, Timer
+from moduseg_core.config import MethodConfig
+from moduseg_core.inference import Predictor
 from moduseg_core.io import read_image
-from moduseg_core.method.nms import mask_nms, rasterize
-from moduseg_core.method.pooling import bounding_boxes, valid_rows
-from moduseg_core.method.vote import vote
 
 
 def loop_image(tokens, geometry, masks, bank, bank_labels, k):
@@ -52,21 +52,18 @@ def loop_image(tokens, geometry, masks, bank, bank_labels, k):
 # -- ModuSeg's way -------------------------------------------------------------------------------------
 
 
-def framework_image(aggregator, index, features, masks, k):
+def framework_image(predictor, features, masks):
+    """ModuSeg's post-processing of one image — the ``Predictor`` stages ``moduseg run`` executes:
+    (semantic map, (pool, retrieve, nms) seconds)."""
     t0 = time.perf_counter()
-    vectors = aggregator.aggregate(features, masks)
-    ok = valid_rows(vectors)
+    ok, vectors = predictor.pool(features, masks)
     if not ok.all():
-        masks, vectors = masks[ok], vectors[ok]
+        masks = masks[ok]
     t1 = time.perf_counter()
-    sims, neighbours = index.search(vectors, k)
-    labels, scores = vote(sims, neighbours)
-    t2 = time.perf_counter()
-    boxes = bounding_boxes(masks)
-    keep = mask_nms(masks, labels, scores, boxes=boxes)
-    semantic = rasterize(masks, labels[keep], scores[keep], masks.shape[1:], boxes, order=keep)
-    t3 = time.perf_counter()
-    return semantic, (t1 - t0, t2 - t1, t3 - t2)
+    predictor.timer = Timer()
+    prediction = predictor.decide(masks.shape[1:], masks, vectors)
+    seconds = predictor.timer.seconds
+    return prediction.semantic, (t1 - t0, seconds["retrieve"], seconds["nms+paint"])
 
 
 def main() -> None:
@@ -89,6 +86,9 @@ def main() -> None:
     bank_labels = rng.integers(0, 21, args.bank).astype(np.int32)
     index = ms.get_component("index", "exact")
     index.add(bank, bank_labels)
+    method = MethodConfig(top_k=args.k)
+    aggregator_built = Built("aggregator", "soft", None, aggregator)
+    predictor = Predictor(_SyntheticBank(index, args.bank), None, None, aggregator_built, method)  # type: ignore[arg-type]
 
     work = []
     for image_id in ids:
@@ -109,7 +109,7 @@ def main() -> None:
         for _ in range(args.repeat):
             expected, loop_stages = loop_image(features.tokens, features.geometry, masks, bank, bank_labels, args.k)
             best_loop = np.minimum(best_loop, loop_stages) if best_loop is not None else np.array(loop_stages)
-            got, stages = framework_image(aggregator, index, features, masks, args.k)
+            got, stages = framework_image(predictor, features, masks)
             best_frame = np.minimum(best_frame, stages) if best_frame is not None else np.array(stages)
             assert np.array_equal(got, expected), "the two implementations disagree"
         loop_t += best_loop
