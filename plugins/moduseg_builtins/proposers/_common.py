@@ -7,10 +7,10 @@ must not pay for torch. The torch side lives in ``_torch_common``.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from moduseg_core import ModusegError
 
@@ -38,6 +38,10 @@ def check_device(value: str) -> str:
     if not _DEVICE.match(value):
         raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, not {value!r}")
     return value
+
+
+#: the ``device`` option's type: a string that can name a torch device (checked on validation)
+TorchDevice = Annotated[str, AfterValidator(check_device)]
 
 
 def check_image(image: np.ndarray, name: str) -> np.ndarray:

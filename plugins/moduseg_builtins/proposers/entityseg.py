@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from moduseg_core import Options, hookimpl
 
-from ._common import Dtype, check_device, device_field, dtype_field
+from ._common import Dtype, TorchDevice, device_field, dtype_field
 
 #: The paper's model: Mask2Former with a HorNet backbone trained for entity segmentation (EntitySeg).
 DEFAULT_CONFIG = "configs/entityv2/entity_segmentation/mask2former_hornet_3x.yaml"
@@ -62,15 +62,10 @@ class EntitySegOptions(Options):
             "interface, used instead of building CropFormer (other detectron2 entity models; the tests' stand-in)"
         ),
     )
-    device: str = device_field()
+    device: TorchDevice = device_field()
     dtype: Dtype = dtype_field()
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return check_device(value)
 
     @field_validator("opts")
     @classmethod

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from moduseg_core import Options, hookimpl
 
-from ._common import check_device, device_field
+from ._common import TorchDevice, device_field
 
 #: Meta's released checkpoints, one per image-encoder size.
 CHECKPOINT_URLS = {
@@ -60,14 +60,9 @@ class SamOptions(Options):
     min_mask_region_area: int = Field(
         0, ge=0, description="remove holes and islands smaller than this many pixels (needs opencv); 0 = off"
     )
-    device: str = device_field()
+    device: TorchDevice = device_field()
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "points_per_batch"})
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return check_device(value)
 
     @field_validator("checkpoint")
     @classmethod

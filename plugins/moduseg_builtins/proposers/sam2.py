@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 
 from moduseg_core import Options, hookimpl
 
-from ._common import Dtype, check_device, device_field, dtype_field
+from ._common import Dtype, TorchDevice, device_field, dtype_field
 
 #: ``model`` value that builds ``config`` with random weights (meaningless masks: tests and smoke runs only).
 RANDOM = "random"
@@ -73,15 +73,10 @@ class Sam2Options(Options):
     )
     use_m2m: bool = Field(False, description="refine each mask once more, prompting with the previous mask")
     multimask_output: bool = Field(True, description="three candidate masks per point prompt instead of one")
-    device: str = device_field()
+    device: TorchDevice = device_field()
     dtype: Dtype = dtype_field()
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "points_per_batch"})
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return check_device(value)
 
     @field_validator("model")
     @classmethod

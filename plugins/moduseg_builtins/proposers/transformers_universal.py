@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from moduseg_core import Options, hookimpl
 
-from ._common import Dtype, check_device, device_field, dtype_field
+from ._common import Dtype, TorchDevice, device_field, dtype_field
 
 _MODEL_HELP = (
     "Hugging Face hub id or a local checkpoint directory written by save_pretrained (config.json + weights; "
@@ -42,15 +42,10 @@ class _UniversalOptions(Options):
     mask_threshold: float = Field(
         0.5, gt=0.0, lt=1.0, description="a pixel is in a query's mask when its sigmoid mask probability exceeds this"
     )
-    device: str = device_field()
+    device: TorchDevice = device_field()
     dtype: Dtype = dtype_field()
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return check_device(value)
 
     @field_validator("model", check_fields=False)
     @classmethod
