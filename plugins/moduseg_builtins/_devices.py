@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from moduseg_core import ModusegError
 
@@ -21,6 +24,10 @@ def check_gpu_choice(value: str) -> str:
     if not _GPU_CHOICE.match(value):
         raise ValueError(f"device must be 'cpu', 'auto', 'cuda' or 'cuda:N', not {value!r}")
     return value
+
+
+#: the ``device`` option's type for such components (checked on validation)
+GpuChoice = Annotated[str, AfterValidator(check_gpu_choice)]
 
 
 def resolve_gpu_choice(device: str, what: str) -> str | None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from moduseg_core import Options, hookimpl
 from moduseg_core.method.pooling import patch_weights, pool
 from moduseg_core.method.purify import erode
 from moduseg_core.types import FeatureMap
 
-from ._devices import check_gpu_choice, resolve_gpu_choice
+from ._devices import GpuChoice, resolve_gpu_choice
 
 
 class ErodeOptions(Options):
@@ -37,7 +37,7 @@ class NoPurifier:
 
 
 class PoolOptions(Options):
-    device: str = Field(
+    device: GpuChoice = Field(
         "cpu",
         description="'cpu' = numpy (box-restricted products); 'cuda'/'cuda:N' = torch on that GPU "
         "(weights and pooling as batched matrix products); 'auto' = a GPU if torch sees one, else numpy",
@@ -45,10 +45,6 @@ class PoolOptions(Options):
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device"})
 
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        return check_gpu_choice(value)
 
 
 class SoftAggregator:

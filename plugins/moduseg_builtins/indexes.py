@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from moduseg_core import Options, hookimpl
 
-from ._devices import check_gpu_choice
+from ._devices import GpuChoice
 
 
 class ExactOptions(Options):
-    device: str = Field(
+    device: GpuChoice = Field(
         "cpu",
         description="'cpu' = numpy; 'cuda'/'cuda:N' = torch on that GPU; 'auto' = a GPU if torch sees one, else numpy",
     )
@@ -29,10 +29,6 @@ class ExactOptions(Options):
 
     runtime_fields = frozenset({"device", "chunk"})
 
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        return check_gpu_choice(value)
 
 
 class FaissOptions(Options):
