@@ -20,7 +20,13 @@ from pydantic import Field
 
 from moduseg_core import ModusegError, Options, hookimpl
 from moduseg_core.io import atomic_path
+from moduseg_core.method.scale import resize_nearest
 from moduseg_core.types import Proposals
+
+
+def _reason(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def save_proposals(path: Path | str, proposals: Proposals) -> None:
@@ -29,13 +35,16 @@ def save_proposals(path: Path | str, proposals: Proposals) -> None:
     if path.suffix != ".npz":
         raise ModusegError(f"proposal file {path} must end in .npz (the precomputed proposer reads {{id}}.npz)")
     masks = np.asarray(proposals.masks, dtype=bool)
+    scores = np.asarray(proposals.scores, dtype=np.float32)
+    if not np.isfinite(scores).all():
+        raise ModusegError(f"proposal file {path}: refusing to write NaN or infinite scores; give every mask a finite score")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(
                 handle,
                 packed=np.packbits(masks.reshape(-1)),
                 shape=np.asarray(masks.shape, dtype=np.int64),
-                scores=np.asarray(proposals.scores, dtype=np.float32),
+                scores=scores,
             )
 
 
@@ -43,9 +52,9 @@ def load_proposals(path: Path | str, expected_hw: tuple[int, int] | None = None)
     """Read an ``.npz`` proposal file or a ``.png`` instance map (see the module docstring)."""
     path = Path(path)
     if path.suffix.lower() == ".png":
-        masks, scores = _read_png(path)
+        masks, scores = _read_png(path, expected_hw)
     else:
-        masks, scores = _read_npz(path)
+        masks, scores = _read_npz(path, expected_hw)
     if expected_hw is not None and masks.shape[1:] != tuple(expected_hw):
         raise ModusegError(
             f"proposal file {path} has masks of {masks.shape[1]}×{masks.shape[2]} but the image is "
@@ -54,14 +63,26 @@ def load_proposals(path: Path | str, expected_hw: tuple[int, int] | None = None)
     return Proposals(masks, scores)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _working_size(stored_hw: tuple[int, ...], expected_hw: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``expected_hw`` when the image handed over is the working-size copy of a photo of
+    ``stored_hw`` (``method.work_pixels``: both sides scaled by one factor, then floored), else None."""
+    if expected_hw is None or tuple(stored_hw) == tuple(expected_hw):
+        return None
+    (big_h, big_w), (h, w) = stored_hw, expected_hw
+    if not (0 < h <= big_h and 0 < w <= big_w):
+        return None
+    # some s with floor(big_h·s) = h and floor(big_w·s) = w: [h/H, (h+1)/H) and [w/W, (w+1)/W) overlap
+    return (h, w) if h * big_w < (w + 1) * big_h and w * big_h < (h + 1) * big_w else None
+
+
+def _read_npz(path: Path, expected_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise ModusegError(f"proposal file {path} does not exist") from None
+    except FileNotFoundError as exc:
+        raise ModusegError(f"proposal file {path} does not exist") from exc
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModusegError(f"proposal file {path} is unreadable or corrupt ({exc}); regenerate it") from None
+        raise ModusegError(f"proposal file {path} is unreadable or corrupt ({_reason(exc)}); regenerate it") from exc
     if "masks" in arrays:
         masks = arrays["masks"]
         if masks.ndim != 3:
@@ -72,6 +93,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     f"proposal file {path}: 'masks' is {masks.dtype} with values other than 0/1; expected bool N×H×W"
                 )
             masks = masks.astype(bool)
+        work = _working_size(masks.shape[1:], expected_hw)
+        if work is not None:
+            masks = np.stack([resize_nearest(m, work) for m in masks]) if len(masks) else np.zeros((0, *work), bool)
     elif "packed" in arrays and "shape" in arrays:
         shape = tuple(int(v) for v in np.asarray(arrays["shape"]).ravel())
         packed = np.asarray(arrays["packed"])
@@ -83,7 +107,16 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 f"proposal file {path}: 'packed' is {packed.dtype} of {packed.size} bytes; expected uint8 of "
                 f"{(count + 7) // 8} bytes for shape {shape} (np.packbits of the flattened bool masks)"
             )
-        masks = np.unpackbits(packed, count=count).astype(bool).reshape(shape)
+        work = _working_size(shape[1:], expected_hw)
+        if work is None:
+            masks = np.unpackbits(packed, count=count).astype(bool).reshape(shape)
+        else:  # one full-size mask at a time: a huge photo's proposals never exist at full size together
+            masks = np.zeros((shape[0], *work), bool)
+            area = shape[1] * shape[2]
+            for i in range(shape[0]):
+                first, last = i * area, (i + 1) * area
+                bits = np.unpackbits(packed[first // 8 : (last + 7) // 8])[first % 8 : first % 8 + area]
+                masks[i] = resize_nearest(bits.astype(bool).reshape(shape[1:]), work)
     else:
         raise ModusegError(
             f"proposal file {path} holds {sorted(arrays)}; expected 'masks' (bool N×H×W) or 'packed' + 'shape', "
@@ -96,13 +129,21 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise ModusegError(
                 f"proposal file {path} has {scores.size} scores for {n} masks; 'scores' must be float32 of length N"
             )
+        if scores.dtype.kind not in "fiu":
+            raise ModusegError(f"proposal file {path}: 'scores' is {scores.dtype}; expected float32 of length N")
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if len(bad):
+            raise ModusegError(
+                f"proposal file {path}: score {scores[bad[0]]} of mask {int(bad[0])} is not a finite number "
+                f"({len(bad)} of {n} scores are NaN or infinite); regenerate the file"
+            )
         scores = scores.astype(np.float32)
     else:
         scores = np.ones(n, dtype=np.float32)
     return masks, scores
 
 
-def _read_png(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_png(path: Path, expected_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -114,10 +155,13 @@ def _read_png(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     "(0 = no mask)"
                 )
             instances = np.asarray(img, dtype=np.int64)
-    except FileNotFoundError:
-        raise ModusegError(f"instance map {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ModusegError(f"instance map {path} is unreadable or corrupt ({exc}); regenerate it") from None
+    except FileNotFoundError as exc:
+        raise ModusegError(f"instance map {path} does not exist") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ModusegError(f"instance map {path} is unreadable or corrupt ({_reason(exc)}); regenerate it") from exc
+    work = _working_size(instances.shape, expected_hw)
+    if work is not None:
+        instances = resize_nearest(instances, work)
     values, inverse = np.unique(instances, return_inverse=True)
     inverse = inverse.reshape(-1)
     h, w = instances.shape
