@@ -22,6 +22,7 @@ from .errors import ModusegError
 from .io import atomic_path, read_image, write_json
 from .method.bank_filter import outlier_keep
 from .method.pooling import valid_rows
+from .method.scale import downscale_image, resize_nearest, work_hw
 from .pipeline import load_images
 from .progress import progress
 from .types import BACKGROUND, IGNORE_INDEX, Sample
@@ -191,7 +192,9 @@ def build_bank(
         timer.add("pool", time.perf_counter() - t1)
         batch.clear()
 
-    images = load_images(samples, workers=method.loader_workers, lookahead=2 * method.batch_images)
+    images = load_images(
+        samples, workers=method.loader_workers, lookahead=2 * method.batch_images, max_pixels=method.max_image_pixels
+    )
     for sample in progress(samples, total=n_samples, desc="bank"):
         t0 = time.perf_counter()
         image = next(images)  # decoded ahead by the loader workers
@@ -200,6 +203,9 @@ def build_bank(
         classes = np.asarray(labeler.component.label(image, sample))
         check_class_map(classes, sample, image.shape[:2], len(class_names), labeler.name)
         timer.add("label", time.perf_counter() - t0)
+        work = work_hw(image.shape[0], image.shape[1], method.work_pixels)
+        if work != image.shape[:2]:  # a huge photo: purified, encoded and pooled at its working size
+            image, classes = downscale_image(image, work), resize_nearest(classes, work)
         t0 = time.perf_counter()
         masks, ids = [], []
         for c in np.unique(classes):

@@ -4,7 +4,8 @@ Every entry lives at ``$MODUSEG_CACHE/stages/<stage>/<key[:2]>/<key><suffix>`` (
 ``~/.cache/moduseg/stages``). A key is the sha256 of what determines the result: the
 component's name and non-runtime options (``components.identity``), the plugin that
 registered it and its version, the moduseg version, this cache's format, and the content
-of the image (a hash of its pixels) or of the upstream key. Changing any of them gives
+of the image (a hash of its pixels; an image over ``method.work_pixels`` is proposed and
+encoded at its working size, whose pixels are hashed) or of the upstream key. Changing any of them gives
 another key, so an entry is never stale for its key; entries are written atomically
 (``io.atomic_path``), so a killed process leaves none half-written.
 
@@ -17,9 +18,10 @@ proposals  proposer, image (pixels + id)                         ``.npz`` packed
 features   encoder, image                                        ``.npz`` float32 tokens
 pooled     proposals key, ``min_mask_area``, encoder, aggregator ``.npz`` vectors
 banks      dataset split + files, labeler, purifier, encoder,    directory (a bank)
-           aggregator, ``min_region_area``, ``filter_ratio``
+           aggregator, ``min_region_area``, ``filter_ratio``,
+           ``work_pixels``
 predictions bank key, proposer, index, ``top_k``, ``nms_iou``,   ``.png`` class map
-           ``min_mask_area``, image
+           ``min_mask_area``, ``work_pixels``, image
 scores     predictions key, eval split + files, metric settings  ``.json``
 ========== ===================================================== =====================
 

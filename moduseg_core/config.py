@@ -41,8 +41,17 @@ class MethodConfig(Options):
     batch_images: int = Field(8, ge=1, description="images handed to the encoder at once")
     loader_workers: int = Field(2, ge=0, description="images decoded ahead by this many workers (0 = in the main thread)")
     overlap: bool = Field(True, description="retrieval, NMS and painting of one batch run while the next batch is proposed and encoded")
+    work_pixels: int | None = Field(
+        4_194_304, ge=65_536,
+        description="images with more pixels are proposed, encoded, pooled and labelled on a downscaled copy of at "
+        "most this many pixels, and the class map is scaled back (nearest); bounds memory (docs/formats.md). "
+        "Smaller images (all of VOC and COCO) are untouched; null = always native size",
+    )
+    max_image_pixels: int | None = Field(
+        150_000_000, ge=1, description="images with more pixels are refused before decoding (3 bytes a pixel); null = no limit"
+    )
 
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"batch_images", "loader_workers", "overlap"})
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"batch_images", "loader_workers", "overlap", "max_image_pixels"})
 
 
 class RunConfig(BaseModel):

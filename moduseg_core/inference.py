@@ -12,6 +12,7 @@ from .components import Built, Timer
 from .config import MethodConfig
 from .method.nms import mask_nms, rasterize
 from .method.pooling import bounding_boxes, valid_rows
+from .method.scale import downscale_image, paint_back, work_hw
 from .method.vote import vote
 from .types import FeatureMap, Prediction, Proposals
 
@@ -40,11 +41,25 @@ class Predictor:
         self, images: Sequence[np.ndarray], ids: Sequence[str | None]
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """The model half of a batch (proposals, encoding, pooling): per image its masks and vectors.
-        ``decide`` finishes each image; ``moduseg_core.pipeline`` runs the two halves overlapped."""
+        ``decide`` finishes each image; ``moduseg_core.pipeline`` runs the two halves overlapped.
+
+        An image over ``method.work_pixels`` is handled at its working size (``method/scale.py``):
+        its masks are at that size and ``decide`` paints them back to the image's size."""
+        images = [self.working_image(image) for image in images]
         t0 = time.perf_counter()
         proposals = [self.propose(image, image_id) for image, image_id in zip(images, ids)]
         self.timer.add("propose", time.perf_counter() - t0)
         return self.describe(images, ids, proposals)
+
+    def working_image(self, image: np.ndarray) -> np.ndarray:
+        """The image itself, or its downscaled copy when it has more than ``method.work_pixels`` pixels."""
+        hw = work_hw(image.shape[0], image.shape[1], self.method.work_pixels)
+        if hw == image.shape[:2]:
+            return image
+        t0 = time.perf_counter()
+        small = downscale_image(image, hw)
+        self.timer.add("downscale", time.perf_counter() - t0)
+        return small
 
     # -- the stages (a caching subclass overrides them one by one) ------------------------------
 
@@ -87,8 +102,12 @@ class Predictor:
         return ok, vectors[ok]
 
     def decide(self, image_hw: tuple[int, int], masks: np.ndarray, vectors: np.ndarray) -> Prediction:
-        """Retrieve → vote → per-class NMS → paint."""
+        """Retrieve → vote → per-class NMS → paint; the class map has the image's size ``image_hw``
+        (the masks have its working size, ``method.work_pixels``)."""
         height, width = image_hw
+        work = work_hw(height, width, self.method.work_pixels)
+        if masks.shape[1:] != work:
+            raise ValueError(f"decide got {masks.shape[1:]} masks for a {image_hw} image (working size {work})")
         if not len(masks):
             return Prediction(
                 np.zeros((height, width), np.int32), np.zeros((0, height, width), bool), np.zeros(0, np.int32),
@@ -105,7 +124,7 @@ class Predictor:
             masks, labels, scores, iou_threshold=self.method.nms_iou, min_area=self.method.min_mask_area, boxes=boxes
         )
         labels, scores = labels[keep], scores[keep]
-        semantic = rasterize(masks, labels, scores, (height, width), boxes, order=keep)
+        semantic = paint_back(rasterize(masks, labels, scores, work, boxes, order=keep), image_hw)
         self.timer.add("nms+paint", time.perf_counter() - t0)
         self.masks_kept += len(keep)
         return Prediction(semantic, masks, labels, scores, kept=keep)  # the kept masks are copied only if read

@@ -25,15 +25,16 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .io import read_image
+from .io import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from .types import Prediction, Sample
 
 
 class _Images:
     """Map-style dataset of decoded images (a module-level class: DataLoader workers pickle it)."""
 
-    def __init__(self, samples: Sequence[Sample]):
+    def __init__(self, samples: Sequence[Sample], max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         self.paths = [s.image_path for s in samples]
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -42,7 +43,7 @@ class _Images:
         import torch
 
         try:
-            return torch.from_numpy(np.array(read_image(self.paths[i])))  # a writable copy
+            return torch.from_numpy(np.array(read_image(self.paths[i], self.max_pixels)))  # a writable copy
         except Exception as exc:  # handed back as is: the DataLoader would wrap it in its traceback
             return exc
 
@@ -51,17 +52,21 @@ def _keep_list(batch: list) -> list:
     return batch
 
 
-def load_images(samples: Sequence[Sample], *, workers: int = 2, pin_memory: bool = False, lookahead: int = 8) -> Iterator[np.ndarray]:
-    """Decoded images of ``samples`` in order, read ahead by ``workers`` (0 = in this thread)."""
+def load_images(
+    samples: Sequence[Sample], *, workers: int = 2, pin_memory: bool = False, lookahead: int = 8,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+) -> Iterator[np.ndarray]:
+    """Decoded images of ``samples`` in order, read ahead by ``workers`` (0 = in this thread);
+    an image over ``max_pixels`` is refused (``read_image``)."""
     if workers <= 0 or len(samples) <= 1:
         for sample in samples:
-            yield read_image(sample.image_path)
+            yield read_image(sample.image_path, max_pixels)
         return
     if "torch" in sys.modules:  # a component already pays for torch: use its DataLoader
         from torch.utils.data import DataLoader
 
         loader = DataLoader(
-            _Images(samples), batch_size=1, num_workers=min(workers, len(samples), os.cpu_count() or 1), pin_memory=pin_memory,
+            _Images(samples, max_pixels), batch_size=1, num_workers=min(workers, len(samples), os.cpu_count() or 1), pin_memory=pin_memory,
             collate_fn=_keep_list, prefetch_factor=max(1, lookahead // workers),
         )
         for (item,) in loader:
@@ -73,14 +78,14 @@ def load_images(samples: Sequence[Sample], *, workers: int = 2, pin_memory: bool
         pending: deque[Future] = deque()
         paths = iter(samples)
         for sample in paths:
-            pending.append(pool.submit(read_image, sample.image_path))
+            pending.append(pool.submit(read_image, sample.image_path, max_pixels))
             if len(pending) >= lookahead:
                 break
         while pending:
             image = pending.popleft().result()
             nxt = next(paths, None)
             if nxt is not None:
-                pending.append(pool.submit(read_image, nxt.image_path))
+                pending.append(pool.submit(read_image, nxt.image_path, max_pixels))
             yield image
 
 
@@ -100,7 +105,9 @@ def stream_predictions(
     overlap = method.overlap if overlap is None else overlap
     if pin_memory is None:
         pin_memory = _uses_cuda(predictor)
-    images = load_images(samples, workers=workers, pin_memory=pin_memory, lookahead=2 * batch)
+    images = load_images(
+        samples, workers=workers, pin_memory=pin_memory, lookahead=2 * batch, max_pixels=method.max_image_pixels
+    )
     # a predictor that does not stream (the caching one serves whole batches) gets no worker thread
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moduseg-decide") if overlap and predictor.streams else None
     pending: deque[tuple[list[Sample], list[np.ndarray], list[Future] | list[Prediction]]] = deque()

@@ -144,7 +144,8 @@ class Prediction:
 
     ``masks`` (bool K×H×W, the masks kept by NMS) is built when first read: inference hands
     over all its masks and the kept rows (``kept``), so a run that only needs the class map
-    never copies them.
+    never copies them. For an image over ``method.work_pixels`` the masks have its working
+    size (``method/scale.py``) while ``semantic`` has the image's.
     """
 
     __slots__ = ("semantic", "labels", "scores", "_source", "_kept", "_masks")

@@ -184,7 +184,7 @@ class SweepRun:
         bank_key = cache.key("banks", {
             "dataset": bank_split.info,
             **{kind: component_key(kind, config.choice(kind)) for kind in ("labeler", "purifier", "encoder", "aggregator")},
-            "method": {k: getattr(config.method, k) for k in ("min_region_area", "filter_ratio")},
+            "method": {k: getattr(config.method, k) for k in ("min_region_area", "filter_ratio", "work_pixels")},
         })
         encoder = self._encoder(config)
         proposer = self._proposer(config)
@@ -198,7 +198,7 @@ class SweepRun:
             "bank": bank_key,
             "proposer": component_key("proposer", config.proposer),
             "index": component_key("index", config.index),
-            "method": {k: getattr(config.method, k) for k in ("top_k", "nms_iou", "min_mask_area")},
+            "method": {k: getattr(config.method, k) for k in ("top_k", "nms_iou", "min_mask_area", "work_pixels")},
         }
         scores_key = cache.key("scores", {
             "predictions": fingerprint(prediction_base),
