@@ -96,7 +96,7 @@ class Bank:
             raise ModusegError(f"bank {directory} is incomplete or corrupt ({exc}); rebuild it") from None
         if len(vectors) != len(labels) or vectors.ndim != 2:
             raise ModusegError(f"bank {directory} is corrupt: {len(vectors)} vectors but {len(labels)} labels")
-        built_with = Choice(**manifest["components"]["index"])
+        built_with = _portable_index(Choice(**manifest["components"]["index"]))
         choice = index or built_with
         component = build("index", choice).component
         if choice.name == built_with.name:
@@ -123,6 +123,17 @@ class Bank:
                     f"bank was built with aggregator {have_agg['name']} but this run uses {wanted_agg['name']}; "
                     "use the same aggregator or rebuild the bank"
                 )
+
+
+def _portable_index(choice: Choice) -> Choice:
+    """The index a bank records, without its runtime options (device, gpu, threads...): those
+    describe the machine that built it, not the index, so a bank built with ``device=cuda``
+    loads on a CPU-only machine with the defaults (or what the run sets). Banks written before
+    the manifest left them out still record them; they are dropped here."""
+    from .plugins import get_spec
+
+    runtime = getattr(get_spec("index", choice.name).options, "runtime_fields", frozenset())
+    return Choice(name=choice.name, options={k: v for k, v in choice.options.items() if k not in runtime})
 
 
 def _diff(have: dict, wanted: dict) -> str:
@@ -249,7 +260,7 @@ def build_bank(
         "format_version": FORMAT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "components": {b.kind: b.describe() for b in (labeler, purifier, encoder, aggregator)}
-        | {"index": {"name": index_choice.name, "options": index.options.model_dump(mode="json")}},
+        | {"index": {"name": index_choice.name, "options": index.options.identity()}},
         "method": method.model_dump(mode="json"),
         "dataset": dataset_info,
         "class_names": class_names,
