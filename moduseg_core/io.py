@@ -54,7 +54,7 @@ def _open(path: Path, what: str, max_pixels: int | None) -> Any:
             "file, or raise the limit with --set method.max_image_pixels=N (decoding takes 3 bytes a pixel)"
         ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ModusegError(f"{what} {path} is not a readable image ({_reason(exc)}); replace or remove it") from exc
+        raise ModusegError(f"{what} {path} is unreadable or corrupt ({_reason(exc)}); replace or remove it") from exc
     width, height = img.size
     if width < 1 or height < 1:
         img.close()
@@ -222,16 +222,23 @@ def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
 
 
 def read_mask(
-    path: Path | str, expected_hw: tuple[int, int] | None = None, n_classes: int | None = None
+    path: Path | str, expected_hw: tuple[int, int] | None = None, n_classes: int | None = None, *,
+    against: str = "its image",
 ) -> np.ndarray:
     """A class-index PNG (palette, grayscale or 1-bit) → ``int32 H×W``, in the displayed
     orientation (an EXIF orientation in the mask file is applied, as for images).
 
-    ``expected_hw``: the image's size (as ``read_image`` returns it); ``n_classes``: refuse ids
-    outside ``0..n_classes-1`` other than 255 (ignore)."""
+    ``expected_hw``: the size it must have (its image's, as ``read_image`` returns it; ``against``
+    names that reference in the error); ``n_classes``: refuse ids outside ``0..n_classes-1`` other
+    than 255 (ignore). Lossy JPEG files are refused: compression invents class ids at edges."""
     path = Path(path)
     limit = DEFAULT_MAX_IMAGE_PIXELS if expected_hw is None else max(DEFAULT_MAX_IMAGE_PIXELS, expected_hw[0] * expected_hw[1])
     with _open(path, "mask", limit) as img:
+        if img.format in ("JPEG", "MPO"):
+            raise ModusegError(
+                f"mask {path} is a JPEG file; masks must be lossless (PNG): JPEG compression changes class ids "
+                "along every edge"
+            )
         if img.mode not in _MASK_MODES:
             raise ModusegError(
                 f"mask {path} has mode {img.mode}; masks must be palette, grayscale or 1-bit PNGs of class ids "
@@ -251,7 +258,7 @@ def read_mask(
             else ""
         )
         raise ModusegError(
-            f"mask {path} is {mask.shape[0]}×{mask.shape[1]} but its image is "
+            f"mask {path} is {mask.shape[0]}×{mask.shape[1]} but {against} is "
             f"{expected_hw[0]}×{expected_hw[1]}{hint}; masks must match their image's size"
         )
     if n_classes is not None:

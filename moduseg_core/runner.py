@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -23,9 +25,8 @@ ORACLE_NOTE = "ORACLE labeler: the bank was built from ground-truth masks (an up
 def open_dataset(config: RunConfig, split: str, limit: int | None = None) -> tuple[Built, list[Sample]]:
     choice = Choice(name=config.dataset.name, options={**config.dataset.options, "split": split})
     dataset = build("dataset", choice)
-    samples = list(dataset.component)
-    if limit is not None:
-        samples = samples[:limit]
+    # slice before listing: a dataset that derives labels from masks reads only the first `limit`
+    samples = list(dataset.component if limit is None else itertools.islice(dataset.component, limit))
     if not samples:
         raise ModusegError(f"dataset {config.dataset.name!r} split {split!r} has no samples; check its root and split list")
     return dataset, samples
@@ -33,7 +34,12 @@ def open_dataset(config: RunConfig, split: str, limit: int | None = None) -> tup
 
 def dataset_info(dataset: Built, samples: Sequence[Sample]) -> dict[str, Any]:
     component = dataset.component
-    fingerprint = component.fingerprint() if hasattr(component, "fingerprint") else None
+    fingerprint = None
+    if hasattr(component, "fingerprint"):
+        # of the samples used when a limit cut the split (and the dataset can say so without the rest)
+        limited = hasattr(component, "__len__") and len(samples) < len(component)
+        takes = "samples" in inspect.signature(component.fingerprint).parameters
+        fingerprint = component.fingerprint(list(samples)) if limited and takes else component.fingerprint()
     return {
         "name": dataset.name,
         "options": dataset.options.identity(),
@@ -102,7 +108,7 @@ def predict_samples(
                 write_jpeg(out_dir / "overlays" / f"{sample.id}.jpg", overlay(image, prediction.semantic))
         if sample.mask_path is not None:
             t0 = time.perf_counter()
-            gt = read_mask(sample.mask_path, expected_hw=image.shape[:2])
+            gt = read_mask(sample.mask_path, expected_hw=image.shape[:2], n_classes=n_classes)
             evaluation.add(gt, prediction.semantic)
             if timer is not None:
                 timer.add("evaluate", time.perf_counter() - t0)
@@ -258,10 +264,10 @@ def evaluate_dir(pred_dir: Path, samples: Sequence[Sample], class_names: list[st
     for sample in progress(samples, total=len(samples), desc="evaluate"):
         if sample.mask_path is None:
             raise ModusegError(f"sample {sample.id} has no ground-truth mask; evaluate needs a split with masks")
-        gt = read_mask(sample.mask_path)
+        gt = read_mask(sample.mask_path, n_classes=len(class_names))
         pred_path = Path(pred_dir) / f"{sample.id}.png"
         if not pred_path.is_file():
             raise ModusegError(f"prediction {pred_path} is missing; predict every image of the split first")
-        pred = read_mask(pred_path, expected_hw=gt.shape)
+        pred = read_mask(pred_path, expected_hw=gt.shape, against=f"its ground truth {sample.mask_path}")
         evaluation.add(gt, pred)
     return evaluation.scores()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +42,18 @@ def _resolve(root: Path, value: str | Path) -> Path:
     return path
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file, with one-line errors naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModusegError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+    except IsADirectoryError as exc:
+        raise ModusegError(f"{what} {path} is a folder; point at the file") from exc
+    except OSError as exc:
+        raise ModusegError(f"{what} {path} cannot be read ({exc.strerror or exc}); check the path and its permissions") from exc
+
+
 def _norm_name(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch not in " _-")
 
@@ -55,7 +70,7 @@ def load_class_names(classes: str, root: Path | None = None) -> tuple[list[str],
                 f"classes file {path} does not exist; use classes=voc, classes=coco or the path of a text file "
                 "with one class name per line, background first"
             )
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in _read_text(path, "classes file").splitlines() if line.strip()]
     if len(names) < 2:
         raise ModusegError(
             f"classes file {path} lists {len(names)} name(s); it needs background plus at least one class, one a line"
@@ -83,7 +98,7 @@ def _read_split_file(path: Path) -> list[str]:
         )
     ids: list[str] = []
     seen: set[str] = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_text(path, "split file").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -152,12 +167,13 @@ class LabelTable:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (ValueError, UnicodeDecodeError) as exc:
-                raise ModusegError(f"labels file {path} is not valid JSON ({exc}); fix or regenerate it") from None
+                raise ModusegError(f"labels file {path} is not valid JSON ({exc}); fix or regenerate it") from exc
         elif suffix == ".npy":
             try:
                 data = np.load(path, allow_pickle=True)
-            except (ValueError, OSError, EOFError) as exc:
-                raise ModusegError(f"labels file {path} is not a readable .npy file ({exc}); regenerate it") from None
+            except (ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise ModusegError(f"labels file {path} is not a readable .npy file ({reason}); regenerate it") from exc
             if isinstance(data, np.ndarray) and data.dtype == object and data.shape == ():
                 data = data.item()
         elif suffix == ".csv":
@@ -188,19 +204,19 @@ class LabelTable:
     @staticmethod
     def _read_csv(path: Path) -> dict[str, list[str]]:
         data: dict[str, list[str]] = {}
-        with path.open(newline="", encoding="utf-8") as handle:
-            for lineno, row in enumerate(csv.reader(handle), start=1):
-                if not row or not "".join(row).strip() or row[0].strip().startswith("#"):
-                    continue
-                if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["id", "labels"]:
-                    continue
-                if len(row) > 2:
-                    raise ModusegError(
-                        f"labels file {path} line {lineno} has {len(row)} fields; expected `id,labels` with the "
-                        "labels separated by ';' (e.g. img1,dog;person)"
-                    )
-                labels = row[1] if len(row) > 1 else ""
-                data[row[0].strip()] = [p.strip() for p in labels.split(";") if p.strip()]
+        text = _read_text(path, "labels file")
+        for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+            if not row or not "".join(row).strip() or row[0].strip().startswith("#"):
+                continue
+            if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["id", "labels"]:
+                continue
+            if len(row) > 2:
+                raise ModusegError(
+                    f"labels file {path} line {lineno} has {len(row)} fields; expected `id,labels` with the "
+                    "labels separated by ';' (e.g. img1,dog;person)"
+                )
+            labels = row[1] if len(row) > 1 else ""
+            data[row[0].strip()] = [p.strip() for p in labels.split(";") if p.strip()]
         return data
 
     # -- parsing
@@ -252,6 +268,8 @@ class LabelTable:
                 value = cid
         elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise ModusegError(f"{where} has label {value!r}; expected a class id (int) or a class name")
+        elif not math.isfinite(float(value)):
+            raise ModusegError(f"{where} has label {value!r}; class ids must be finite integers")
         elif float(value) != int(value):
             raise ModusegError(f"{where} has label {value!r}; class ids must be integers")
         cid = int(value)
@@ -321,6 +339,7 @@ class FileDataset:
             )
         self._entries = entries
         self._samples: list[Sample] | None = None
+        self._derived: dict[int, Sample] | None = None  # samples made one by one before ``samples`` was read
         self._by_id: dict[str, int] | None = None
         if labels_file is not None:
             table = LabelTable(labels_file, self.class_names, classes_desc)
@@ -342,12 +361,21 @@ class FileDataset:
 
     @property
     def samples(self) -> list[Sample]:
+        """Every sample; labels derived from masks read every mask of the split (once)."""
         if self._samples is None:
-            self._samples = [
-                Sample(i, img, labels_from_mask(mask, self.class_names, self.classes_desc), mask)
-                for i, img, mask in self._entries
-            ]
+            self._samples = [self._sample(k) for k in range(len(self._entries))]
         return self._samples
+
+    def _sample(self, index: int) -> Sample:
+        """One sample; its labels are derived from its mask only (the others are not read)."""
+        if self._samples is not None:
+            return self._samples[index]
+        if self._derived is None:
+            self._derived = {}
+        if index not in self._derived:
+            i, img, mask = self._entries[index]
+            self._derived[index] = Sample(i, img, labels_from_mask(mask, self.class_names, self.classes_desc), mask)
+        return self._derived[index]
 
     @property
     def num_classes(self) -> int:
@@ -365,24 +393,28 @@ class FileDataset:
         return len(self._entries)
 
     def __iter__(self) -> Iterator[Sample]:
-        return iter(self.samples)
+        """Samples in order, each made when reached: ``itertools.islice(dataset, n)`` (``--limit``)
+        reads only the first n masks when labels come from the masks."""
+        for k in range(len(self._entries)):
+            yield self._sample(k)
 
     def __getitem__(self, index: int) -> Sample:
-        return self.samples[index]
+        return self._sample(range(len(self._entries))[index])
 
     def by_id(self, image_id: str) -> Sample:
         if self._by_id is None:
             self._by_id = {e[0]: k for k, e in enumerate(self._entries)}
         if image_id not in self._by_id:
             raise ModusegError(f"dataset {self.name!r} split {self.split!r} has no image {image_id!r}")
-        return self.samples[self._by_id[image_id]]
+        return self._sample(self._by_id[image_id])
 
-    def fingerprint(self) -> str:
-        """Short sha256 of (class names, split, sorted ids with their labels): changes when any of them does."""
+    def fingerprint(self, samples: list[Sample] | None = None) -> str:
+        """Short sha256 of (class names, split, sorted ids with their labels): changes when any of them does.
+        ``samples``: only these (the first n of a ``--limit``), so that the other masks are not read."""
         payload = {
             "classes": self.class_names,
             "split": self.split,
-            "samples": sorted([s.id, list(s.labels)] for s in self.samples),
+            "samples": sorted([s.id, list(s.labels)] for s in (self.samples if samples is None else samples)),
         }
         text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
