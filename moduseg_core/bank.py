@@ -81,7 +81,7 @@ class Bank:
         try:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as exc:
-            raise ModusegError(f"{manifest_path} is corrupt ({exc.msg} at line {exc.lineno}); rebuild the bank") from None
+            raise ModusegError(f"{manifest_path} is corrupt ({exc.msg} at line {exc.lineno}); rebuild the bank") from exc
         if manifest.get("format") != FORMAT:
             raise ModusegError(f"{manifest_path} is not a moduseg bank manifest (format {manifest.get('format')!r})")
         if manifest.get("format_version", 0) > FORMAT_VERSION:
@@ -93,7 +93,7 @@ class Bank:
             vectors = np.load(directory / "vectors.npy")
             labels = np.load(directory / "labels.npy")
         except (OSError, ValueError) as exc:
-            raise ModusegError(f"bank {directory} is incomplete or corrupt ({exc}); rebuild it") from None
+            raise ModusegError(f"bank {directory} is incomplete or corrupt ({exc}); rebuild it") from exc
         if len(vectors) != len(labels) or vectors.ndim != 2:
             raise ModusegError(f"bank {directory} is corrupt: {len(vectors)} vectors but {len(labels)} labels")
         built_with = _portable_index(Choice(**manifest["components"]["index"]))

@@ -86,12 +86,12 @@ def load_config(path: Path | None) -> RunConfig:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ModusegError(f"config file {path} does not exist; pass an existing YAML file to --config") from None
+    except FileNotFoundError as exc:
+        raise ModusegError(f"config file {path} does not exist; pass an existing YAML file to --config") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ModusegError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
+        raise ModusegError(f"config file {path} is not valid YAML{where}; fix the syntax") from exc
     if not isinstance(data, dict):
         raise ModusegError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
     return config_from_dict(data, source=str(path))
@@ -114,7 +114,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = ".".join(str(p) for p in error["loc"])
-        raise ModusegError(f"{source}: setting {loc} is invalid: {error['msg']}") from None
+        raise ModusegError(f"{source}: setting {loc} is invalid: {error['msg']}") from exc
 
 
 def parse_value(text: str) -> Any:
@@ -160,5 +160,5 @@ def apply_overrides(
     try:
         method = parse_options("method", "settings", MethodConfig, data.pop("method"))
     except ModusegError as exc:
-        raise ModusegError(str(exc).replace("--set method.", "--set method.")) from None
+        raise ModusegError(str(exc).replace("--set method.", "--set method.")) from exc
     return RunConfig.model_validate({**data, "method": method})

@@ -57,4 +57,4 @@ def parse_options(kind: str, name: str, model: type[Options], values: dict[str, 
         raise ModusegError(
             f"{kind} {name!r} option {key}={given!r} is invalid: {error['msg']} "
             f"(expected {expected}); fix it with --set {kind}.{field}=..."
-        ) from None
+        ) from exc

@@ -95,11 +95,11 @@ def parse_axis(text: str, option: str) -> tuple[str, list[Any]]:
         )
     try:
         values = yaml.safe_load(f"[{raw}]")
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
         raise ModusegError(
             f"{option} {text!r}: the values are not a comma-separated YAML list; quote or bracket them, "
             f"e.g. {option} encoder.layers=[8],[10]"
-        ) from None
+        ) from exc
     return key, values
 
 
@@ -158,12 +158,12 @@ def load_sweep(path: Path) -> Sweep:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ModusegError(f"sweep file {path} does not exist; pass an existing YAML file (see docs/ablations.md)") from None
+    except FileNotFoundError as exc:
+        raise ModusegError(f"sweep file {path} does not exist; pass an existing YAML file (see docs/ablations.md)") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ModusegError(f"sweep file {path} is not valid YAML{where}; fix the syntax") from None
+        raise ModusegError(f"sweep file {path} is not valid YAML{where}; fix the syntax") from exc
     return sweep_from_dict(data or {}, source=str(path), here=path.parent)
 
 
@@ -222,6 +222,6 @@ def expand(sweep: Sweep) -> list[Point]:
                 validate(config, RUN_KINDS)
                 identity("dataset", config.dataset)
             except ModusegError as exc:
-                raise ModusegError(f"{where}: {exc}") from None
+                raise ModusegError(f"{where}: {exc}") from exc
             points.append(Point(index, values, config))
     return points

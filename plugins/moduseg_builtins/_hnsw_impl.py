@@ -12,11 +12,14 @@ Similarity = ``1 - distance``: hnswlib's ``ip`` distance is ``1 - <q, x>``; its
 costs about 1e-7 of precision.
 
 When the graph cannot give k results (k near the bank size, tiny graphs) hnswlib raises;
-the search then falls back to exact top-k over the stored vectors.
+the search then falls back to exact top-k over the stored vectors, says so once per index on
+the ``moduseg`` logger (a warning on stderr unless logging is configured otherwise) and counts
+it in ``exact_fallbacks`` (shown by ``repr``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,8 @@ from ._index_impl import (
 )
 
 INDEX_FILE = "index.hnsw"
+
+log = logging.getLogger("moduseg.index.hnswlib")
 
 
 def _threads(value: int) -> int:
@@ -79,7 +84,7 @@ class HnswIndex:
     def __repr__(self) -> str:
         return (
             f"HnswIndex(count={self._count}, dim={self._dim}, space={self.space!r}, M={self.M}, "
-            f"ef_construction={self.ef_construction}, ef={self.ef})"
+            f"ef_construction={self.ef_construction}, ef={self.ef}, exact_fallbacks={self.exact_fallbacks})"
         )
 
     @property
@@ -120,7 +125,12 @@ class HnswIndex:
         self._index.set_ef(max(self.ef, k))
         try:
             rows, distances = self._index.knn_query(queries, k=k, num_threads=self.threads)
-        except RuntimeError:  # the graph could not return k results (k close to the bank size)
+        except RuntimeError as exc:  # the graph could not return k results (k close to the bank size)
+            if not self.exact_fallbacks:
+                log.warning(
+                    "index 'hnswlib': the graph could not return k=%d neighbours of %d vectors (%s); searching "
+                    "exactly (brute force) instead for such queries", k, self._count, " ".join(str(exc).split())[:120],
+                )
             self.exact_fallbacks += 1
             q = queries
             if self.space == "cosine":
@@ -163,7 +173,7 @@ class HnswIndex:
                 index.load_index(str(path), max_elements=max(count, 1))
             except (RuntimeError, ValueError, MemoryError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ModusegError(f"index file {path} is corrupt ({first}); save the index again") from None
+                raise ModusegError(f"index file {path} is corrupt ({first}); save the index again") from exc
             if index.get_current_count() != count:
                 raise ModusegError(
                     f"index file {path} holds {index.get_current_count()} vectors but index.json says {count}; "

@@ -41,7 +41,7 @@ def _as_matrix(index: str, what: str, array: Any, dim: int | None) -> np.ndarray
     except Exception as exc:  # ragged lists and the like
         raise ModusegError(
             f"index {index!r}: {what} are not an array ({exc}); pass a float32 N×C numpy array"
-        ) from None
+        ) from exc
     if matrix.dtype.kind not in "fiu" or matrix.dtype == np.bool_:
         raise ModusegError(
             f"index {index!r}: {what} have dtype {matrix.dtype}; they must be floating point (float32 N×C)"
@@ -216,7 +216,7 @@ def _read_manifest(name: str, directory: Path | str) -> tuple[Path, dict[str, An
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModusegError(f"{path} is unreadable or corrupt ({exc}); save the index again") from None
+        raise ModusegError(f"{path} is unreadable or corrupt ({exc}); save the index again") from exc
     if not isinstance(manifest, dict):
         raise ModusegError(f"{path} is not an index manifest (a JSON object is expected); save the index again")
     if manifest.get("index") != name:
@@ -240,7 +240,7 @@ def _load_labels(directory: Path, count: int) -> np.ndarray:
     try:
         labels = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise ModusegError(f"index file {path} is missing or corrupt ({exc}); save the index again") from None
+        raise ModusegError(f"index file {path} is missing or corrupt ({exc}); save the index again") from exc
     if labels.shape != (count,) or labels.dtype.kind not in "iu":
         raise ModusegError(
             f"index file {path} holds {labels.dtype} {labels.shape} but index.json says {count} integer labels; "
@@ -364,7 +364,7 @@ class ExactIndex:
         try:
             vectors = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise ModusegError(f"index file {path} is missing or corrupt ({exc}); save the index again") from None
+            raise ModusegError(f"index file {path} is missing or corrupt ({exc}); save the index again") from exc
         if vectors.dtype != np.float32 or vectors.shape != (count, dim if dim is not None else 0):
             raise ModusegError(
                 f"index file {path} holds {vectors.dtype} {vectors.shape} but index.json says "
@@ -590,7 +590,7 @@ class FaissIndex:
                 cpu_index = self._faiss.read_index(str(path))
             except RuntimeError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ModusegError(f"index file {path} is missing or corrupt ({first}); save the index again") from None
+                raise ModusegError(f"index file {path} is missing or corrupt ({first}); save the index again") from exc
             if (
                 cpu_index.ntotal != count
                 or cpu_index.d != dim

@@ -22,16 +22,16 @@ def build_part(labeler: str, kind: str, option: str, name: str, options: dict[st
 
     try:
         get_spec(kind, name)
-    except ModusegError:
+    except ModusegError as exc:
         names = ", ".join(s.name for s in list_components(kind)) or "none installed"
         raise ModusegError(
             f"labeler {labeler!r} option {option}={name!r} is not a registered {kind} (available: {names}); "
             f"fix it with --set labeler.{option}=NAME"
-        ) from None
+        ) from exc
     try:
         return get_component(kind, name, **options)
     except ModusegError as exc:
-        raise ModusegError(f"labeler {labeler!r} {option}: {exc}") from None
+        raise ModusegError(f"labeler {labeler!r} {option}: {exc}") from exc
 
 
 def check_image(image: np.ndarray, labeler: str) -> np.ndarray:

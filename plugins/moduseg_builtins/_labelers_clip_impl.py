@@ -98,8 +98,8 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ModusegError(f"labeler 'clip' option device={device!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
+    except (RuntimeError, ValueError) as exc:
+        raise ModusegError(f"labeler 'clip' option device={device!r} is not a torch device (auto, cpu, cuda, cuda:N)") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModusegError(f"labeler 'clip' option device={device!r} asks for CUDA, which this torch cannot use; set device=auto or cpu")
     return resolved

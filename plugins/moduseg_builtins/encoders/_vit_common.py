@@ -59,10 +59,10 @@ def resolve_device(device: str, encoder: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError) as exc:
         raise ModusegError(
             f"encoder {encoder!r} option device={device!r} is not a torch device (use auto, cpu, cuda or cuda:N)"
-        ) from None
+        ) from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModusegError(
             f"encoder {encoder!r} option device={device!r} asks for CUDA, which this torch cannot use; "

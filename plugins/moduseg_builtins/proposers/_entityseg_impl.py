@@ -42,7 +42,7 @@ def load_factory(spec: str) -> Callable[[EntitySegOptions], Any]:
         raise ModusegError(
             f"proposer 'entityseg' option predictor={spec!r}: cannot import {module_name!r} ({short_reason(exc)}); "
             "make the module importable (PYTHONPATH) or fix the name"
-        ) from None
+        ) from exc
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ModusegError(
@@ -55,11 +55,11 @@ def load_factory(spec: str) -> Callable[[EntitySegOptions], Any]:
 def _import_detectron2() -> None:
     try:
         import detectron2  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
         raise ModusegError(
             "proposer 'entityseg' needs detectron2 and CropFormer, which are not on PyPI: install detectron2 with "
             f"`{DETECTRON2_INSTALL}`, then {CROPFORMER_HINT} (steps: docs/proposers.md)"
-        ) from None
+        ) from exc
 
 
 def _cropformer_root(root: str | None) -> Path | None:
@@ -86,7 +86,7 @@ def build_predictor(options: EntitySegOptions, device: torch.device) -> Callable
         raise ModusegError(
             f"proposer 'entityseg' cannot import CropFormer's mask2former package ({short_reason(exc)}); "
             f"{CROPFORMER_HINT} (steps: docs/proposers.md)"
-        ) from None
+        ) from exc
     from detectron2.config import get_cfg
     from detectron2.projects.deeplab import add_deeplab_config
 
@@ -122,7 +122,7 @@ def build_predictor(options: EntitySegOptions, device: torch.device) -> Callable
         raise ModusegError(
             f"proposer 'entityseg' could not read config {config} with opts {options.opts} ({short_reason(exc)}); "
             "use a CropFormer/EntitySeg config and KEY VALUE pairs that exist in it"
-        ) from None
+        ) from exc
     try:
         if options.predictor_type == "cropformer":
             from demo_cropformer.predictor import CropFormerPredictor
@@ -135,7 +135,7 @@ def build_predictor(options: EntitySegOptions, device: torch.device) -> Callable
         raise ModusegError(
             f"proposer 'entityseg' could not build the {options.predictor_type} predictor from {config} and "
             f"{weights} ({short_reason(exc)}); check that the weights belong to the config"
-        ) from None
+        ) from exc
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -161,7 +161,7 @@ def read_instances(predictions: Any, hw: tuple[int, int], source: str) -> tuple[
         raise ModusegError(
             f"proposer 'entityseg': {source} returned instances without pred_masks/scores ({short_reason(exc)}); "
             "use an instance-segmentation (entity) config"
-        ) from None
+        ) from exc
     height, width = hw
     if masks.ndim != 3 or masks.shape[1:] != (height, width) or scores.shape != (masks.shape[0],):
         raise ModusegError(

@@ -107,7 +107,7 @@ def _hf_checkpoint(model: str, filename: str) -> Path:
             f"could not fetch {filename} of {model} from the Hugging Face hub or its local cache ({short_reason(exc)}); "
             f"on a connected machine run `hf download {model} {filename}` and copy the cache, "
             f"or pass --set proposer.model=/path/to/{filename}"
-        ) from None
+        ) from exc
 
 
 def build_model(config: str, image_size: int | None) -> torch.nn.Module:
@@ -136,7 +136,7 @@ def build_model(config: str, image_size: int | None) -> torch.nn.Module:
     except Exception as exc:
         raise ModusegError(
             f"could not build a SAM 2 model from config {config!r} ({short_reason(exc)}); use a sam2 model config"
-        ) from None
+        ) from exc
 
 
 def load_sam2(options: Sam2Options) -> torch.nn.Module:

@@ -83,7 +83,7 @@ def hub_download(url: str, what: str) -> Path:
         raise ModusegError(
             f"could not download the {what} {url} ({short_reason(exc)}); download it on a connected machine "
             f"into {target} or pass checkpoint=/path/to/{filename}"
-        ) from None
+        ) from exc
     return target
 
 
@@ -106,7 +106,7 @@ def mask_generator(generator_class: type, model: torch.nn.Module, options: objec
         raise ModusegError(
             f"proposer {name!r} option min_mask_region_area={kwargs['min_mask_region_area']} needs OpenCV "
             f"({short_reason(exc)}); pip install opencv-python-headless, or set min_mask_region_area=0"
-        ) from None
+        ) from exc
 
 
 def load_every_key(model: torch.nn.Module, state: dict, *, mismatch: str, fix: str) -> None:
@@ -115,7 +115,7 @@ def load_every_key(model: torch.nn.Module, state: dict, *, mismatch: str, fix: s
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
-        raise ModusegError(f"{mismatch}: {short_reason(exc, 160)}; {fix}") from None
+        raise ModusegError(f"{mismatch}: {short_reason(exc, 160)}; {fix}") from exc
     if result.missing_keys or result.unexpected_keys:
         first = (result.missing_keys or result.unexpected_keys)[0]
         raise ModusegError(
@@ -130,7 +130,7 @@ def read_state_dict(path: Path, what: str) -> dict:
     except Exception as exc:
         raise ModusegError(
             f"{what} {path} is not a readable torch checkpoint ({short_reason(exc)}); re-download it"
-        ) from None
+        ) from exc
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

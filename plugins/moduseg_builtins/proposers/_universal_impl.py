@@ -93,7 +93,7 @@ def load_model(model: str, name: str) -> torch.nn.Module:
     try:
         config = AutoConfig.from_pretrained(source)
     except Exception as exc:
-        raise failed(exc) from None
+        raise failed(exc) from exc
     accepted = MODEL_CLASSES[name]
     model_type = getattr(config, "model_type", "?")
     if model_type not in accepted:
@@ -110,24 +110,38 @@ def load_model(model: str, name: str) -> torch.nn.Module:
     try:
         return cls.from_pretrained(source)
     except Exception as exc:
-        raise failed(exc) from None
+        raise failed(exc) from exc
 
 
 def processor_settings(model: str, source_is_local: bool) -> dict[str, Any]:
-    """The checkpoint's ``preprocessor_config.json`` as a dict ({} when it has none)."""
-    try:
-        if source_is_local:
-            path = Path(model).expanduser() / "preprocessor_config.json"
-            if not path.is_file():
-                return {}
-        else:
-            from huggingface_hub import hf_hub_download
+    """The checkpoint's ``preprocessor_config.json`` as a dict; ``{}`` when the checkpoint has none
+    (or, offline, the hub cache holds none): the documented defaults apply. A file that is there but
+    cannot be read or parsed is an error, not a silent fallback to other normalisation statistics."""
+    if source_is_local:
+        path = Path(model).expanduser() / "preprocessor_config.json"
+        if not path.exists():
+            return {}
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import EntryNotFoundError
 
+        try:
             path = Path(hf_hub_download(repo_id=model, filename="preprocessor_config.json"))
-        data = json.loads(path.read_text())
-    except Exception:  # no processor file (or not cached): the documented defaults apply
-        return {}
-    return data if isinstance(data, dict) else {}
+        except EntryNotFoundError:  # not in the repository, or not in the cache when offline
+            return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModusegError(
+            f"preprocessor config {path} of model {model!r} is unreadable ({short_reason(exc)}); fix or delete it "
+            "(without one the ImageNet defaults apply)"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ModusegError(
+            f"preprocessor config {path} of model {model!r} holds a {type(data).__name__}, not a mapping of settings; "
+            "fix or delete it"
+        )
+    return data
 
 
 def _pair(value: Any) -> tuple[int, int]:
