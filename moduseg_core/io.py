@@ -49,9 +49,13 @@ def _open(path: Path, what: str, max_pixels: int | None) -> Any:
     except PermissionError as exc:
         raise ModusegError(f"{what} {path} cannot be read (permission denied); fix its permissions") from exc
     except Image.DecompressionBombError as exc:  # over twice the guard: Pillow refuses before we see the size
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"has {int(found.group(1))} pixels ({int(found.group(1)) / 1e6:.1f} MP)" if found else "is far larger"
         raise ModusegError(
-            f"{what} {path} is far larger than method.max_image_pixels={max_pixels} ({_reason(exc)}); downscale the "
-            "file, or raise the limit with --set method.max_image_pixels=N (decoding takes 3 bytes a pixel)"
+            f"{what} {path} {size}, more than method.max_image_pixels={max_pixels}; downscale the file, or raise the "
+            "limit with --set method.max_image_pixels=N (decoding takes 3 bytes a pixel)"
         ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ModusegError(f"{what} {path} is unreadable or corrupt ({_reason(exc)}); replace or remove it") from exc
@@ -145,17 +149,15 @@ def _to_rgb(img: Any, path: Path) -> np.ndarray:
         bits, _ = _bit_depth(img, 16)
         return _gray_to_rgb(_scale_to_8bit(np.asarray(img), (1 << bits) - 1))
     if mode == "I":
+        # 32-bit integers: a TIFF that declares at most 16 bits is read by them; otherwise the data is
+        # 16-bit when every value fits 0..65535 (how 16-bit pictures are kept in 32-bit containers:
+        # Pillow's own I;16 -> I, PGM), else it spans the full 32-bit range (negative values -> 0)
         values = np.asarray(img)
-        bits, signed = _bit_depth(img, 0)
-        if bits:
-            return _gray_to_rgb(_scale_to_8bit(values, (1 << (bits - 1 if signed else bits)) - 1))
-        low, high = int(values.min(initial=0)), int(values.max(initial=0))
-        if low < 0 or high > 65535:
-            raise ModusegError(
-                f"image {path} has 32-bit integer pixels ({low}..{high}) of unknown range; save it as an 8- or "
-                "16-bit image"
-            )
-        return _gray_to_rgb(_scale_to_8bit(values, 65535))
+        bits, signed = _bit_depth(img, 32)
+        if bits > 16:
+            fits = int(values.min(initial=0)) >= 0 and int(values.max(initial=0)) <= 65535
+            bits, signed = (16, False) if fits else (32, signed or values.dtype.kind == "i")
+        return _gray_to_rgb(_scale_to_8bit(values, (1 << (bits - 1 if signed else bits)) - 1))
     if mode == "F":
         values = np.asarray(img, dtype=np.float32)
         if not np.isfinite(values).all():
