@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ import numpy as np
 from .components import Built, Timer, build, identity, package_versions
 from .config import Choice, MethodConfig
 from .errors import ModusegError
-from .io import atomic_path, read_image, write_json
+from .failures import ErrorLog, Failure
+from .faults import crash_point
+from .io import notify_written, read_image, remove_path, temp_name, temp_writer_alive
 from .method.bank_filter import outlier_keep
 from .method.pooling import valid_rows
 from .method.scale import downscale_image, resize_nearest, work_hw
@@ -59,15 +62,58 @@ class Bank:
     # -- persistence -----------------------------------------------------------------
 
     def save(self, directory: Path | str) -> Path:
-        """Write the bank atomically: a crash leaves the previous directory (or nothing)."""
+        """Write the bank into ``directory`` (created if need be), touching only the bank's own files
+        (``manifest.json``, ``vectors.npy``, ``labels.npy``, ``index/``): anything else there stays.
+
+        Everything is first written to ``.bank_save.PID-RANDOM.tmp/`` inside the directory, then moved
+        in place: the old manifest goes first and the new one comes last, so the directory holds either
+        a manifest that matches its files or no manifest at all (not a bank until saved again). A
+        temporary folder left by a killed save is removed by the next save."""
         directory = Path(directory)
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            np.save(tmp / "vectors.npy", self.vectors.astype(np.float32))
-            np.save(tmp / "labels.npy", self.labels.astype(np.int32))
-            self.index.save(tmp / "index")
-            write_json(tmp / "manifest.json", self.manifest)
+        if directory.exists() and not directory.is_dir():
+            raise ModusegError(f"cannot save the bank to {directory}: it is a file; pass a folder path")
+        directory.mkdir(parents=True, exist_ok=True)
+        self._refuse_foreign(directory)
+        for stale in directory.glob(".bank_save.*.tmp"):
+            if not temp_writer_alive(stale.name):
+                remove_path(stale)
+        staging = directory / temp_name("bank_save")
+        try:
+            staging.mkdir()
+            np.save(staging / "vectors.npy", self.vectors.astype(np.float32))
+            np.save(staging / "labels.npy", self.labels.astype(np.int32))
+            self.index.save(staging / "index")
+            (staging / "manifest.json").write_text(json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
+            crash_point("bank-save-staged")
+            remove_path(directory / "manifest.json")  # from here on the old files are no bank
+            for name in ("vectors.npy", "labels.npy", "index", "manifest.json"):
+                if name == "index":
+                    remove_path(directory / "index")
+                os.replace(staging / name, directory / name)
+                notify_written(directory / name)
+                crash_point("bank-save-commit")
+        finally:
+            remove_path(staging)
         return directory
+
+    @staticmethod
+    def _refuse_foreign(directory: Path) -> None:
+        """Never replace a ``manifest.json`` or an ``index/`` that is not a moduseg bank's."""
+        manifest = directory / "manifest.json"
+        if manifest.exists():
+            try:
+                ours = json.loads(manifest.read_text()).get("format") == FORMAT
+            except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+                ours = False
+            if not ours:
+                raise ModusegError(
+                    f"cannot save the bank to {directory}: its manifest.json is not a moduseg bank's; pass a new or empty folder"
+                )
+        index = directory / "index"
+        if index.exists() and not (index.is_dir() and (not any(index.iterdir()) or (index / "index.json").is_file())):
+            raise ModusegError(
+                f"cannot save the bank to {directory}: its index/ is not a moduseg index; pass a new or empty folder"
+            )
 
     @classmethod
     def load(cls, directory: Path | str, *, index: Choice | None = None) -> "Bank":
@@ -75,6 +121,11 @@ class Bank:
         directory = Path(directory)
         manifest_path = directory / "manifest.json"
         if not manifest_path.is_file():
+            if any(directory.glob(".bank_save.*.tmp")) or (directory / "vectors.npy").is_file():
+                raise ModusegError(
+                    f"bank {directory} is incomplete (no manifest.json: its save was interrupted); "
+                    "rerun the `moduseg build-bank` (or `run`) that writes it"
+                )
             raise ModusegError(
                 f"{directory} is not a moduseg bank (no manifest.json); build one with `moduseg build-bank`"
             )
@@ -123,6 +174,13 @@ class Bank:
                     f"bank was built with aggregator {have_agg['name']} but this run uses {wanted_agg['name']}; "
                     "use the same aggregator or rebuild the bank"
                 )
+
+
+def _created() -> str:
+    """Now (UTC), or ``$SOURCE_DATE_EPOCH`` when set: reproducible builds give byte-identical manifests."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch.isdigit() else _dt.datetime.now(_dt.timezone.utc)
+    return when.isoformat(timespec="seconds")
 
 
 def _portable_index(choice: Choice) -> Choice:
@@ -174,9 +232,14 @@ def build_bank(
     method: MethodConfig,
     dataset_info: dict[str, Any],
     timer: Timer | None = None,
+    errors: ErrorLog | None = None,
 ) -> Bank:
-    """Label → purify → encode → pool every bank image, filter outliers, index."""
+    """Label → purify → encode → pool every bank image, filter outliers, index.
+
+    With ``errors`` skipping (``on_error: skip``), an image that fails is logged there and left out."""
     timer = timer or Timer()
+    skip = errors is not None and errors.skip
+    errors_before = len(errors) if errors is not None else 0
     samples = list(samples)
     fit = getattr(labeler.component, "fit", None)
     if callable(fit):
@@ -186,62 +249,96 @@ def build_bank(
     vectors: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     regions_total = regions_small = 0
-    batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # image, masks, class ids
+    batch: list[tuple[Sample, np.ndarray, np.ndarray, np.ndarray]] = []  # sample, image, masks, class ids
+
+    def encode_and_pool(items: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        t0 = time.perf_counter()
+        features = encoder.component.encode_batch([item[1] for item in items])
+        t1 = time.perf_counter()
+        out = []
+        for (_, _, masks, ids), feats in zip(items, features):
+            pooled = aggregator.component.aggregate(feats, masks)
+            ok = valid_rows(pooled)
+            out.append((pooled[ok], ids[ok]))
+        timer.add("encode", t1 - t0)
+        timer.add("pool", time.perf_counter() - t1)
+        return out
 
     def flush() -> None:
         if not batch:
             return
-        t0 = time.perf_counter()
-        features = encoder.component.encode_batch([item[0] for item in batch])
-        t1 = time.perf_counter()
-        for (_, masks, ids), feats in zip(batch, features):
-            pooled = aggregator.component.aggregate(feats, masks)
-            ok = valid_rows(pooled)
-            vectors.append(pooled[ok])
-            labels.append(ids[ok])
-        timer.add("encode", t1 - t0)
-        timer.add("pool", time.perf_counter() - t1)
+        try:
+            pooled = encode_and_pool(batch)
+        except Exception:
+            if not skip:
+                raise
+            pooled = []
+            for item in batch:  # one image at a time, to find the one at fault
+                try:
+                    pooled += encode_and_pool([item])
+                except Exception as exc:
+                    errors.add(item[0], "encode", exc)  # type: ignore[union-attr]
+        for image_vectors, image_labels in pooled:
+            vectors.append(image_vectors)
+            labels.append(image_labels)
         batch.clear()
 
     images = load_images(
-        samples, workers=method.loader_workers, lookahead=2 * method.batch_images, max_pixels=method.max_image_pixels
+        samples, workers=method.loader_workers, lookahead=2 * method.batch_images, max_pixels=method.max_image_pixels,
+        skip_errors=skip,
     )
     for sample in progress(samples, total=n_samples, desc="bank"):
         t0 = time.perf_counter()
         image = next(images)  # decoded ahead by the loader workers
         timer.add("read", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        classes = np.asarray(labeler.component.label(image, sample))
-        check_class_map(classes, sample, image.shape[:2], len(class_names), labeler.name)
-        timer.add("label", time.perf_counter() - t0)
-        work = work_hw(image.shape[0], image.shape[1], method.work_pixels)
-        if work != image.shape[:2]:  # a huge photo: purified, encoded and pooled at its working size
-            image, classes = downscale_image(image, work), resize_nearest(classes, work)
-        t0 = time.perf_counter()
-        masks, ids = [], []
-        for c in np.unique(classes):
-            if c == IGNORE_INDEX:
-                continue
-            region = purifier.component.purify(classes == c)
-            regions_total += 1
-            if int(region.sum()) < method.min_region_area:
-                regions_small += 1
-                continue
-            masks.append(region)
-            ids.append(int(c))
-        timer.add("purify", time.perf_counter() - t0)
+        if isinstance(image, Failure):
+            errors.add(sample, image.stage, image.error)  # type: ignore[union-attr]
+            continue
+        try:
+            t0 = time.perf_counter()
+            classes = np.asarray(labeler.component.label(image, sample))
+            check_class_map(classes, sample, image.shape[:2], len(class_names), labeler.name)
+            timer.add("label", time.perf_counter() - t0)
+            work = work_hw(image.shape[0], image.shape[1], method.work_pixels)
+            if work != image.shape[:2]:  # a huge photo: purified, encoded and pooled at its working size
+                image, classes = downscale_image(image, work), resize_nearest(classes, work)
+            t0 = time.perf_counter()
+            masks, ids = [], []
+            regions = small = 0
+            for c in np.unique(classes):
+                if c == IGNORE_INDEX:
+                    continue
+                region = purifier.component.purify(classes == c)
+                regions += 1
+                if int(region.sum()) < method.min_region_area:
+                    small += 1
+                    continue
+                masks.append(region)
+                ids.append(int(c))
+            timer.add("purify", time.perf_counter() - t0)
+        except Exception as exc:
+            if not skip:
+                raise
+            errors.add(sample, "label", exc)  # type: ignore[union-attr]
+            continue
+        regions_total += regions
+        regions_small += small
         if masks:
-            batch.append((image, np.stack(masks), np.array(ids, np.int32)))
+            batch.append((sample, image, np.stack(masks), np.array(ids, np.int32)))
         if len(batch) >= method.batch_images:
             flush()
+        crash_point("bank-image")
     flush()
 
     dim = vectors[0].shape[1] if vectors and vectors[0].size else 0
     all_vectors = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
     all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+    skipped = len(errors) - errors_before if errors is not None else 0
+    if skip:
+        errors.check_some_succeeded(n_samples, since=errors_before)  # type: ignore[union-attr]
     if len(all_labels) == 0:
         raise ModusegError(
-            f"the bank is empty: no region of the {n_samples} images survived purification and the "
+            f"the bank is empty: no region of the {n_samples - skipped} images survived purification and the "
             f"{method.min_region_area}-pixel minimum; lower --set method.min_region_area or --set purifier.iterations"
         )
     keep = outlier_keep(all_vectors, all_labels, method.filter_ratio)
@@ -258,7 +355,7 @@ def build_bank(
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _created(),
         "components": {b.kind: b.describe() for b in (labeler, purifier, encoder, aggregator)}
         | {"index": {"name": index_choice.name, "options": index.options.identity()}},
         "method": method.model_dump(mode="json"),
@@ -266,7 +363,8 @@ def build_bank(
         "class_names": class_names,
         "dim": int(kept_vectors.shape[1]),
         "counts": {
-            "images": n_samples,
+            "images": n_samples - skipped,
+            "skipped_images": skipped,
             "regions": regions_total,
             "regions_below_min_area": regions_small,
             "vectors_before_filter": per_class(all_labels),

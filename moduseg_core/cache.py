@@ -51,7 +51,7 @@ from .components import Built
 from .config import Choice, MethodConfig
 from .errors import ModusegError
 from .inference import Predictor
-from .io import atomic_path
+from .io import atomic_path, remove_path, temp_writer_alive
 from .types import FeatureMap, Geometry, Prediction, Proposals
 
 #: Bump when an entry's layout or a key's meaning changes: old entries are then never read.
@@ -144,8 +144,14 @@ class StageCache:
 
     @contextmanager
     def put(self, stage: str, key: str) -> Iterator[Path]:
-        """Write an entry: yields a temporary path that becomes the entry only on success."""
-        with atomic_path(self.path(stage, key)) as tmp:
+        """Write an entry: yields a temporary path that becomes the entry only on success.
+        Temporaries of this entry left by a killed writer (its process gone) are removed first."""
+        path = self.path(stage, key)
+        if path.parent.is_dir():
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):
+                if not temp_writer_alive(stale.name):
+                    remove_path(stale)
+        with atomic_path(path) as tmp:
             yield tmp
 
     def counts(self) -> dict[str, dict[str, int]]:

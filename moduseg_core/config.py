@@ -9,13 +9,13 @@ component's own options model when the run starts, with one-line errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ModusegError, did_you_mean
-from .options import Options, parse_options
+from .options import Options, describe_field, parse_options
 
 #: The component kinds a run composes, besides the dataset.
 RUN_KINDS = ("labeler", "proposer", "purifier", "encoder", "aggregator", "index")
@@ -72,12 +72,15 @@ class RunConfig(BaseModel):
     bank_limit: int | None = Field(None, ge=1, description="use only the first N bank images")
     eval_limit: int | None = Field(None, ge=1, description="evaluate only the first N images")
     overlays: bool = True
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="an image that cannot be processed stops the job (fail) or is logged to errors.jsonl and left out (skip)"
+    )
 
     def choice(self, kind: str) -> Choice:
         return getattr(self, kind)
 
 
-TOP_LEVEL_KEYS = ("bank_split", "eval_split", "bank_limit", "eval_limit", "overlays")
+TOP_LEVEL_KEYS = ("bank_split", "eval_split", "bank_limit", "eval_limit", "overlays", "on_error")
 
 
 def load_config(path: Path | None) -> RunConfig:
@@ -88,6 +91,10 @@ def load_config(path: Path | None) -> RunConfig:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as exc:
         raise ModusegError(f"config file {path} does not exist; pass an existing YAML file to --config") from exc
+    except IsADirectoryError as exc:
+        raise ModusegError(f"config file {path} is a folder; pass a YAML file to --config") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModusegError(f"config file {path} cannot be read ({exc.__class__.__name__}: {exc}); pass a readable YAML file") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -112,9 +119,25 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(normalised)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = ".".join(str(p) for p in error["loc"])
-        raise ModusegError(f"{source}: setting {loc} is invalid: {error['msg']}") from exc
+        raise ModusegError(f"{source}: setting {invalid_setting(exc, normalised)}") from exc
+
+
+def invalid_setting(exc: ValidationError, data: dict[str, Any]) -> str:
+    """One line for the first error of a ``RunConfig`` validation: the key, the bad value, what is allowed."""
+    error = exc.errors()[0]
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc)
+    value: Any = data
+    for part in loc:
+        value = value.get(part, error.get("input")) if isinstance(value, dict) else error.get("input")
+    allowed = ""
+    if len(loc) == 1 and loc[0] in RunConfig.model_fields:
+        allowed = f" (allowed: {describe_field(RunConfig, loc[0])})"
+        if loc[0] in ("dataset", *RUN_KINDS):
+            allowed = f" (allowed: a component name, or {{name: NAME, options: {{...}}}})"
+    elif loc and loc[0] in ("dataset", *RUN_KINDS):
+        allowed = " (a component is {name: NAME, options: {...}})"
+    return f"{key}={value!r} is invalid: {error['msg']}{allowed}"
 
 
 def parse_value(text: str) -> Any:
@@ -161,4 +184,7 @@ def apply_overrides(
         method = parse_options("method", "settings", MethodConfig, data.pop("method"))
     except ModusegError as exc:
         raise ModusegError(str(exc).replace("--set method.", "--set method.")) from exc
-    return RunConfig.model_validate({**data, "method": method})
+    try:
+        return RunConfig.model_validate({**data, "method": method})
+    except ValidationError as exc:
+        raise ModusegError(f"--set {invalid_setting(exc, data)}") from exc

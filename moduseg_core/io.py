@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -288,16 +288,71 @@ def voc_palette() -> np.ndarray:
     return palette
 
 
+#: Called with the path of every file or folder ``atomic_path`` puts in place (``outputs.OutputDir``
+#: listens, to know which files a command wrote).
+_WRITE_LISTENERS: list[Callable[[Path], None]] = []
+
+
+def add_write_listener(listener: Callable[[Path], None]) -> None:
+    _WRITE_LISTENERS.append(listener)
+
+
+def remove_write_listener(listener: Callable[[Path], None]) -> None:
+    with contextlib.suppress(ValueError):
+        _WRITE_LISTENERS.remove(listener)
+
+
+def notify_written(path: Path | str) -> None:
+    """Tell the listeners that ``path`` now holds something this process wrote."""
+    for listener in list(_WRITE_LISTENERS):
+        listener(Path(path))
+
+
+def temp_name(name: str) -> str:
+    """A temporary's name beside ``name``: ``.NAME.PID-RANDOM.tmp``; the writer's process id lets a
+    later process tell a stale temporary (its writer is gone) from one being written right now."""
+    return f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
+def temp_writer_alive(name: str) -> bool:
+    """Whether the process that is writing the temporary ``name`` (``temp_name``) still runs here."""
+    parts = name.rsplit(".", 2)
+    pid_text = parts[1].split("-", 1)[0] if len(parts) == 3 else ""
+    if not pid_text.isdigit():
+        return False  # not written by temp_name (an older moduseg): nobody is writing it
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a link or a folder tree (missing is fine)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it replaces ``target``, on failure it is removed.
 
-    Works for files and directories, so nothing half-written is ever left at ``target``.
+    Works for files and directories, so nothing half-written is ever left at ``target`` (a folder
+    ``target`` is replaced whole: use it only for folders the caller owns whole, such as a cache
+    entry). A killed process leaves the temporary ``.NAME.PID-RANDOM.tmp`` behind; the next run
+    of the command that owns the folder removes it (``outputs.OutputDir``, ``cache.StageCache``).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    tmp.rmdir()
+    tmp = target.parent / temp_name(target.name)
     try:
         yield tmp
         if target.is_dir() and not target.is_symlink():
@@ -309,6 +364,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         elif tmp.exists():
             tmp.unlink()
         raise
+    notify_written(target)
 
 
 def write_png(path: Path | str, classes: np.ndarray, palette: np.ndarray | None = None) -> None:

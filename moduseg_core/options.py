@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from types import UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -30,10 +31,28 @@ class NoOptions(Options):
     """For components that take no options."""
 
 
+_BOUNDS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+
+
+def _type_text(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:
+        return " or ".join(repr(v) for v in get_args(annotation))
+    if get_origin(annotation) in (Union, UnionType):
+        parts = [_type_text(a) for a in get_args(annotation) if a is not type(None)]
+        text = " or ".join(parts)
+        return f"{text} or null" if type(None) in get_args(annotation) else text
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
 def describe_field(model: type[BaseModel], key: str) -> str:
+    """What a field accepts, e.g. ``int ≥ 1 or null``, ``'fail' or 'skip'``, ``float ≥ 0.0 and < 1.0``."""
     info = model.model_fields[key]
-    annotation = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
-    return annotation
+    text = _type_text(info.annotation)
+    bounds = [f"{sign} {getattr(m, attr)}" for m in info.metadata for attr, sign in _BOUNDS if hasattr(m, attr)]
+    if bounds:
+        head, null, _ = text.partition(" or null")
+        text = f"{head} {' and '.join(bounds)}" + (" or null" if null else "")
+    return text
 
 
 def parse_options(kind: str, name: str, model: type[Options], values: dict[str, Any]) -> Options:
@@ -53,6 +72,10 @@ def parse_options(kind: str, name: str, model: type[Options], values: dict[str, 
         key = ".".join(str(part) for part in error["loc"]) or "?"
         field = key.split(".")[0]
         expected = describe_field(model, field) if field in model.model_fields else "?"
+        if error.get("type") == "missing":
+            raise ModusegError(
+                f"{kind} {name!r} needs option {key} ({expected}); set it with --set {kind}.{field}=..."
+            ) from exc
         given = values.get(field, error.get("input"))
         raise ModusegError(
             f"{kind} {name!r} option {key}={given!r} is invalid: {error['msg']} "

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .failures import Failure
 from .io import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from .types import Prediction, Sample
 
@@ -54,13 +55,22 @@ def _keep_list(batch: list) -> list:
 
 def load_images(
     samples: Sequence[Sample], *, workers: int = 2, pin_memory: bool = False, lookahead: int = 8,
-    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, skip_errors: bool = False,
 ) -> Iterator[np.ndarray]:
     """Decoded images of ``samples`` in order, read ahead by ``workers`` (0 = in this thread);
-    an image over ``max_pixels`` is refused (``read_image``)."""
+    an image over ``max_pixels`` is refused (``read_image``). With ``skip_errors`` an image that
+    cannot be read is yielded as its ``failures.Failure`` and the next ones still come."""
     if workers <= 0 or len(samples) <= 1:
         for sample in samples:
-            yield read_image(sample.image_path, max_pixels)
+            if not skip_errors:
+                yield read_image(sample.image_path, max_pixels)
+                continue
+            try:
+                image = read_image(sample.image_path, max_pixels)
+            except Exception as exc:
+                yield Failure("read", exc)
+            else:
+                yield image
         return
     if "torch" in sys.modules:  # a component already pays for torch: use its DataLoader
         from torch.utils.data import DataLoader
@@ -71,7 +81,10 @@ def load_images(
         )
         for (item,) in loader:
             if isinstance(item, BaseException):
-                raise item
+                if not skip_errors:
+                    raise item
+                yield Failure("read", item)
+                continue
             yield item.numpy()
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moduseg-decode") as pool:
@@ -82,11 +95,14 @@ def load_images(
             if len(pending) >= lookahead:
                 break
         while pending:
-            image = pending.popleft().result()
+            future = pending.popleft()
             nxt = next(paths, None)
             if nxt is not None:
                 pending.append(pool.submit(read_image, nxt.image_path, max_pixels))
-            yield image
+            if skip_errors and future.exception() is not None:
+                yield Failure("read", future.exception())
+                continue
+            yield future.result()
 
 
 def stream_predictions(
@@ -97,8 +113,13 @@ def stream_predictions(
     workers: int | None = None,
     overlap: bool | None = None,
     pin_memory: bool | None = None,
+    skip_errors: bool = False,
 ) -> Iterator[tuple[Sample, np.ndarray, Prediction]]:
-    """``(sample, image, prediction)`` for every sample, in order (see the module doc)."""
+    """``(sample, image, prediction)`` for every sample, in order (see the module doc).
+
+    With ``skip_errors`` an image that fails (reading, proposing, encoding, pooling, retrieval) comes
+    out as ``(sample, image or None, Failure)`` and the others are unaffected: a batch that fails is
+    redone one image at a time to find the image at fault."""
     method = predictor.method
     batch = batch or method.batch_images
     workers = method.loader_workers if workers is None else workers
@@ -106,7 +127,8 @@ def stream_predictions(
     if pin_memory is None:
         pin_memory = _uses_cuda(predictor)
     images = load_images(
-        samples, workers=workers, pin_memory=pin_memory, lookahead=2 * batch, max_pixels=method.max_image_pixels
+        samples, workers=workers, pin_memory=pin_memory, lookahead=2 * batch, max_pixels=method.max_image_pixels,
+        skip_errors=skip_errors,
     )
     # a predictor that does not stream (the caching one serves whole batches) gets no worker thread
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moduseg-decide") if overlap and predictor.streams else None
@@ -119,7 +141,9 @@ def stream_predictions(
             pixels = [next(images) for _ in chunk]
             predictor.timer.add("decode (waited)", time.perf_counter() - t0)
             decided: Any
-            if pool is None:
+            if skip_errors:
+                pixels, decided = _guarded_batch(predictor, pool, pixels, ids)
+            elif pool is None:
                 decided = predictor.predict_batch(pixels, ids)
             else:
                 described = predictor.propose_and_describe(pixels, ids)
@@ -127,18 +151,54 @@ def stream_predictions(
             pending.append((chunk, pixels, decided))
             # keep one batch in flight: its post-processing overlaps the next batch's model work
             while len(pending) > (1 if pool is not None else 0):
-                yield from _emit(pending.popleft())
+                yield from _emit(pending.popleft(), skip_errors)
         while pending:
-            yield from _emit(pending.popleft())
+            yield from _emit(pending.popleft(), skip_errors)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _emit(item) -> Iterator[tuple[Sample, np.ndarray, Prediction]]:
+def _guarded_batch(predictor: Any, pool: ThreadPoolExecutor | None, pixels: list, ids: list) -> tuple[list, list]:
+    """One batch under ``skip_errors``: the images that were read go through the predictor together;
+    if that fails, one at a time, each failure becoming a ``Failure``."""
+    decided: list[Any] = [p if isinstance(p, Failure) else None for p in pixels]
+    pixels = [None if isinstance(p, Failure) else p for p in pixels]
+    good = [i for i, p in enumerate(pixels) if p is not None]
+
+    def run(idx: list[int]) -> list[Any]:
+        images, names = [pixels[i] for i in idx], [ids[i] for i in idx]
+        if pool is None:
+            return predictor.predict_batch(images, names)
+        described = predictor.propose_and_describe(images, names)
+        return [pool.submit(predictor.decide, image.shape[:2], *d) for image, d in zip(images, described)]
+
+    if good:
+        try:
+            results = run(good)
+        except Exception:
+            results = []
+            for i in good:
+                try:
+                    results += run([i])
+                except Exception as exc:
+                    results.append(Failure("predict", exc))
+        for i, result in zip(good, results):
+            decided[i] = result
+    return pixels, decided
+
+
+def _emit(item, skip_errors: bool = False) -> Iterator[tuple[Sample, np.ndarray, Prediction]]:
     chunk, pixels, decided = item
     for sample, image, result in zip(chunk, pixels, decided):
-        yield sample, image, result.result() if isinstance(result, Future) else result
+        if isinstance(result, Future):
+            try:
+                result = result.result()
+            except Exception as exc:
+                if not skip_errors:
+                    raise
+                result = Failure("predict", exc)
+        yield sample, image, result
 
 
 def _uses_cuda(predictor: Any) -> bool:

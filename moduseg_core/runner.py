@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -12,11 +13,14 @@ from .bank import Bank, build_bank
 from .components import Built, Timer, build, describe_config, is_oracle, package_versions, validate
 from .config import RUN_KINDS, Choice, RunConfig
 from .errors import ModusegError
+from .failures import ERRORS_FILE, ErrorLog, Failure
+from .faults import crash_point
 from .inference import Predictor
+from .outputs import OutputDir
 from .pipeline import stream_predictions
 from .io import IMAGE_SUFFIXES, overlay, read_image, read_mask, write_jpeg, write_json, write_png, write_text
 from .method.metrics import Accumulator, Scores
-from .progress import progress
+from .progress import Bar, progress
 from .types import Sample
 
 ORACLE_NOTE = "ORACLE labeler: the bank was built from ground-truth masks (an upper bound, not weak supervision)"
@@ -49,8 +53,11 @@ def dataset_info(dataset: Built, samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-def make_bank(config: RunConfig, timer: Timer | None = None, *, encoder: Built | None = None) -> Bank:
-    """Build the bank of ``config``; ``encoder`` replaces the configured one (e.g. a caching wrapper of it)."""
+def make_bank(
+    config: RunConfig, timer: Timer | None = None, *, encoder: Built | None = None, errors: ErrorLog | None = None
+) -> Bank:
+    """Build the bank of ``config``; ``encoder`` replaces the configured one (e.g. a caching wrapper of it);
+    failed images go to ``errors`` (``on_error``)."""
     validate(config, ("labeler", "purifier", "encoder", "aggregator", "index"))
     dataset, samples = open_dataset(config, config.bank_split, config.bank_limit)
     parts = {kind: build(kind, config.choice(kind)) for kind in ("labeler", "purifier", "aggregator")}
@@ -63,6 +70,7 @@ def make_bank(config: RunConfig, timer: Timer | None = None, *, encoder: Built |
         method=config.method,
         dataset_info=dataset_info(dataset, samples),
         timer=timer,
+        errors=errors,
         **parts,
     )
     bank.encoder_component = parts["encoder"]
@@ -95,69 +103,128 @@ def predict_samples(
     overlays: bool = True,
     desc: str = "predict",
     timer: Timer | None = None,
+    errors: ErrorLog | None = None,
 ) -> Accumulator | None:
     """Predict every sample, write PNG masks (+ overlays) when ``out_dir`` is given, and return
-    the confusion matrix and boundary counts of the samples with ground truth (None when none has)."""
+    the confusion matrix and boundary counts of the samples with ground truth (None when none has).
+
+    With ``errors`` skipping (``on_error: skip``), an image that fails (or whose ground truth cannot be
+    read) is logged there and has no prediction file; the bar still counts it."""
+    skip = errors is not None and errors.skip
     evaluation = Accumulator(n_classes)
-    bar = progress(range(len(samples)), total=len(samples), desc=desc)
-    bar_iter = iter(bar)
-    for sample, image, prediction in stream_predictions(predictor, samples):
-        if out_dir is not None:
-            write_png(out_dir / "predictions" / f"{sample.id}.png", prediction.semantic)
-            if overlays:
-                write_jpeg(out_dir / "overlays" / f"{sample.id}.jpg", overlay(image, prediction.semantic))
-        if sample.mask_path is not None:
+    with Bar(len(samples), desc) as bar:
+        for sample, image, prediction in stream_predictions(predictor, samples, skip_errors=skip):
+            if isinstance(prediction, Failure):
+                errors.add(sample, prediction.stage, prediction.error)  # type: ignore[union-attr]
+                bar.update()
+                continue
+            gt = None
             t0 = time.perf_counter()
-            gt = read_mask(sample.mask_path, expected_hw=image.shape[:2], n_classes=n_classes)
-            evaluation.add(gt, prediction.semantic)
-            if timer is not None:
-                timer.add("evaluate", time.perf_counter() - t0)
-        next(bar_iter, None)
-    if hasattr(bar, "close"):
-        bar.close()
+            if sample.mask_path is not None:
+                try:
+                    gt = read_mask(sample.mask_path, expected_hw=image.shape[:2], n_classes=n_classes)
+                except Exception as exc:
+                    if not skip:
+                        raise
+                    errors.add(sample, "mask", exc)  # type: ignore[union-attr]
+                    bar.update()
+                    continue
+            if out_dir is not None:
+                write_png(out_dir / "predictions" / f"{sample.id}.png", prediction.semantic)
+                if overlays:
+                    write_jpeg(out_dir / "overlays" / f"{sample.id}.jpg", overlay(image, prediction.semantic))
+                crash_point("prediction")
+            if gt is not None:
+                evaluation.add(gt, prediction.semantic)
+                if timer is not None:
+                    timer.add("evaluate", time.perf_counter() - t0)
+            bar.update()
     return evaluation if evaluation.images else None
 
 
-def run(config: RunConfig, out_dir: Path, *, bank_dir: Path | None = None) -> dict[str, Any]:
-    """Build (or load) the bank, predict the eval split, evaluate, and write the report."""
+def run_outputs(samples: Sequence[Sample], *, overlays: bool, bank: bool) -> list[str]:
+    """What ``run`` may write into its folder (``outputs.OutputDir.begin``)."""
+    planned = ["report.json", "report.md", ERRORS_FILE, *(f"predictions/{s.id}.png" for s in samples)]
+    if overlays:
+        planned += [f"overlays/{s.id}.jpg" for s in samples]
+    return planned + (["bank/"] if bank else [])
+
+
+def run(
+    config: RunConfig,
+    out_dir: Path,
+    *,
+    bank_dir: Path | None = None,
+    output: OutputDir | None = None,
+    errors: ErrorLog | None = None,
+) -> dict[str, Any]:
+    """Build (or load) the bank, predict the eval split, evaluate, and write the report.
+
+    ``out_dir`` follows the output-folder rules (``outputs.OutputDir``; ``output`` is the caller's
+    checked one): nothing is written until the bank and the predictor are ready, then the folder is
+    marked incomplete, and complete once the report is written. ``errors`` (default: a log of
+    ``config.on_error`` in ``out_dir``) gets the failed images."""
     validate(config, RUN_KINDS)
     out_dir = Path(out_dir)
+    if output is None:
+        output = OutputDir(out_dir, "run")
+        output.check()
+    if bank_dir is not None:
+        if os.path.abspath(bank_dir) == os.path.abspath(out_dir):
+            raise ModusegError(f"--bank {bank_dir} is the --out folder; write the run into another folder")
+        output.protect(bank_dir)
+    own_log = errors is None
+    errors = errors if errors is not None else ErrorLog(config.on_error)
     timer = Timer()
     started = time.perf_counter()
+    dataset, samples = open_dataset(config, config.eval_split, config.eval_limit)  # its errors come before any work
+    class_names = list(dataset.component.class_names)
+    bank_errors_before = len(errors)
     if bank_dir is not None:
         bank = Bank.load(bank_dir, index=config.index)
     else:
         t0 = time.perf_counter()
-        bank = make_bank(config, timer)
-        bank.save(out_dir / "bank")
+        errors.context = {**errors.context, "split": config.bank_split}
+        bank = make_bank(config, timer, errors=errors)
         timer.add("bank_total", time.perf_counter() - t0)
-    dataset, samples = open_dataset(config, config.eval_split, config.eval_limit)
-    class_names = list(dataset.component.class_names)
     if class_names != bank.class_names:
         raise ModusegError(
             f"the bank's classes ({len(bank.class_names)}: {', '.join(bank.class_names[:4])}...) differ from the "
             f"dataset's ({len(class_names)}); evaluate with the dataset the bank was built on"
         )
     predictor = make_predictor(config, bank)
-    t0 = time.perf_counter()
-    evaluation = predict_samples(
-        predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays, timer=timer
-    )
-    timer.add("predict_total", time.perf_counter() - t0)
-    for stage, seconds in predictor.timer.seconds.items():
-        timer.add(f"predict_{stage}", seconds)
-    result = evaluation.scores() if evaluation is not None else None
-    report = make_report(
-        config,
-        bank,
-        result,
-        class_names,
-        timer,
-        wall=time.perf_counter() - started,
-        eval_info=dataset_info(dataset, samples),
-        masks={"proposed": predictor.masks_seen, "kept": predictor.masks_kept, "images": len(samples)},
-    )
-    write_report(out_dir, report)
+    with output:
+        output.begin(run_outputs(samples, overlays=config.overlays, bank=bank_dir is None))
+        if own_log:
+            errors.open(out_dir)
+        if bank_dir is None:
+            bank.save(out_dir / "bank")
+        eval_errors_before = len(errors)
+        errors.context = {**errors.context, "split": config.eval_split}
+        t0 = time.perf_counter()
+        evaluation = predict_samples(
+            predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays, timer=timer, errors=errors
+        )
+        timer.add("predict_total", time.perf_counter() - t0)
+        errors.check_some_succeeded(len(samples), since=eval_errors_before)
+        skipped = {"bank": eval_errors_before - bank_errors_before, "eval": len(errors) - eval_errors_before}
+        for stage, seconds in predictor.timer.seconds.items():
+            timer.add(f"predict_{stage}", seconds)
+        result = evaluation.scores() if evaluation is not None else None
+        report = make_report(
+            config,
+            bank,
+            result,
+            class_names,
+            timer,
+            wall=time.perf_counter() - started,
+            eval_info=dataset_info(dataset, samples),
+            masks={"proposed": predictor.masks_seen, "kept": predictor.masks_kept, "images": len(samples) - skipped["eval"]},
+        )
+        report["skipped"] = skipped | ({"log": ERRORS_FILE} if any(skipped.values()) else {})
+        crash_point("report")
+        write_report(out_dir, report)
+        output.finish()
     return report
 
 
@@ -202,6 +269,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += [f"Components — {parts}", ""]
     ev = report["eval"]
     lines += [f"Evaluated {ev['images']} images of `{ev['name']}` split `{ev['split']}`; bank of {report['bank']['size']} vectors.", ""]
+    skipped = report.get("skipped") or {}
+    if skipped.get("bank") or skipped.get("eval"):
+        lines += [f"**Skipped images** (on_error: skip; reasons in `{skipped.get('log', ERRORS_FILE)}`): "
+                  f"{skipped.get('bank', 0)} of the bank split, {skipped.get('eval', 0)} of the eval split "
+                  "(left out of the bank and the scores).", ""]
     if "miou" in report:
         lines += [f"**mIoU: {100 * report['miou']:.2f}**  (pixel accuracy {100 * report['pixel_accuracy']:.2f})", ""]
         lines += score_table(report)

@@ -120,3 +120,32 @@ def test_console_script_exit_code(tmp_path):
     out = subprocess.run([str(exe), "run", "--encoder", "dinov3x"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2
     assert out.stderr.startswith("Error: unknown encoder 'dinov3x'")
+
+
+def test_typer_in_the_tested_range():
+    """pyproject pins the typer range that the CLI tests ran against (scripts/check_oldest_typer.sh
+    runs them on the lowest); a resolver that goes past it would meet an untested parser."""
+    import re
+    from importlib import metadata
+
+    spec = re.search(r'"typer>=([\d.]+),<([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert spec, "typer must be pinned to a tested range"
+    low, high = (tuple(int(p) for p in v.split(".")) for v in spec.groups())
+    have = tuple(int(p) for p in metadata.version("typer").split(".")[:3])
+    assert low <= have < high
+
+
+@pytest.mark.parametrize("argv", [["run", "--no-such-flag"], ["predict"], ["nocmd"], ["run", "--out"], ["bench", "--images", "x"]])
+def test_usage_errors_from_the_console_script_are_one_line_exit_2(argv):
+    exe = Path(sys.executable).with_name("moduseg")
+    out = subprocess.run([str(exe), *argv], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2, out
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in out.stderr, out.stderr
+
+
+def test_bare_command_prints_help_and_version_works(capsys):
+    assert main([]) == 0
+    assert "Usage" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("moduseg ")

@@ -28,7 +28,10 @@ from ..cache import CachedEncoder, CachedProposer, CachingPredictor, StageCache,
 from ..components import Built, Timer, build, describe_config, package_versions
 from ..config import RunConfig
 from ..errors import ModusegError
+from ..failures import ERRORS_FILE, ErrorLog
+from ..faults import crash_point
 from ..io import write_json, write_text
+from ..outputs import OutputDir
 from ..method.boundary import BF_TOLERANCE, BIOU_DILATION
 from ..runner import ORACLE_NOTE, dataset_info, make_bank, open_dataset, predict_samples, report_markdown
 from ..types import Sample
@@ -70,7 +73,11 @@ class SweepRun:
     out_dir: Path
     cache: StageCache | None
     on_point: Callable[[dict[str, Any]], None] | None = None
+    output: OutputDir | None = None
     reports: list[dict[str, Any]] = field(default_factory=list)
+    errors: ErrorLog = field(default_factory=lambda: ErrorLog("fail"))
+    #: banks built with skipped images (never cached): bank key → (bank, skipped image ids)
+    _skipped_banks: dict[str, tuple[Bank, list[str]]] = field(default_factory=dict)
     _encoders: dict[str, CachedEncoder] = field(default_factory=dict)
     _proposers: dict[str, CachedProposer] = field(default_factory=dict)
     _splits: dict[str, _Split] = field(default_factory=dict)
@@ -78,20 +85,33 @@ class SweepRun:
     def run(self, points: list[Point] | None = None) -> list[dict[str, Any]]:
         from .results import write_results
 
+        from .results import PLOTS
+
         points = expand(self.sweep) if points is None else points
         for point in points:  # every dataset split opens (roots, split lists, labels) before any work
             self._split(point.config, point.config.bank_split, point.config.bank_limit)
             self._split(point.config, point.config.eval_split, point.config.eval_limit)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        for point in points:
-            report = self.run_point(point, total=len(points))
-            self.reports.append(report)
-            # tables after every point (a killed sweep leaves what it finished); plots at the end
-            last = point is points[-1]
-            write_results(self.out_dir, self.sweep, self.reports, self.summary(time.perf_counter() - started), plots=last)
-            if self.on_point is not None:
-                self.on_point(report)
+        self.errors = ErrorLog(self.sweep.base.on_error)
+        output = self.output or OutputDir(self.out_dir, "ablate")
+        planned = ["results.csv", "results.json", "results.md", ERRORS_FILE, *(f"plots/{name}" for name in PLOTS)]
+        planned += [f"points/{point.slug}/" for point in points]
+        with output:
+            output.begin(planned)
+            self.errors.open(self.out_dir)
+            started = time.perf_counter()
+            for point in points:
+                before = len(self.errors)
+                self.errors.context = {"point": point.index}
+                report = self.run_point(point, total=len(points))
+                report["skipped"] = len(self.errors) - before
+                self.reports.append(report)
+                # tables after every point (a killed sweep leaves what it finished); plots at the end
+                last = point is points[-1]
+                write_results(self.out_dir, self.sweep, self.reports, self.summary(time.perf_counter() - started), plots=last)
+                crash_point("ablate-point")
+                if self.on_point is not None:
+                    self.on_point(report)
+            output.finish()
         return self.reports
 
     # -- bookkeeping ------------------------------------------------------------------------------
@@ -159,7 +179,7 @@ class SweepRun:
 
         config = point.config.model_copy(update={"overlays": False})
         out = self.point_dir(point)
-        report = run_job(config, out)
+        report = run_job(config, out, errors=self.errors)
         bank = self._split(config, config.bank_split, config.bank_limit)
         evals = self._split(config, config.eval_split, config.eval_limit)
         report |= _point_fields(point) | {
@@ -220,16 +240,29 @@ class SweepRun:
             _write_point(self.point_dir(point), report)
             return report
 
+        loaded: list[Bank] = []
+
         def load_bank() -> Bank:
+            if loaded:
+                return loaded[0]
             t0 = time.perf_counter()
-            hit = cache.get("banks", bank_key)
-            if hit is not None:
+            hit = cache.get("banks", bank_key) if bank_key not in self._skipped_banks else None
+            if bank_key in self._skipped_banks:
+                bank = self._skipped_banks[bank_key][0]
+            elif hit is not None:
                 bank = Bank.load(hit, index=config.index)
                 timer.add("bank_load", time.perf_counter() - t0)
             else:
-                bank = make_bank(config, timer, encoder=encoder)
-                bank.save(cache.path("banks", bank_key))
+                skipped_before = len(self.errors)
+                bank = make_bank(config, timer, encoder=encoder, errors=self.errors)
+                if len(self.errors) > skipped_before:  # not cached: a later sweep retries the skipped images
+                    ids = sorted(r["image"] for r in self.errors.records[skipped_before:])
+                    self._skipped_banks[bank_key] = (bank, ids)
+                else:
+                    with cache.put("banks", bank_key) as tmp:  # the entry appears whole or not at all
+                        bank.save(tmp)
                 timer.add("bank_build", time.perf_counter() - t0)
+            loaded.append(bank)
             bank.check_encoder(config.encoder, config.aggregator)
             if class_names != bank.class_names:
                 raise ModusegError(
@@ -238,15 +271,22 @@ class SweepRun:
                 )
             return bank
 
+        if self.errors.skip and bank_key not in self._skipped_banks and not cache.path("banks", bank_key).exists():
+            load_bank()  # built now: whether it skips images decides the predictions' keys
+        if bank_key in self._skipped_banks:  # predictions of a bank without some images are another entry
+            prediction_base = {**prediction_base, "bank_skipped": self._skipped_banks[bank_key][1]}
         predictor = CachingPredictor(
             load_bank, proposer, encoder, build("aggregator", config.aggregator), config.method,
             cache=cache, pooled_base=pooled_base, prediction_base=prediction_base,
         )
         t0 = time.perf_counter()
+        errors_before = len(self.errors)
         evaluation = predict_samples(
             predictor, eval_split.samples, None, n_classes=len(class_names), overlays=False,
-            desc=f"point {point.index + 1}/{total or '?'}", timer=timer,
+            desc=f"point {point.index + 1}/{total or '?'}", timer=timer, errors=self.errors,
         )
+        self.errors.check_some_succeeded(len(eval_split.samples), since=errors_before)
+        skipped_any = len(self.errors) > errors_before or bank_key in self._skipped_banks
         timer.add("predict_total", time.perf_counter() - t0)
         for stage, seconds in predictor.timer.seconds.items():
             timer.add(f"predict_{stage}", seconds)
@@ -274,10 +314,11 @@ class SweepRun:
             "computed": dict(predictor.computed),
         }
         report.update(result.as_dict(class_names))
-        with cache.put("scores", scores_key) as tmp:
-            import json
+        if not skipped_any:  # scores with skipped images are not kept: a rerun retries those images
+            with cache.put("scores", scores_key) as tmp:
+                import json
 
-            tmp.write_text(json.dumps(report, indent=1) + "\n")
+                tmp.write_text(json.dumps(report, indent=1) + "\n")
         report |= _point_fields(point) | {"cache": _delta(cache, hits0, misses0), "scores_cached": False, "keys": keys}
         _write_point(self.point_dir(point), report)
         return report
@@ -330,10 +371,12 @@ def run_sweep(
     *,
     cache: StageCache | None,
     on_point: Callable[[dict[str, Any]], None] | None = None,
+    output: OutputDir | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Validate every point, then run them in order; returns the point reports and the summary."""
+    """Validate every point, then run them in order; returns the point reports and the summary.
+    ``out_dir`` follows the output-folder rules (``output``: the caller's checked ``OutputDir``)."""
     points = expand(sweep)
     started = time.perf_counter()
-    runner = SweepRun(sweep, Path(out_dir), cache, on_point=on_point)
+    runner = SweepRun(sweep, Path(out_dir), cache, on_point=on_point, output=output)
     reports = runner.run(points)
     return reports, runner.summary(time.perf_counter() - started)

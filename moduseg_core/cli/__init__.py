@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import typer
@@ -30,39 +31,104 @@ app.command("ablate")(ablate_cmd.ablate)
 app.add_typer(ablate_cmd.cache_app, name="cache")
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from .. import __version__
 
         typer.echo(f"moduseg {__version__}")
         raise typer.Exit()
 
 
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version, expose_value=True
+    ),
+) -> None:
+    """Training-free weakly supervised semantic segmentation from swappable plugins."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line and exit 2; MODUSEG_DEBUG=1 shows tracebacks."""
-    import click
+    """Entry point. Every error a user can fix is one line ``Error: ...`` on stderr and exit code 2
+    (bad input, config or data, and every command-line usage error); ``EXIT_SKIPPED`` (3) means the
+    job finished but skipped images (``on_error: skip``); MODUSEG_DEBUG=1 shows tracebacks."""
+    from ..progress import close_all
 
     debug = os.environ.get("MODUSEG_DEBUG", "") not in ("", "0")
     try:
         result = app(args=argv, prog_name="moduseg", standalone_mode=False)
     except ModusegError as exc:
+        close_all()
         if debug:
             raise
-        typer.echo(f"Error: {exc}", err=True)
+        typer.echo(f"Error: {_one_line(str(exc))}", err=True)
         return _exit(2)
-    except click.exceptions.Abort:
-        typer.echo("Aborted.", err=True)
-        return _exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        return _exit(exc.exit_code)
     except KeyboardInterrupt:
+        close_all()
         typer.echo("Interrupted.", err=True)
         return _exit(130)
+    except Exception as exc:
+        kind = _click_error_kind(exc)
+        if kind is None:
+            close_all()
+            raise
+        close_all()
+        if kind == "help":  # a bare command group (`moduseg`, `moduseg plugins`): its help, as requested
+            message = exc.format_message()  # type: ignore[attr-defined]
+            if message.strip():
+                typer.echo(message)
+            return _exit(0)
+        if kind == "abort":
+            typer.echo("Aborted.", err=True)
+            return _exit(130)
+        if debug:
+            raise
+        typer.echo(f"Error: {_usage_message(exc)}", err=True)
+        return _exit(2)
     return _exit(result if isinstance(result, int) else 0)
+
+
+def _click_classes(name: str) -> tuple[type, ...]:
+    """``name`` from click and from the click that typer ≥ 0.29 bundles (``typer._click``), whichever
+    of them is loaded (only a loaded one can have raised)."""
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        loaded = sys.modules.get(module)
+        cls = getattr(loaded, name, None) if loaded is not None else None
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+def _click_error_kind(exc: BaseException) -> str | None:
+    """'help', 'abort', 'usage' (any other click exception) or None (not click's)."""
+    if isinstance(exc, _click_classes("NoArgsIsHelpError")):
+        return "help"
+    if isinstance(exc, _click_classes("Abort")) or type(exc).__name__ == "Abort" and type(exc).__module__.startswith("typer"):
+        return "abort"
+    if isinstance(exc, _click_classes("ClickException")):
+        return "usage"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _usage_message(exc: Exception) -> str:
+    """Click's message (with its closest-match suggestion) on one line, and where to read the usage."""
+    message = _one_line(exc.format_message())  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    unknown = re.match(r"No such command '([^']*)'", message)
+    if unknown and "did you mean" not in message.lower() and ctx is not None:  # older click does not suggest
+        from ..errors import closest
+
+        match = closest(unknown.group(1), ctx.command.list_commands(ctx))
+        message = message.rstrip(".") + (f". Did you mean '{match}'?" if match else ".")
+    command = getattr(ctx, "command_path", None) or "moduseg"
+    if command and not message.endswith((".", "?")):
+        message += "."
+    return f"{message} See `{command} --help`."
 
 
 def _exit(code: int) -> int:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ModusegError
-from .common import ConfigOpt, SetOpt
+from .common import ConfigOpt, OnErrorOpt, OverwriteOpt, SetOpt, exit_code
 
 GridOpt = Annotated[
     Optional[list[str]],
@@ -42,13 +42,16 @@ def ablate(
     cache_dir: CacheDirOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every point as a plain `moduseg run` (nothing cached or reused).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate every point and list them; run nothing.")] = False,
-) -> None:
+    overwrite: OverwriteOpt = False,
+    on_error: OnErrorOpt = None,
+) -> int:
     """Run a sweep of full runs (bank + predict + evaluate) through the stage cache.
 
     Points are the grid's cartesian product times the zipped axes; results go to
     results.csv / .json / .md and plots/*.png in --out."""
     from ..ablate import expand, load_sweep, parse_axis, run_sweep, sweep_from_dict
     from ..config import apply_overrides, load_config
+    from ..outputs import prepare
 
     if sweep_file is not None and config is not None:
         raise ModusegError(
@@ -60,8 +63,9 @@ def ablate(
     else:
         sweep = sweep_from_dict({"base": {}}, source="command line")
         sweep.base = load_config(config)
-    if sets:
-        sweep.base = apply_overrides(sweep.base, sets=sets)
+    if sets or on_error is not None:
+        extra = [f"on_error={on_error.value}"] if on_error is not None else []
+        sweep.base = apply_overrides(sweep.base, sets=[*(sets or []), *extra])
     for text in grid or []:
         key, values = parse_axis(text, "--grid")
         sweep.zip.pop(key, None)
@@ -74,12 +78,13 @@ def ablate(
     if name:
         sweep.name = name
     points = expand(sweep)
+    out = out or Path("runs") / "ablate" / sweep.name
+    output = None if dry_run else prepare(out, "ablate", overwrite=overwrite)
     typer.echo(f"sweep {sweep.name!r}: {len(points)} point(s) over {', '.join(sweep.axes) or 'no axes'}", err=True)
     if dry_run:
         for point in points:
             typer.echo(f"  {point.index:3d}  {point.label}")
-        return
-    out = out or Path("runs") / "ablate" / sweep.name
+        return 0
     cache = None if no_cache else _cache(cache_dir)
 
     def show(report: dict) -> None:
@@ -93,7 +98,7 @@ def ablate(
             f"({report['seconds']['wall']:.1f} s; {computed})"
         )
 
-    reports, summary = run_sweep(sweep, out, cache=cache, on_point=show)
+    reports, summary = run_sweep(sweep, out, cache=cache, on_point=show, output=output)
     if any(r.get("oracle") for r in reports):
         typer.secho("NOTE: labeler 'gt' is the ORACLE (ground-truth masks); these mIoUs are upper bounds.", fg="yellow", err=True)
     enc = summary["encoder"]
@@ -103,6 +108,7 @@ def ablate(
                  f"{100 * enc['saved_fraction']:.1f} % saved)")
     typer.echo(line)
     typer.echo(f"results: {out / 'results.md'} (csv, json, plots/)")
+    return exit_code(sum(r.get("skipped", 0) for r in reports))
 
 
 cache_app = typer.Typer(help="The stage cache of `moduseg ablate`: list, size, prune.", no_args_is_help=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,17 +22,44 @@ SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override: KIND.OPTION=VALUE, method.KEY=VALUE or a top-level key; repeatable."),
 ]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder: new, empty, or an earlier output of this command (docs/reliability.md).")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace the output of another moduseg command in --out, or start an earlier output afresh (only files moduseg wrote are removed; never a folder it did not write)."),
+]
+
+
+class OnError(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+OnErrorOpt = Annotated[
+    Optional[OnError],
+    typer.Option("--on-error", help="An image that cannot be processed stops the job (fail, the default) or is logged to OUT/errors.jsonl and left out (skip; exit code 3). Same as --set on_error=..."),
+]
 
 
 def compose(
     config: Optional[Path],
     sets: Optional[list[str]],
+    on_error: Optional[OnError] = None,
     **choices: Optional[str],
 ) -> RunConfig:
-    """Config file, then ``--<kind> NAME`` choices, then ``--set`` overrides."""
+    """Config file, then ``--<kind> NAME`` choices, then ``--set`` overrides, then ``--on-error``."""
     base = load_config(config)
-    return apply_overrides(base, choices=choices, sets=sets or [])
+    extra = [f"on_error={on_error.value}"] if on_error is not None else []
+    return apply_overrides(base, choices=choices, sets=[*(sets or []), *extra])
+
+
+def exit_code(skipped: int) -> int:
+    """0, or ``EXIT_SKIPPED`` when images were skipped (``on_error: skip``)."""
+    from ..failures import EXIT_SKIPPED
+
+    if skipped:
+        typer.secho(f"NOTE: {skipped} image(s) skipped (on_error: skip); reasons in errors.jsonl", fg="yellow", err=True)
+        return EXIT_SKIPPED
+    return 0
 
 
 __all__ = ["RUN_KINDS", "compose"]

@@ -16,11 +16,14 @@ from .common import (
     EncoderOpt,
     IndexOpt,
     LabelerOpt,
+    OnErrorOpt,
     OutOpt,
+    OverwriteOpt,
     ProposerOpt,
     PurifierOpt,
     SetOpt,
     compose,
+    exit_code,
 )
 
 
@@ -32,8 +35,10 @@ def _print_scores(report: dict, out: Path) -> None:
         width = max(len(n) for n in per_class)
         for name, value in per_class.items():
             typer.echo(f"  {name:<{width}}  {'   –' if value is None else f'{100 * value:6.2f}'}")
-        typer.echo(f"mIoU {100 * report['miou']:.2f} on {report['eval']['images']} images "
-                   f"(wall {report['seconds']['wall']:.1f} s)")
+        skipped = (report.get("skipped") or {}).get("eval", 0)
+        scored = report["eval"]["images"] - skipped
+        typer.echo(f"mIoU {100 * report['miou']:.2f} on {scored} images" + (f" ({skipped} skipped)" if skipped else "")
+                   + f" (wall {report['seconds']['wall']:.1f} s)")
         if report.get("boundary"):
             typer.echo(f"boundary F {100 * report['boundary']['f_score']:.2f}, "
                        f"Boundary IoU {100 * report['boundary']['iou']:.2f}")
@@ -52,14 +57,19 @@ def run(
     sets: SetOpt = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", help="Use this saved bank instead of building one.")] = None,
     out: OutOpt = Path("runs/latest"),
-) -> None:
+    overwrite: OverwriteOpt = False,
+    on_error: OnErrorOpt = None,
+) -> int:
     """Build the bank, predict the eval split and evaluate: the whole method in one go."""
+    from ..outputs import prepare
     from ..runner import run as run_job
 
-    cfg = compose(config, sets, dataset=dataset, labeler=labeler, proposer=proposer, purifier=purifier,
+    output = prepare(out, "run", overwrite=overwrite)
+    cfg = compose(config, sets, on_error, dataset=dataset, labeler=labeler, proposer=proposer, purifier=purifier,
                   encoder=encoder, aggregator=aggregator, index=index)
-    report = run_job(cfg, out, bank_dir=bank)
+    report = run_job(cfg, out, bank_dir=bank, output=output)
     _print_scores(report, out)
+    return exit_code(report["skipped"]["bank"] + report["skipped"]["eval"])
 
 
 def build_bank(
@@ -72,40 +82,70 @@ def build_bank(
     index: IndexOpt = None,
     sets: SetOpt = None,
     out: OutOpt = Path("runs/bank"),
-) -> None:
+    overwrite: OverwriteOpt = False,
+    on_error: OnErrorOpt = None,
+) -> int:
     """Label, purify, encode and pool the bank split into a saved bank directory."""
+    from ..failures import ERRORS_FILE, ErrorLog
+    from ..outputs import prepare
     from ..runner import make_bank
 
-    cfg = compose(config, sets, dataset=dataset, labeler=labeler, purifier=purifier, encoder=encoder,
+    output = prepare(out, "build-bank", overwrite=overwrite)
+    cfg = compose(config, sets, on_error, dataset=dataset, labeler=labeler, purifier=purifier, encoder=encoder,
                   aggregator=aggregator, index=index)
-    result = make_bank(cfg)
-    result.save(out)
+    errors = ErrorLog(cfg.on_error)
+    result = make_bank(cfg, errors=errors)
+    with output:
+        output.begin(["manifest.json", "vectors.npy", "labels.npy", "index/", ERRORS_FILE])
+        errors.open(out)
+        result.save(out)
+        output.finish()
     if result.manifest["components"]["labeler"].get("oracle"):
         typer.secho("NOTE: labeler 'gt' is the ORACLE: this bank was built from ground-truth masks.", fg="yellow", err=True)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
     typer.echo(f"bank of {len(result)} vectors ({counts}) -> {out}")
+    return exit_code(len(errors))
 
 
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-    bank: Annotated[Path, typer.Option("--bank", help="A bank directory from build-bank or run.")],
+    bank: Annotated[Optional[Path], typer.Option("--bank", help="A bank directory from build-bank or run (required).")] = None,
     config: ConfigOpt = None,
     proposer: ProposerOpt = None,
     index: IndexOpt = None,
     sets: SetOpt = None,
     out: OutOpt = Path("runs/predict"),
     overlays: Annotated[bool, typer.Option(help="Also write overlay JPEGs.")] = True,
-) -> None:
+    overwrite: OverwriteOpt = False,
+    on_error: OnErrorOpt = None,
+) -> int:
     """Segment images with a saved bank: VOC-palette PNG masks (+ overlays) in OUT.
 
     The encoder and aggregator are the bank's own unless --set overrides them (a
     mismatch is refused)."""
     from ..bank import Bank
-    from ..config import Choice
+    from ..failures import ERRORS_FILE, ErrorLog
+    from ..io import write_json
+    from ..outputs import prepare
     from ..runner import image_paths, make_predictor, predict_samples
     from ..types import Sample
 
-    cfg = compose(config, sets, proposer=proposer, index=index)
+    if bank is None:
+        raise ModusegError("Missing option '--bank': pass the bank folder of a build-bank or run (e.g. runs/x/bank)")
+    output = prepare(out, "predict", overwrite=overwrite)
+    if os.path.abspath(bank) == os.path.abspath(out):
+        raise ModusegError(f"--bank {bank} is the --out folder; write the predictions into another folder")
+    cfg = compose(config, sets, on_error, proposer=proposer, index=index)
+    paths = image_paths(inputs)
+    samples = [Sample(id=p.stem, image_path=p) for p in paths]
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen and seen[path.stem] != path:
+            raise ModusegError(
+                f"input images {seen[path.stem]} and {path} share the name {path.stem!r}, so their masks would "
+                "overwrite each other in OUT/predictions; predict them into separate folders"
+            )
+        seen[path.stem] = path
     loaded = Bank.load(bank, index=cfg.index if index or (sets and any(s.startswith("index.") for s in sets)) else None)
     data = cfg.model_dump()
     # Unless the user named them, the encoder and aggregator come from the bank.
@@ -115,9 +155,25 @@ def predict(
                           "options": loaded.manifest["components"][kind]["options"]}
     cfg = type(cfg).model_validate(data)
     predictor = make_predictor(cfg, loaded)
-    samples = [Sample(id=p.stem, image_path=p) for p in image_paths(inputs)]
-    predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays)
-    typer.echo(f"{len(samples)} masks -> {out / 'predictions'}" + (f", overlays -> {out / 'overlays'}" if overlays else ""))
+    for path in [bank, *inputs]:
+        output.protect(path)  # inputs inside --out are never removed as stale
+    errors = ErrorLog(cfg.on_error)
+    planned = ["report.json", ERRORS_FILE, *(f"predictions/{s.id}.png" for s in samples)]
+    planned += [f"overlays/{s.id}.jpg" for s in samples] if overlays else []
+    with output:
+        output.begin(planned)
+        errors.open(out)
+        predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays, errors=errors)
+        errors.check_some_succeeded(len(samples))
+        skipped = {"images": len(errors)} | ({"log": ERRORS_FILE} if len(errors) else {})
+        write_json(out / "report.json", {
+            "images": len(samples), "predicted": len(samples) - len(errors), "skipped": skipped,
+            "bank": str(bank), "masks": {"proposed": predictor.masks_seen, "kept": predictor.masks_kept},
+        })
+        output.finish()
+    done = len(samples) - len(errors)
+    typer.echo(f"{done} masks -> {out / 'predictions'}" + (f", overlays -> {out / 'overlays'}" if overlays else ""))
+    return exit_code(len(errors))
 
 
 def evaluate(
@@ -130,9 +186,13 @@ def evaluate(
     """Score a folder of predicted masks against a dataset split (mIoU, boundary F, Boundary IoU; per class)."""
     from ..runner import boundary_tolerance_text, evaluate_dir, open_dataset
 
+    from ..outputs import check_complete
+
     cfg = compose(config, sets, dataset=dataset)
     if not predictions.is_dir():
         raise ModusegError(f"predictions folder {predictions} does not exist; pass the predictions/ folder of a run")
+    for folder in (predictions, predictions.parent):
+        check_complete(folder, "the output")
     ds, samples = open_dataset(cfg, split, cfg.eval_limit)
     names = list(ds.component.class_names)
     result = evaluate_dir(predictions, samples, names)
@@ -173,15 +233,20 @@ def demo(
     data: Annotated[Optional[Path], typer.Option("--data", help="coco-mini folder (default: ../shared/data/coco-mini).")] = None,
     out: OutOpt = Path("runs/demo"),
     sets: SetOpt = None,
-) -> None:
+    overwrite: OverwriteOpt = False,
+    on_error: OnErrorOpt = None,
+) -> int:
     """The embedded offline default on coco-mini: SLIC + offline DINOv2-S/14 + the gt ORACLE labeler."""
+    from ..outputs import prepare
     from ..runner import run as run_job
 
+    output = prepare(out, "demo", overwrite=overwrite)
     preset, sets = _coco_mini_preset(data, sets, "pass --data PATH or set DATA=PATH for make demo")
-    cfg = compose(preset, sets)
-    report = run_job(cfg, out)
+    cfg = compose(preset, sets, on_error)
+    report = run_job(cfg, out, output=output)
     _print_scores(report, out)
     typer.echo(f"overlays: {out / 'overlays'}")
+    return exit_code(report["skipped"]["bank"] + report["skipped"]["eval"])
 
 
 def bench(
@@ -201,14 +266,23 @@ def bench(
     loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Also run (a), the released code's per-image, per-mask loop.")] = True,
     max_masks: Annotated[Optional[int], typer.Option("--max-masks", min=1, help="Keep at most N best-scoring masks per image on both sides (random weights can return far more than trained ones).")] = None,
     out: OutOpt = Path("runs/bench"),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Released-code loop vs ModuSeg pipeline on the same images and components: images/s per stage, ratio, FLOP floor."""
     from ..bench import bench_markdown, run_bench
+    from ..io import write_json, write_text
+    from ..outputs import prepare
 
+    output = prepare(out, "bench", overwrite=overwrite)
     if config is None:
         config, sets = _coco_mini_preset(data, sets, "pass --data PATH or --config FILE")
     cfg = compose(config, sets, proposer=proposer, encoder=encoder, aggregator=aggregator, index=index)
     report = run_bench(cfg, images=images, bank_size=bank_size, batch=batch, warmup=warmup, loop=loop,
-                       bank_images=bank_images, floor_batch=floor_batch, max_masks=max_masks, out=out)
+                       bank_images=bank_images, floor_batch=floor_batch, max_masks=max_masks, out=None)
+    with output:
+        output.begin(["bench.json", "bench.md"])
+        write_json(out / "bench.json", report)
+        write_text(out / "bench.md", bench_markdown(report))
+        output.finish()
     typer.echo(bench_markdown(report))
     typer.echo(f"report: {out / 'bench.md'}, {out / 'bench.json'}")

@@ -16,7 +16,7 @@ import numpy as np
 import typer
 
 from ..errors import ModusegError
-from .common import ConfigOpt, DatasetOpt, LabelerOpt, SetOpt, compose
+from .common import ConfigOpt, DatasetOpt, LabelerOpt, OverwriteOpt, SetOpt, compose
 
 ORACLE_LABELS_NOTE = (
     "ORACLE labeler: its pseudo masks are the ground-truth masks, so this score is an upper bound "
@@ -24,15 +24,13 @@ ORACLE_LABELS_NOTE = (
 )
 
 
-def evaluate_labeler(config, *, limit: int | None = None, out: Path | None = None, save_masks: bool = False) -> dict[str, Any]:
-    """Run the config's labeler over its bank split and score the maps against ground truth."""
-    from ..bank import check_class_map
-    from ..components import build, is_oracle, validate
-    from ..io import read_image, read_mask, write_png
-    from ..method.metrics import confusion, scores
-    from ..progress import progress
-    from ..runner import dataset_info, open_dataset
-    from ..types import BACKGROUND, IGNORE_INDEX
+def evaluate_labeler(
+    config, *, limit: int | None = None, out: Path | None = None, save_masks: bool = False, output=None
+) -> dict[str, Any]:
+    """Run the config's labeler over its bank split and score the maps against ground truth.
+    ``output`` (an ``outputs.OutputDir`` for ``out``, checked by the caller) follows the output-folder rules."""
+    from ..components import build, validate
+    from ..runner import open_dataset
 
     validate(config, ("labeler",))
     dataset, samples = open_dataset(config, config.bank_split, limit or config.bank_limit)
@@ -42,9 +40,37 @@ def evaluate_labeler(config, *, limit: int | None = None, out: Path | None = Non
             f"image {without[0]!r} of split {config.bank_split!r} has no ground-truth mask ({len(without)} such images); "
             "evaluate-labels needs a split with masks (set --set bank_split=... or the dataset's mask folder)"
         )
+    labeler = build("labeler", config.labeler)
+    if out is not None:
+        from ..outputs import OutputDir
+
+        if output is None:
+            output = OutputDir(out, "evaluate-labels")
+        planned = ["labels_report.json", "labels_report.md"]
+        planned += [f"pseudo_masks/{s.id}.png" for s in samples] if save_masks else []
+        output.begin(planned)
+    try:
+        report = _score_labels(config, labeler, dataset, samples, out, save_masks)
+    except BaseException:
+        if output is not None:
+            output.close()  # the marker stays incomplete
+        raise
+    if output is not None:
+        output.finish()
+    return report
+
+
+def _score_labels(config, labeler, dataset, samples, out: Path | None, save_masks: bool) -> dict[str, Any]:
+    from ..bank import check_class_map
+    from ..components import is_oracle
+    from ..io import read_image, read_mask, write_png
+    from ..method.metrics import confusion, scores
+    from ..progress import progress
+    from ..runner import dataset_info
+    from ..types import BACKGROUND, IGNORE_INDEX
+
     class_names = list(dataset.component.class_names)
     n = len(class_names)
-    labeler = build("labeler", config.labeler)
     seconds = {"fit": 0.0, "label": 0.0}
     fit = getattr(labeler.component, "fit", None)
     if callable(fit):
@@ -121,12 +147,16 @@ def evaluate_labels(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images of the bank split.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write labels_report.md/json here.")] = None,
     save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write the pseudo masks as PNGs under OUT/pseudo_masks.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Score a labeler's pseudo masks on the bank split against ground truth (per-class IoU, mIoU)."""
+    from ..outputs import prepare
+
     if save_masks and out is None:
         raise ModusegError("--save-masks needs --out DIR to write the pseudo masks into")
+    output = prepare(out, "evaluate-labels", overwrite=overwrite)
     cfg = compose(config, sets, dataset=dataset, labeler=labeler)
-    report = evaluate_labeler(cfg, limit=limit, out=out, save_masks=save_masks)
+    report = evaluate_labeler(cfg, limit=limit, out=out, save_masks=save_masks, output=output)
     if report["oracle"]:
         typer.secho(f"NOTE: {ORACLE_LABELS_NOTE}.", fg="yellow", err=True)
     per_class = report["per_class_iou"]
