@@ -216,3 +216,32 @@ def test_option_errors_are_one_line():
 def test_cuda_refused_without_a_gpu(eomt_dir):
     message = _one_line_error(name="eomt", model=str(eomt_dir), device="cuda")
     assert "CUDA" in message and "device=auto" in message
+
+
+def test_mask2former_bfloat16_runs_under_autocast_and_gives_finite_masks(tmp_path, images):
+    """With its weights cast to bfloat16, Mask2Former's multi-scale deformable attention returns NaN once its
+    features are 256 wide (the released models' width; found by the GPU check on Swin-L): bfloat16 runs under
+    autocast with float32 weights. This model reproduces the NaN when its weights are cast."""
+    torch.manual_seed(0)
+    backbone = transformers.SwinConfig(
+        embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = transformers.Mask2FormerConfig(
+        backbone_config=backbone, feature_size=256, mask_feature_size=256, hidden_dim=256, encoder_layers=1,
+        decoder_layers=1, num_queries=12, num_labels=9,
+    )
+    model = transformers.Mask2FormerForUniversalSegmentation(config).eval()
+    model.save_pretrained(tmp_path)
+    transformers.Mask2FormerImageProcessor(size={"shortest_edge": 128, "longest_edge": 200}).save_pretrained(tmp_path)
+    with torch.inference_mode():  # the failure this guards against
+        cast = model.to(torch.bfloat16)(pixel_values=torch.zeros(1, 3, 128, 192, dtype=torch.bfloat16))
+    assert not torch.isfinite(cast.masks_queries_logits).all()
+
+    proposer = get_component("proposer", "mask2former", model=str(tmp_path), score_threshold=0.0, dtype="bfloat16")
+    assert next(proposer.model.parameters()).dtype == torch.float32
+    reference = get_component("proposer", "mask2former", model=str(tmp_path), score_threshold=0.0)
+    for image in images[:2]:
+        found = proposer.propose(image)
+        check_proposals(found, image, 0.0)
+        assert len(found) == len(reference.propose(image)) == 12  # every query kept at threshold 0

@@ -18,8 +18,8 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 DEVICE_FIELD_DESCRIPTION = "torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps"
 DTYPE_FIELD_DESCRIPTION = (
-    "compute precision: float32, or bfloat16/float16 (autocast for SAM/SAM 2/EntitySeg, weights cast for "
-    "EoMT/Mask2Former); masks and scores are returned as bool and float32 either way"
+    "compute precision: float32, or bfloat16/float16 (autocast for SAM/SAM 2/EntitySeg/Mask2Former, weights "
+    "cast for EoMT); masks and scores are returned as bool and float32 either way"
 )
 
 Dtype = Literal["float32", "bfloat16", "float16"]

@@ -18,6 +18,8 @@ See ``transformers_universal`` for the score.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from pathlib import Path
 from typing import Any
@@ -160,11 +162,15 @@ class UniversalProposer:
         self.options = options
         self.device = resolve_device(options.device, name)
         self.dtype = DTYPES[options.dtype]
+        # EoMT (a plain ViT) runs with its weights cast. Mask2Former's multi-scale deformable attention returns
+        # NaN with bfloat16 weights (GPU check, Swin-L), so it keeps float32 weights and runs under autocast.
+        self.cast = name == "eomt" or self.dtype == torch.float32
         settings: dict[str, Any] = {}
         if model is None:
             model = load_model(options.model, name)
             settings = processor_settings(*resolve_source(options.model, name))
-        self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
+        weights = self.dtype if self.cast else torch.float32
+        self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=weights)
         mean = settings.get("image_mean") or IMAGENET_MEAN
         std = settings.get("image_std") or IMAGENET_STD
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(3, 1, 1)
@@ -225,8 +231,10 @@ class UniversalProposer:
         height, width = image.shape[:2]
         pixels, resized, padded = self.prepare(image)
         threshold = self.options.score_threshold
+        autocast = contextlib.nullcontext() if self.cast else torch.autocast(self.device.type, dtype=self.dtype)
         with torch.inference_mode():
-            output = self.model(pixel_values=pixels.to(self.dtype))
+            with autocast:
+                output = self.model(pixel_values=pixels.to(self.dtype if self.cast else torch.float32))
             class_logits = output.class_queries_logits[0].float()  # Q×(C+1), last = no object
             mask_logits = output.masks_queries_logits[0].float()  # Q×h×w
             class_score = class_logits.softmax(-1)[:, :-1].max(-1).values
