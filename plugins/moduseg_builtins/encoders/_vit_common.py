@@ -20,6 +20,7 @@ tokens without prefix tokens, row-major). ``HFViTEncoder`` does that for the
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -141,6 +142,19 @@ def hub_fix(model: str, alternatives: str = "point `model` at a local checkpoint
     )
 
 
+@contextlib.contextmanager
+def _no_transformers_bars():
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_hf_model(
     model: str,
     source: str,
@@ -152,9 +166,11 @@ def load_hf_model(
     example: str,
     fix: str | None = None,
 ) -> Any:
-    """``loader(source)`` with one-line errors, then check the checkpoint's ``model_type``."""
+    """``loader(source)`` with one-line errors, then check the checkpoint's ``model_type``.
+    transformers' "Loading weights" bar is switched off: a command's stderr carries its own lines only."""
     try:
-        loaded = loader(source)
+        with _no_transformers_bars():
+            loaded = loader(source)
     except ModusegError:
         raise
     except Exception as exc:  # hub unreachable and not cached, gated repo, corrupt files...
