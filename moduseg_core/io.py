@@ -91,7 +91,7 @@ def _loosen_pillow_limit(max_pixels: int | None) -> None:
     _PILLOW_LIMIT_SET.add(max_pixels)
 
 
-def _orient(img: Any) -> Any:
+def exif_oriented(img: Any) -> Any:
     """Apply the EXIF orientation (``ImageOps.exif_transpose``) when the file has one other than 1;
     an unreadable EXIF block counts as none (viewers ignore it too)."""
     from PIL import ImageOps
@@ -190,7 +190,7 @@ def image_size(path: Path | str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
         width, height = img.size
         try:
             orientation = img.getexif().get(_ORIENTATION, 1)
-        except Exception:  # noqa: BLE001 — as in _orient
+        except Exception:  # noqa: BLE001 — as in exif_oriented
             orientation = 1
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
@@ -210,7 +210,7 @@ def read_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
     with _open(path, "image", max_pixels) as img:
         try:
             img.load()
-            oriented = _orient(img)
+            oriented = exif_oriented(img)
             return _to_rgb(oriented, path)
         except ModusegError:
             raise
@@ -248,7 +248,7 @@ def read_mask(
             )
         try:
             img.load()
-            mask = np.asarray(_orient(img), dtype=np.int32)
+            mask = np.asarray(exif_oriented(img), dtype=np.int32)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ModusegError(f"mask {path} is unreadable or corrupt ({_reason(exc)}); replace or remove it") from exc
     if expected_hw is not None and mask.shape != tuple(expected_hw):

@@ -197,6 +197,16 @@ def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path, orienta
     np.testing.assert_array_equal(read_mask(tmp_path / "tagged.png"), DISPLAYED[orientation](labels))
 
 
+def test_precomputed_instance_map_with_a_tag_is_turned_too(tmp_path):
+    from moduseg_builtins.proposers.precomputed import load_proposals
+
+    instances = np.zeros((H, W), np.uint8)
+    instances[:2, :3] = 1
+    Image.fromarray(instances, "L").save(tmp_path / "x.png", exif=_exif(6))
+    found = load_proposals(tmp_path / "x.png", expected_hw=(W, H))
+    np.testing.assert_array_equal(found.masks[0], DISPLAYED[6](instances) == 1)
+
+
 def test_rotated_phone_photo_lines_up_with_its_mask(tmp_path):
     """A portrait photo stored landscape with orientation 6 and its label PNG drawn on the upright picture:
     the red object and the mask's object cover the same pixels."""

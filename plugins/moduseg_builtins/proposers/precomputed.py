@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from moduseg_core import ModusegError, Options, hookimpl
-from moduseg_core.io import atomic_path
+from moduseg_core.io import atomic_path, exif_oriented
 from moduseg_core.method.scale import resize_nearest
 from moduseg_core.types import Proposals
 
@@ -154,7 +154,7 @@ def _read_png(path: Path, expected_hw: tuple[int, int] | None = None) -> tuple[n
                     f"instance map {path} has mode {img.mode}; it must be a palette or grayscale PNG of instance ids "
                     "(0 = no mask)"
                 )
-            instances = np.asarray(img, dtype=np.int64)
+            instances = np.asarray(exif_oriented(img), dtype=np.int32)  # as displayed, like images and masks
     except FileNotFoundError as exc:
         raise ModusegError(f"instance map {path} does not exist") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
