@@ -46,7 +46,20 @@ class _Images:
         try:
             return torch.from_numpy(np.array(read_image(self.paths[i], self.max_pixels)))  # a writable copy
         except Exception as exc:  # handed back as is: the DataLoader would wrap it in its traceback
+            _keep_cause(exc)
             return exc
+
+
+def _keep_cause(exc: BaseException) -> None:
+    """An exception crossing from a worker process loses its ``__cause__`` (pickling drops it); its
+    traceback text rides along as a note, which MODUSEG_DEBUG=1 tracebacks show (not the one-line error)."""
+    cause = exc.__cause__
+    if cause is None or not hasattr(exc, "add_note"):  # add_note: Python 3.11+
+        return
+    import traceback
+
+    text = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)).rstrip()
+    exc.add_note(f"caused by (in a loader worker):\n{text}")
 
 
 def _keep_list(batch: list) -> list:

@@ -374,6 +374,22 @@ def test_debug_shows_the_chained_cause(tmp_path):
     assert "UnidentifiedImageError" in loud.stderr and "ModusegError" in loud.stderr
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes (add_note) are Python 3.11+")
+def test_debug_chain_survives_the_loader_workers(tmp_path, bank, coco_mini):
+    """Several images with torch loaded: decoding runs in DataLoader worker processes, whose
+    exceptions lose ``__cause__`` when pickled; the cause's traceback still reaches MODUSEG_DEBUG=1."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(coco_mini / "JPEGImages" / f"{IMAGE_ID}.jpg", inputs / "a.jpg")
+    (inputs / "b.jpg").write_bytes(b"junk")
+    env = {k: v for k, v in os.environ.items() if k != "MODUSEG_LOAD_PLUGINS"} | {"MODUSEG_PROGRESS": "0", "MODUSEG_DEBUG": "1"}
+    argv = [sys.executable, "-c", "import sys; from moduseg_core.cli import main; sys.exit(main(sys.argv[1:]))",
+            "predict", str(inputs), "--bank", str(bank), "--out", str(tmp_path / "out")]
+    loud = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert f"ModusegError: image {inputs / 'b.jpg'} is unreadable or corrupt" in loud.stderr
+    assert "caused by (in a loader worker)" in loud.stderr and "UnidentifiedImageError" in loud.stderr
+
+
 # -- smaller defects ------------------------------------------------------------------------------
 
 
