@@ -36,6 +36,8 @@ from .io import add_write_listener, atomic_path, remove_path, remove_write_liste
 
 MARKER = ".moduseg-output.json"
 FORMAT = "moduseg-output"
+#: Files an operating system's file manager drops into any folder it shows; they are left alone.
+DESKTOP_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 #: ``demo`` writes a run folder: the two commands may rerun into each other's output.
 SAME_OUTPUT = {"demo": "run"}
 
@@ -138,9 +140,9 @@ class OutputDir:
             return
         if not os.access(root, os.W_OK | os.X_OK):
             raise ModusegError(f"{where} is not writable; pass a folder you can write to")
-        entries = [p for p in root.iterdir()]
+        entries = [p for p in root.iterdir() if p.name not in DESKTOP_FILES]
         if not entries:
-            return
+            return  # empty (a file manager's own metadata file does not count)
         marker = read_marker(root)
         if marker is None:
             raise ModusegError(

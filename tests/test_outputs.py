@@ -293,3 +293,12 @@ def test_error_is_printed_on_its_own_line_after_the_bar(monkeypatch, capsys, tmp
     assert err.splitlines()[-1].startswith("Error: --set bank_limit=-1")
     assert "3/10" in err.splitlines()[-2]
     close_all()
+
+
+def test_a_file_managers_metadata_does_not_make_a_folder_foreign(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / ".DS_Store").write_bytes(b"\0")
+    out = OutputDir(tmp_path / "o", "run")
+    out.begin(["report.json"])
+    out.finish()
+    assert (tmp_path / "o" / ".DS_Store").exists()
