@@ -302,9 +302,22 @@ def check_exact_index(setting: Setting) -> dict[str, Any]:
     a, b = found["cpu"], found[setting.device]
     same_labels = float(np.mean(a.labels == b.labels))
     err = float(np.abs(a.similarities - b.similarities).max())
-    if same_labels < 1.0 or err > 1e-4:
-        raise AssertionError(f"exact index on {setting.device}: labels agree {same_labels:.4%}, similarity error {err:.2e}")
+    # The GPU sums the products in another order: similarities agree to rounding (~1e-6), and two neighbours
+    # whose similarities are that close may swap ranks. Every rank where the labels differ must be such a near-tie.
+    tol = 1e-5
+    differ = np.argwhere(a.labels != b.labels)
+    for row, rank in differ:
+        s = a.similarities[row]
+        near = np.abs(s - s[rank]) <= tol
+        near[rank] = False
+        at_edge = rank == k - 1  # the k-th neighbour may swap with the (k+1)-th, which neither list shows
+        if not (near.any() or at_edge):
+            raise AssertionError(f"exact index on {setting.device}: query {row} rank {rank} differs from numpy "
+                                 f"and is no near-tie (similarity {s[rank]:.6f})")
+    if err > tol:
+        raise AssertionError(f"exact index on {setting.device}: similarities differ by {err:.2e} from numpy")
     return {"bank": [n, dim], "queries": q, "k": k, "labels_equal": same_labels, "max_abs_diff": err,
+            "label_differences_all_near_ties": int(len(differ)),
             "cpu_ms": round(times["cpu"] * 1e3, 1), "gpu_ms": round(times[setting.device] * 1e3, 1)}
 
 
@@ -447,25 +460,25 @@ def _cli(argv: list[str]) -> tuple[int, str]:
     return code, buffer.getvalue()
 
 
-def _run_args(setting: Setting, data: Path, n_bank: int, n_eval: int) -> list[str]:
+def _run_args(setting: Setting, data: Path, n_bank: int, n_eval: int, proposer: str) -> list[str]:
     preset = HERE.parent / "moduseg_core" / "presets" / "coco-mini.yaml"
     enc = "small" if setting.smoke else "large"
     return [
         "-c", str(preset), "--set", f"dataset.root={data}", "--set", f"bank_limit={n_bank}", "--set", f"eval_limit={n_eval}",
-        "--proposer", "sam2", *sum((["--set", f"proposer.{k}={v}"] for k, v in setting.proposers()["sam2"]().items()), []),
-        "--set", f"proposer.dtype={setting.half}", "--set", f"encoder.model=random:facebook/dinov2-{enc}",
+        "--proposer", proposer, *sum((["--set", f"proposer.{k}={v}"] for k, v in setting.proposers()[proposer]().items()), []),
+        *(["--set", f"proposer.dtype={setting.half}"] if "dtype" in get_spec("proposer", proposer).options.model_fields else []), "--set", f"encoder.model=random:facebook/dinov2-{enc}",
         "--set", f"encoder.dtype={setting.half}", "--set", "encoder.layers=[-1]",
         "--set", f"encoder.batch_size={setting.batch}", "--set", f"method.batch_images={setting.batch}",
         "--set", f"aggregator.device={setting.device}", "--set", f"index.device={setting.device}",
     ]
 
 
-def check_pipeline(setting: Setting, data: Path) -> dict[str, Any]:
+def check_pipeline(setting: Setting, data: Path, proposer: str) -> dict[str, Any]:
     """``moduseg run`` on CUDA twice: streamed (loader workers with pinned memory, overlap) and one stage at a time;
     the predictions must be the same files."""
     n_bank, n_eval = (4, 3) if setting.smoke else (8, 8)
-    base = _run_args(setting, data, n_bank, n_eval)
-    out: dict[str, Any] = {"bank_images": n_bank, "eval_images": n_eval}
+    base = _run_args(setting, data, n_bank, n_eval, proposer)
+    out: dict[str, Any] = {"proposer": proposer, "bank_images": n_bank, "eval_images": n_eval}
     digests = {}
     for label, extra in (("streamed", ["--set", "method.loader_workers=2", "--set", "method.overlap=true"]),
                          ("serial", ["--set", "method.loader_workers=0", "--set", "method.overlap=false"])):
@@ -585,6 +598,9 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated check-name prefixes (e.g. enc,bench)")
     parser.add_argument("--smoke", action="store_true", help="tiny architectures and sizes on whatever device (CPU here)")
     parser.add_argument("--scratch", type=Path, default=None, help="where checkpoints and runs go (default: a temp dir)")
+    parser.add_argument("--proposer", default="eomt", choices=PROPOSERS,
+                        help="the proposer of the end-to-end run and the first bench (random-weight SAM-family "
+                             "generators keep thousands of masks at threshold 0 and take tens of seconds per image)")
     parser.add_argument("--bench-images", type=int, default=16, help="timed images per side of the bench")
     parser.add_argument("--subset-to", type=Path, help="write a coco-mini subset for the device here and stop")
     parser.add_argument("--subset", default="40,40", help="train,val images in --subset-to")
@@ -619,13 +635,14 @@ def main() -> int:
         check.run(f"encoder.{name}", lambda n=name: _encoder_check(setting, n, setting.encoders()[n](), train_image, False), needs=15)
     for name in PROPOSERS:
         check.run(f"proposer.{name}", lambda n=name: check_proposer(setting, n, setting.proposers()[n](), val), needs=30)
-    check.run("pipeline", lambda: check_pipeline(setting, data), needs=60)
+    check.run("pipeline", lambda: check_pipeline(setting, data, args.proposer), needs=60)
     n = 2 if setting.smoke else args.bench_images
-    check.run("bench.sam2", lambda: check_bench(setting, data, "sam2", n, 2 * n, compile_=True), needs=120)
+    check.run(f"bench.{args.proposer}", lambda: check_bench(setting, data, args.proposer, n, 2 * n, compile_=False), needs=120)
     check.run("ray", lambda: check_ray(setting))
     for name in ENCODERS:  # compiling takes a while: last, as time allows
         check.run(f"compile.{name}", lambda n=name: _encoder_check(setting, n, setting.encoders()[n](), train_image, True), needs=60)
-    check.run("bench.sam", lambda: check_bench(setting, data, "sam", max(2, n // 2), 0, compile_=False), needs=120)
+    for other in (p for p in ("sam2", "sam") if p != args.proposer):  # SAM-family generators: slow with random weights
+        check.run(f"bench.{other}", lambda o=other: check_bench(setting, data, o, max(2, n // 2), 0, compile_=False), needs=150)
     failed = [k for k, v in check.report["checks"].items() if v["status"] == "fail"]
     print(json.dumps(check.report["summary"]), "failed:", failed or "none", flush=True)
     return 1 if failed else 0
