@@ -298,3 +298,23 @@ def test_rasterize_kept_rows_in_place_equals_painting_a_copy_and_prediction_mask
     assert np.array_equal(rasterize(masks, labels, scores_, (40, 50), boxes, order=keep), copied)
     prediction = Prediction(copied, masks, labels, scores_, kept=keep)
     assert np.array_equal(prediction.masks, masks[keep]) and prediction.masks is prediction.masks
+
+
+def test_intersections_exact_on_noisy_masks_and_beyond_float32_counts():
+    """Noisy masks give nearly every pixel its own signature (random-weight EoMT did, and the integer product
+    took minutes per image on the GPU check); the product runs in floating point and must stay exact, also
+    past 2**24 pixels, where float32 could no longer count."""
+    from moduseg_core.method.nms import intersections
+
+    rng = np.random.default_rng(3)
+    noisy = rng.random((40, 120, 160)) < 0.5
+    flat = noisy.reshape(40, -1).astype(np.int64)
+    assert np.array_equal(intersections(noisy), flat @ flat.T)
+
+    big = np.zeros((3, 4099, 4099), bool)  # 16,801,801 pixels > 2**24 (odd: float32 cannot hold it)
+    big[0] = True
+    big[1, :, :4097] = True
+    big[2, ::2] = True
+    expected = np.array([[np.count_nonzero(a & b) for b in big] for a in big])
+    assert expected[0, 0] > 2**24
+    assert np.array_equal(intersections(big), expected)

@@ -25,8 +25,12 @@ def intersections(masks: np.ndarray) -> np.ndarray:
         return np.zeros((n, n), np.int64)
     rows = signature.view(np.dtype((np.void, signature.shape[1]))).ravel()
     unique, counts = np.unique(rows, return_counts=True)
-    bits = np.unpackbits(unique.view(np.uint8).reshape(len(unique), -1), axis=1)[:, :n].astype(np.int64)
-    return (bits.T * counts) @ bits
+    # The product runs in floating point (BLAS; numpy's integer matmul has no fast kernel and took minutes on
+    # noisy masks, where nearly every pixel has its own signature). Every partial sum is a whole pixel count
+    # no larger than H×W, so it is exact in float32 up to 2**24 pixels, and in float64 beyond.
+    dtype = np.float32 if flat.shape[1] <= 2**24 else np.float64
+    bits = np.unpackbits(unique.view(np.uint8).reshape(len(unique), -1), axis=1)[:, :n].astype(dtype)
+    return np.rint((bits.T * counts.astype(dtype)) @ bits).astype(np.int64)
 
 
 def mask_nms(
