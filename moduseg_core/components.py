@@ -9,6 +9,7 @@ from importlib import metadata
 from typing import Any
 
 from .config import Choice, RunConfig
+from .kinds import KINDS
 from .plugins import build_options, get_component, get_spec
 
 
@@ -78,7 +79,7 @@ class Timer:
 def describe_config(config: RunConfig) -> dict[str, Any]:
     """The config with each component's options validated and defaults filled in."""
     out: dict[str, Any] = {}
-    for kind in ("dataset", "labeler", "proposer", "purifier", "encoder", "aggregator", "index"):
+    for kind in KINDS:
         choice = config.choice(kind)
         options = build_options(kind, choice.name, choice.options)
         out[kind] = {"name": choice.name, "options": options.model_dump(mode="json")}

@@ -15,10 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ModusegError, did_you_mean
+from .kinds import KINDS, RUN_KINDS
 from .options import Options, describe_field, parse_options
 
-#: The component kinds a run composes, besides the dataset.
-RUN_KINDS = ("labeler", "proposer", "purifier", "encoder", "aggregator", "index")
 
 
 class Choice(BaseModel):
@@ -112,7 +111,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
                 f"{source}: unknown setting {key!r}{did_you_mean(key, allowed)} (allowed: {', '.join(allowed)})"
             )
     normalised = dict(data)
-    for kind in ("dataset", *RUN_KINDS):
+    for kind in KINDS:
         value = normalised.get(kind)
         if isinstance(value, str):  # "proposer: slic" is short for {name: slic}
             normalised[kind] = {"name": value}
@@ -133,9 +132,9 @@ def invalid_setting(exc: ValidationError, data: dict[str, Any]) -> str:
     allowed = ""
     if len(loc) == 1 and loc[0] in RunConfig.model_fields:
         allowed = f" (allowed: {describe_field(RunConfig, loc[0])})"
-        if loc[0] in ("dataset", *RUN_KINDS):
+        if loc[0] in KINDS:
             allowed = f" (allowed: a component name, or {{name: NAME, options: {{...}}}})"
-    elif loc and loc[0] in ("dataset", *RUN_KINDS):
+    elif loc and loc[0] in KINDS:
         allowed = " (a component is {name: NAME, options: {...}})"
     return f"{key}={value!r} is invalid: {error['msg']}{allowed}"
 
@@ -164,7 +163,7 @@ def apply_overrides(
             raise ModusegError(f"--set {item!r} is not KEY=VALUE; write e.g. --set encoder.layers=[9] or --set method.top_k=5")
         value = parse_value(raw)
         head, dot, rest = key.partition(".")
-        if head in ("dataset", *RUN_KINDS):
+        if head in KINDS:
             if not dot:
                 raise ModusegError(f"--set {item!r}: name an option, e.g. --set {head}.OPTION=VALUE (use --{head} NAME to pick the component)")
             data[head]["options"][rest] = value

@@ -5,7 +5,13 @@ ship the same way. Registration is cheap: it records a factory and an options
 model. Nothing heavy is imported until ``get_component`` calls the factory.
 
 ``MODUSEG_LOAD_PLUGINS=a,b`` loads only the named entry points (an empty value
-loads none), which is how tests and debugging sessions keep the registry small.
+loads none), which is how tests and debugging sessions keep the registry small;
+``MODUSEG_BLOCK_PLUGINS=a,b`` loads all but the named ones (e.g. to silence a broken
+third-party plugin, or one whose names clash with another's). ``reset()`` forgets the
+plugin manager and the registry, so the next call reads the environment again.
+
+Hooks are called through pluggy, one plugin at a time, so each registration knows
+which plugin made it.
 """
 
 from __future__ import annotations
@@ -21,20 +27,8 @@ import pluggy
 
 from . import hookspecs
 from .errors import ModusegError, did_you_mean
+from .kinds import HOOKS, KINDS, PROTOCOLS
 from .options import NoOptions, Options, parse_options
-
-#: Component kinds in data-path order.
-KINDS: tuple[str, ...] = ("dataset", "labeler", "proposer", "purifier", "encoder", "aggregator", "index")
-
-_HOOKS = {
-    "dataset": "register_datasets",
-    "labeler": "register_labelers",
-    "proposer": "register_proposers",
-    "purifier": "register_purifiers",
-    "encoder": "register_encoders",
-    "aggregator": "register_aggregators",
-    "index": "register_indexes",
-}
 
 ENTRY_POINT_GROUP = "moduseg"
 
@@ -102,21 +96,39 @@ def plugin_manager() -> pluggy.PluginManager:
     return _manager
 
 
+def _names(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    return None if value is None else {n.strip() for n in value.split(",") if n.strip()}
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
-    only = os.environ.get("MODUSEG_LOAD_PLUGINS")
-    allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
+    allowed = _names("MODUSEG_LOAD_PLUGINS")
+    for name in sorted(_names("MODUSEG_BLOCK_PLUGINS") or ()):
+        pm.set_blocked(name)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if allowed is not None and ep.name not in allowed:
             continue
-        if pm.get_plugin(ep.name) is not None:
+        if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
             continue
         try:
             module = ep.load()
         except Exception as exc:  # a broken third-party plugin must name itself
-            raise ModusegError(f"Error importing plugin {ep.name!r} ({ep.value}): {exc}") from exc
+            raise ModusegError(
+                f"Error importing plugin {ep.name!r} ({ep.value}): {exc}; "
+                f"MODUSEG_BLOCK_PLUGINS={ep.name} skips it"
+            ) from exc
         pm.register(module, name=ep.name)
         dist = getattr(ep, "dist", None)
         _entry_point_dists[ep.name] = f"{dist.name} {dist.version}" if dist else ep.name
+
+
+def reset() -> None:
+    """Forget the plugin manager and the registry: the next use loads the entry points again,
+    reading ``MODUSEG_LOAD_PLUGINS`` / ``MODUSEG_BLOCK_PLUGINS`` anew (tests, notebooks)."""
+    global _manager, _registry
+    _manager = None
+    _registry = None
+    _entry_point_dists.clear()
 
 
 def register_plugin(plugin: object, name: str) -> None:
@@ -138,61 +150,69 @@ def _reset_registry() -> None:
     _registry = None
 
 
+def _collector(found: dict[str, dict[str, ComponentSpec]], kind: str, entry: str) -> Callable[..., None]:
+    """The ``register`` callable handed to one plugin's hook for one kind."""
+    origin = _entry_point_dists.get(entry, entry)
+
+    def register(
+        name: str,
+        factory: Callable[[Any], Any],
+        *,
+        options: type[Options] = NoOptions,
+        summary: str = "",
+        extra: str | None = None,
+        requires: tuple[str, ...] | list[str] = (),
+        weights: str | None = None,
+        oracle: bool = False,
+        install: str | None = None,
+    ) -> None:
+        if not (isinstance(options, type) and issubclass(options, Options)):
+            raise ModusegError(
+                f"plugin {origin!r} registered {kind} {name!r} with options {options!r}; "
+                "options must subclass moduseg_core.Options"
+            )
+        existing = found[kind].get(name)
+        if existing is not None:
+            raise ModusegError(
+                f"{kind} name {name!r} is registered twice: by {existing.plugin!r} and by {origin!r}; "
+                "uninstall one of them or block one with MODUSEG_BLOCK_PLUGINS"
+            )
+        found[kind][name] = ComponentSpec(
+            kind=kind,
+            name=name,
+            factory=factory,
+            options=options,
+            summary=summary,
+            extra=extra,
+            requires=tuple(requires),
+            weights=weights,
+            oracle=oracle,
+            install=install,
+            plugin=origin,
+            entry_point=entry,
+        )
+
+    return register
+
+
 def registry() -> dict[str, dict[str, ComponentSpec]]:
-    """kind → name → spec, collected from every plugin's hooks."""
+    """kind → name → spec, collected from every plugin's hooks.
+
+    Each hook is called through pluggy once per plugin that implements it (a subset hook
+    caller holding that plugin alone), in registration order, so a registration is
+    attributed to its plugin and a clash names both."""
     global _registry
     if _registry is not None:
         return _registry
     pm = plugin_manager()
     found: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in KINDS}
+    plugins = pm.get_plugins()
     for kind in KINDS:
-        hook = getattr(pm.hook, _HOOKS[kind])
-        for impl in hook.get_hookimpls():
-            plugin_name = impl.plugin_name
-            origin = _entry_point_dists.get(plugin_name, plugin_name)
-
-            def register(
-                name: str,
-                factory: Callable[[Any], Any],
-                *,
-                options: type[Options] = NoOptions,
-                summary: str = "",
-                extra: str | None = None,
-                requires: tuple[str, ...] | list[str] = (),
-                weights: str | None = None,
-                oracle: bool = False,
-                install: str | None = None,
-                _kind: str = kind,
-                _origin: str = origin,
-                _entry: str = plugin_name,
-            ) -> None:
-                if not (isinstance(options, type) and issubclass(options, Options)):
-                    raise ModusegError(
-                        f"plugin {_origin!r} registered {_kind} {name!r} with options {options!r}; "
-                        "options must subclass moduseg_core.Options"
-                    )
-                existing = found[_kind].get(name)
-                if existing is not None:
-                    raise ModusegError(
-                        f"{_kind} name {name!r} is registered twice: by {existing.plugin!r} and by {_origin!r}; "
-                        "uninstall one of them or block one with MODUSEG_LOAD_PLUGINS"
-                    )
-                found[_kind][name] = ComponentSpec(
-                    kind=_kind,
-                    name=name,
-                    factory=factory,
-                    options=options,
-                    summary=summary,
-                    extra=extra,
-                    requires=tuple(requires),
-                    weights=weights,
-                    oracle=oracle,
-                    install=install,
-                    plugin=_origin,
-                    entry_point=_entry,
-                )
-
-            impl.function(register=register)
+        hook_name = HOOKS[kind]
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            others = [p for p in plugins if p is not impl.plugin]
+            call = pm.subset_hook_caller(hook_name, remove_plugins=others)
+            call(register=_collector(found, kind, impl.plugin_name))
     _registry = found
     return found
 
@@ -252,15 +272,7 @@ def get_component(kind: str, name: str, **options: Any) -> Any:
 def _protocols() -> dict[str, type]:
     from . import protocols
 
-    return {
-        "dataset": protocols.Dataset,
-        "labeler": protocols.Labeler,
-        "proposer": protocols.MaskProposer,
-        "purifier": protocols.Purifier,
-        "encoder": protocols.FeatureEncoder,
-        "aggregator": protocols.Aggregator,
-        "index": protocols.BankIndex,
-    }
+    return {kind: getattr(protocols, name) for kind, name in PROTOCOLS.items()}
 
 
 def loaded_plugins() -> dict[str, str]:

@@ -11,11 +11,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from .bank import Bank, build_bank
 from .components import Built, Timer, build, describe_config, is_oracle, package_versions, validate
-from .config import RUN_KINDS, Choice, RunConfig
+from .config import Choice, RunConfig
 from .errors import ModusegError
 from .failures import ERRORS_FILE, ErrorLog, Failure
 from .faults import crash_point
 from .inference import Predictor
+from .kinds import BANK_KINDS, RUN_KINDS
 from .outputs import OutputDir
 from .pipeline import stream_predictions
 from .io import IMAGE_SUFFIXES, overlay, read_image, read_mask, write_jpeg, write_json, write_png, write_text
@@ -58,7 +59,7 @@ def make_bank(
 ) -> Bank:
     """Build the bank of ``config``; ``encoder`` replaces the configured one (e.g. a caching wrapper of it);
     failed images go to ``errors`` (``on_error``)."""
-    validate(config, ("labeler", "purifier", "encoder", "aggregator", "index"))
+    validate(config, (*BANK_KINDS, "index"))
     dataset, samples = open_dataset(config, config.bank_split, config.bank_limit)
     parts = {kind: build(kind, config.choice(kind)) for kind in ("labeler", "purifier", "aggregator")}
     parts["encoder"] = encoder or build("encoder", config.encoder)

@@ -3,9 +3,39 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
+
+from moduseg_core import plugins as _plugins
+
+
+@contextmanager
+def plugins_only(names: str, **env: str) -> Iterator[pytest.MonkeyPatch]:
+    """Only the named entry points load (a comma list; "" loads none), with ``env`` set as well;
+    the registry is rebuilt on entry and on exit. For module-scoped fixtures and single blocks."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODUSEG_LOAD_PLUGINS", names)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        _plugins.reset()
+        try:
+            yield mp
+        finally:
+            _plugins.reset()
+
+
+@pytest.fixture
+def only_plugins() -> Iterator[Callable[..., pytest.MonkeyPatch]]:
+    """The shared plugin fixture: ``only_plugins("indexes,basic", MODUSEG_PROGRESS="0")`` loads only
+    those entry points for this test (so half-written sibling plugins cannot break it); the
+    environment and the registry are restored afterwards."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield lambda names, **env: stack.enter_context(plugins_only(names, **env))
 
 
 def coco_mini_root() -> Path:

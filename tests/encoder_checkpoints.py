@@ -170,17 +170,14 @@ def isolated_registry(tmp_path_factory, plugins: str = ENCODER_PLUGINS):
     conversion cache, the hub offline; the registry is rebuilt before and after."""
     import pytest
 
-    import moduseg_core.plugins as registry
+    from conftest import plugins_only
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODUSEG_LOAD_PLUGINS", plugins)
-        mp.setenv("MODUSEG_CACHE", str(tmp_path_factory.mktemp("moduseg-cache")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        registry._manager = None
-        registry._registry = None
+    with plugins_only(
+        plugins,
+        MODUSEG_CACHE=str(tmp_path_factory.mktemp("moduseg-cache")),
+        HF_HUB_OFFLINE="1",
+    ):
         yield
-        registry._manager = None
-        registry._registry = None
 
 
 def real_images(coco_mini: Path, count: int = 5):

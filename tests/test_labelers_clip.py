@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 import moduseg_core as ms  # noqa: E402
 from moduseg_core import plugins  # noqa: E402
+from conftest import plugins_only  # noqa: E402
 from moduseg_core.io import read_image  # noqa: E402
 from moduseg_core.types import Sample  # noqa: E402
 
@@ -33,13 +34,8 @@ FAST = {"templates": ["a photo of a {}."], "crop": 64, "stride": 32, "short_side
 
 
 @pytest.fixture(autouse=True)
-def builtin_plugins(monkeypatch):
-    monkeypatch.setenv("MODUSEG_LOAD_PLUGINS", PLUGINS)
-    plugins._manager = None
-    plugins._registry = None
-    yield
-    plugins._manager = None
-    plugins._registry = None
+def builtin_plugins(only_plugins):
+    only_plugins(PLUGINS)
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +56,11 @@ def tiny_clip(tmp_path_factory) -> Path:
 def samples(coco_mini):
     import moduseg_builtins.datasets  # noqa: F401  (the dataset plugin module, light)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODUSEG_LOAD_PLUGINS", "datasets")
-        plugins._manager = None
-        plugins._registry = None
+    with plugins_only("datasets"):
         ds = ms.get_component(
             "dataset", "voc", root=coco_mini, mask_dir="SegmentationClassVOC", labels_file="image_labels_voc.json"
         )
         items = list(ds)
-    plugins._manager = None
-    plugins._registry = None
     several = [s for s in items if len(s.labels) >= 3][:2]
     single = [s for s in items if len(s.labels) == 1][:1]
     empty = [s for s in items if not s.labels][:1]

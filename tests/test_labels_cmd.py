@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from moduseg_core import plugins
 from moduseg_core.cli import main
 from moduseg_core.io import read_mask, write_png
 
@@ -15,14 +14,8 @@ PLUGINS = "datasets,labelers"
 
 
 @pytest.fixture(autouse=True)
-def builtin_plugins(monkeypatch):
-    monkeypatch.setenv("MODUSEG_LOAD_PLUGINS", PLUGINS)
-    monkeypatch.setenv("MODUSEG_PROGRESS", "0")
-    plugins._manager = None
-    plugins._registry = None
-    yield
-    plugins._manager = None
-    plugins._registry = None
+def builtin_plugins(only_plugins):
+    only_plugins(PLUGINS, MODUSEG_PROGRESS="0")
 
 
 def _dataset(coco_mini) -> list[str]:

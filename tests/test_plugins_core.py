@@ -128,3 +128,40 @@ def test_load_plugins_env_restricts_entry_points():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['basic']"
+
+
+def test_block_plugins_env_removes_named_entry_points(only_plugins, monkeypatch):
+    everything = {s.entry_point for s in ms.list_components()}
+    assert everything, "no entry points installed"
+    blocked = sorted(everything)[0]
+    monkeypatch.setenv("MODUSEG_BLOCK_PLUGINS", f" {blocked} ,no-such-plugin")
+    monkeypatch.delenv("MODUSEG_LOAD_PLUGINS", raising=False)
+    plugins.reset()
+    try:
+        left = {s.entry_point for s in ms.list_components()}
+        assert left == everything - {blocked}
+        assert blocked not in plugins.loaded_plugins()
+    finally:
+        monkeypatch.delenv("MODUSEG_BLOCK_PLUGINS")
+        plugins.reset()
+    assert {s.entry_point for s in ms.list_components()} == everything
+
+
+def test_reset_reads_the_environment_again(only_plugins):
+    only_plugins("")
+    assert ms.list_components() == []
+    assert plugins.loaded_plugins() == {}
+
+
+def test_hooks_are_called_through_pluggy(fake_plugin):
+    calls: list[str] = []
+    undo = plugins.plugin_manager().add_hookcall_monitoring(
+        lambda hook_name, impls, kwargs: calls.append(hook_name), lambda outcome, hook_name, impls, kwargs: None
+    )
+    try:
+        plugins.register_plugin(object(), "nothing")  # clears the registry
+        assert "fake-tiles" in {s.name for s in ms.list_components("proposer")}
+    finally:
+        undo()
+        plugins.unregister_plugin("nothing")
+    assert "register_proposers" in calls

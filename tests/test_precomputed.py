@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 import moduseg_core as ms
-from moduseg_core import plugins
 from moduseg_core.io import read_image, read_mask
 from moduseg_core.types import Proposals
 from moduseg_builtins.proposers.precomputed import load_proposals, save_proposals
@@ -16,13 +15,8 @@ PLUGINS = "datasets,labelers,skimage,precomputed,basic"
 
 
 @pytest.fixture(autouse=True)
-def builtin_plugins(monkeypatch):
-    monkeypatch.setenv("MODUSEG_LOAD_PLUGINS", PLUGINS)
-    plugins._manager = None
-    plugins._registry = None
-    yield
-    plugins._manager = None
-    plugins._registry = None
+def builtin_plugins(only_plugins):
+    only_plugins(PLUGINS)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import pytest
 
 pytest.importorskip("torch")
 
-import moduseg_core.plugins as plugins  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 from moduseg_core.cli import main  # noqa: E402
 from moduseg_core.io import read_image  # noqa: E402
@@ -28,14 +27,9 @@ STANDIN = "entityseg_standin:make_predictor"
 
 
 @pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    monkeypatch.setenv("MODUSEG_LOAD_PLUGINS", "entityseg")
+def _env(only_plugins, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # makes entityseg_standin importable
-    plugins._manager = None
-    plugins._registry = None
-    yield
-    plugins._manager = None
-    plugins._registry = None
+    only_plugins("entityseg")
 
 
 @pytest.fixture(scope="module")

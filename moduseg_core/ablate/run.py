@@ -31,6 +31,7 @@ from ..errors import ModusegError
 from ..failures import ERRORS_FILE, ErrorLog
 from ..faults import crash_point
 from ..io import write_json, write_text
+from ..kinds import BANK_KINDS
 from ..outputs import OutputDir
 from ..method.boundary import BF_TOLERANCE, BIOU_DILATION
 from ..runner import ORACLE_NOTE, dataset_info, make_bank, open_dataset, predict_samples, report_markdown
@@ -203,7 +204,7 @@ class SweepRun:
 
         bank_key = cache.key("banks", {
             "dataset": bank_split.info,
-            **{kind: component_key(kind, config.choice(kind)) for kind in ("labeler", "purifier", "encoder", "aggregator")},
+            **{kind: component_key(kind, config.choice(kind)) for kind in BANK_KINDS},
             "method": {k: getattr(config.method, k) for k in ("min_region_area", "filter_ratio", "work_pixels")},
         })
         encoder = self._encoder(config)

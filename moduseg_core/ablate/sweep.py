@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from ..components import identity, validate
-from ..config import RUN_KINDS, RunConfig, apply_overrides, config_from_dict, load_config
+from ..config import RunConfig, apply_overrides, config_from_dict, load_config
+from ..kinds import KINDS, RUN_KINDS
 from ..errors import ModusegError, did_you_mean
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "zip", "limits")
@@ -182,7 +183,7 @@ def assign(config: RunConfig, values: dict[str, Any]) -> RunConfig:
     choices: dict[str, str | None] = {}
     sets = []
     for key, value in values.items():
-        if key in ("dataset", *RUN_KINDS):
+        if key in KINDS:
             if isinstance(value, dict) and isinstance(value.get("name"), str) and set(value) <= {"name", "options"}:
                 # a whole choice: {name: entityseg, options: {weights: ...}}
                 choices[key] = value["name"]

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import RUN_KINDS, RunConfig, apply_overrides, load_config
+from ..config import RunConfig, apply_overrides, load_config
+from ..kinds import RUN_KINDS
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config (see docs/configuration.md).")]
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="Dataset plugin name (voc, coco, folder...).")]
