@@ -503,9 +503,15 @@ def check_pipeline(setting: Setting, data: Path, proposer: str) -> dict[str, Any
     return out
 
 
-def check_bench(setting: Setting, data: Path, proposer: str, images: int, bank_images: int, compile_: bool) -> dict[str, Any]:
-    """``moduseg bench``: the released loop vs the pipeline, the encoder's floor and the bank-build projection."""
-    folder = setting.scratch / f"bench-{proposer}"
+def check_bench(setting: Setting, data: Path, proposer: str, images: int, bank_images: int, compile_: bool,
+                dtype: str | None = None) -> dict[str, Any]:
+    """``moduseg bench``: the released loop vs the pipeline, the encoder's floor and the bank-build projection.
+
+    The released loop runs its encoder in float32; with ModuSeg's in ``dtype`` bfloat16 the tokens differ in
+    rounding, so maps are compared for agreement only. ``dtype="float32"`` runs both sides alike: every map
+    must then be identical."""
+    dtype = dtype or setting.half
+    folder = setting.scratch / f"bench-{proposer}-{dtype}"
     shutil.rmtree(folder, ignore_errors=True)
     enc = "small" if setting.smoke else "large"
     popts = setting.proposers()[proposer]()
@@ -514,12 +520,12 @@ def check_bench(setting: Setting, data: Path, proposer: str, images: int, bank_i
         "--batch", str(setting.batch), "--floor-batch", str(setting.batch), "--bank-images", str(bank_images),
         "--max-masks", "100", "--proposer", proposer,
         *sum((["--set", f"proposer.{k}={v}"] for k, v in popts.items()), []),
-        "--set", f"encoder.model=random:facebook/dinov2-{enc}", "--set", f"encoder.dtype={setting.half}",
+        "--set", f"encoder.model=random:facebook/dinov2-{enc}", "--set", f"encoder.dtype={dtype}",
         "--set", f"encoder.compile={'true' if compile_ else 'false'}", "--set", "encoder.layers=[-1]",
         "--set", f"aggregator.device={setting.device}", "--set", f"index.device={setting.device}", "--out", str(folder),
     ]
     if "dtype" in get_spec("proposer", proposer).options.model_fields:
-        argv += ["--set", f"proposer.dtype={setting.half}"]
+        argv += ["--set", f"proposer.dtype={dtype}"]
     if setting.smoke:
         argv += ["--bank-size", "3000", "--set", "encoder.resize=224"]
     code, printed = _cli(argv)
@@ -528,10 +534,14 @@ def check_bench(setting: Setting, data: Path, proposer: str, images: int, bank_i
     report = json.loads((folder / "bench.json").read_text())
     markdown = (folder / "bench.md").read_text()
     print(markdown, flush=True)
+    if dtype == "float32" and report["identical_maps"] != f"{report['images']}/{report['images']}":
+        raise AssertionError(f"float32 on both sides, yet identical maps {report['identical_maps']} "
+                             f"(pixel agreement {report['pixel_agreement']:.4%})")
     floor = report.get("floor") or {}
     bank = report.get("bank_build") or {}
     out = {
         "argv": argv[1:],
+        "encoder_dtype": {"moduseg": dtype, "loop": "float32"},
         "images": report["images"],
         "loop_img_s": report["loop"]["images_per_s"],
         "moduseg_img_s": report["framework"]["images_per_s"],
@@ -638,6 +648,8 @@ def main() -> int:
     check.run("pipeline", lambda: check_pipeline(setting, data, args.proposer), needs=60)
     n = 2 if setting.smoke else args.bench_images
     check.run(f"bench.{args.proposer}", lambda: check_bench(setting, data, args.proposer, n, 2 * n, compile_=False), needs=120)
+    check.run("bench.float32", lambda: check_bench(setting, data, args.proposer, max(2, n // 4), 0, compile_=False,
+                                                   dtype="float32"), needs=60)
     check.run("ray", lambda: check_ray(setting))
     for name in ENCODERS:  # compiling takes a while: last, as time allows
         check.run(f"compile.{name}", lambda n=name: _encoder_check(setting, n, setting.encoders()[n](), train_image, True), needs=60)
