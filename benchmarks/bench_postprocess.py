@@ -3,7 +3,7 @@
 The released implementation handles one mask at a time: it pads the mask, resizes it to
 the patch grid with OpenCV INTER_AREA, pools the tokens, then searches the bank once per
 image with a full sort of every similarity row, votes with a Counter per mask and runs NMS
-with a logical_and/logical_or per pair (the loop is ``moduseg_core.bench``'s, the one
+with a logical_and/logical_or per pair (the loop is ``moduseg_core.bench.released``'s, the one
 ``moduseg bench`` times). ModuSeg pools all masks of an image with box-restricted
 products, searches with a block-maximum screen, votes with scatter-adds and runs NMS and
 painting on bounding-box crops.
@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 import moduseg_core as ms
-from moduseg_core.bench import _loop_nms_paint, _loop_pool, _loop_search, _loop_vote, _SyntheticBank
+from moduseg_core.bench.released import loop_nms_paint, loop_pool, loop_search, loop_vote
+from moduseg_core.bench.run import SyntheticBank
 from moduseg_core.components import Built, Timer
 from moduseg_core.config import MethodConfig
 from moduseg_core.inference import Predictor
@@ -37,15 +38,15 @@ def loop_image(tokens, geometry, masks, bank, bank_labels, k):
     t0 = time.perf_counter()
     kept, vectors = [], []
     for mask in masks:
-        vector = _loop_pool(cv2, tokens, geometry, mask)
+        vector = loop_pool(cv2, tokens, geometry, mask)
         if vector is not None:
             kept.append(mask)
             vectors.append(vector)
     t1 = time.perf_counter()
-    sims, rows = _loop_search(np.stack(vectors).astype(np.float32), bank, k)
-    labels, scores = zip(*(_loop_vote(s, bank_labels[r]) for s, r in zip(sims, rows)))
+    sims, rows = loop_search(np.stack(vectors).astype(np.float32), bank, k)
+    labels, scores = zip(*(loop_vote(s, bank_labels[r]) for s, r in zip(sims, rows)))
     t2 = time.perf_counter()
-    semantic = _loop_nms_paint(kept, list(labels), list(scores), masks.shape[1:], 0.4, 300)
+    semantic = loop_nms_paint(kept, list(labels), list(scores), masks.shape[1:], 0.4, 300)
     return semantic, (t1 - t0, t2 - t1, time.perf_counter() - t2)
 
 
@@ -88,7 +89,7 @@ def main() -> None:
     index.add(bank, bank_labels)
     method = MethodConfig(top_k=args.k)
     aggregator_built = Built("aggregator", "soft", None, aggregator)
-    predictor = Predictor(_SyntheticBank(index, args.bank), None, None, aggregator_built, method)  # type: ignore[arg-type]
+    predictor = Predictor(SyntheticBank(index, args.bank), None, None, aggregator_built, method)  # type: ignore[arg-type]
 
     work = []
     for image_id in ids:

@@ -26,7 +26,7 @@ from .io import notify_written, read_image, remove_path, temp_name, temp_writer_
 from .method.bank_filter import outlier_keep
 from .method.pooling import valid_rows
 from .method.scale import downscale_image, resize_nearest, work_hw
-from .pipeline import load_images
+from .streaming import load_images
 from .progress import progress
 from .types import BACKGROUND, IGNORE_INDEX, Sample
 

@@ -72,7 +72,7 @@ class Timer:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, stage: str, value: float) -> None:
-        with self._lock:  # stages run on more than one thread (moduseg_core.pipeline)
+        with self._lock:  # stages run on more than one thread (moduseg_core.streaming)
             self.seconds[stage] = self.seconds.get(stage, 0.0) + value
 
 

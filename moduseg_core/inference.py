@@ -20,7 +20,7 @@ from .types import FeatureMap, Prediction, Proposals
 class Predictor:
     """Holds the components and the bank; ``predict_batch`` labels images without any labels."""
 
-    #: ``moduseg_core.pipeline`` may run ``propose_and_describe`` and ``decide`` on different threads
+    #: ``moduseg_core.streaming`` may run ``propose_and_describe`` and ``decide`` on different threads
     streams = True
 
     def __init__(self, bank: Bank, proposer: Built, encoder: Built, aggregator: Built, method: MethodConfig):
@@ -41,15 +41,22 @@ class Predictor:
         self, images: Sequence[np.ndarray], ids: Sequence[str | None]
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """The model half of a batch (proposals, encoding, pooling): per image its masks and vectors.
-        ``decide`` finishes each image; ``moduseg_core.pipeline`` runs the two halves overlapped.
+        ``decide`` finishes each image; ``moduseg_core.streaming`` runs the two halves overlapped.
 
         An image over ``method.work_pixels`` is handled at its working size (``method/scale.py``):
         its masks are at that size and ``decide`` paints them back to the image's size."""
+        work, proposals = self.propose_batch(images, ids)
+        return self.describe(work, ids, proposals)
+
+    def propose_batch(
+        self, images: Sequence[np.ndarray], ids: Sequence[str | None]
+    ) -> tuple[list[np.ndarray], list[Proposals]]:
+        """Each image at its working size, and its proposals."""
         images = [self.working_image(image) for image in images]
         t0 = time.perf_counter()
         proposals = [self.propose(image, image_id) for image, image_id in zip(images, ids)]
         self.timer.add("propose", time.perf_counter() - t0)
-        return self.describe(images, ids, proposals)
+        return images, proposals
 
     def working_image(self, image: np.ndarray) -> np.ndarray:
         """The image itself, or its downscaled copy when it has more than ``method.work_pixels`` pixels."""
@@ -78,20 +85,34 @@ class Predictor:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Encode the images that have proposals (one batch) and pool every mask:
         per image the poolable masks ``bool K×H×W`` and their vectors ``float32 K×C``."""
+        out = []
+        for image, found, pooled in zip(images, proposals, self.pool_batch(images, proposals)):
+            if pooled is None:
+                out.append(_nothing(image.shape[:2]))
+                continue
+            ok, vectors = pooled
+            out.append((found.masks if ok.all() else found.masks[ok], vectors))
+        return out
+
+    def pool_batch(
+        self, images: Sequence[np.ndarray], proposals: Sequence[Proposals]
+    ) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Encode the images that have proposals (one batch) and pool every mask: per image
+        ``(ok, vectors)`` (which masks could be pooled, ``bool N``, and their vectors), or None
+        for an image without proposals."""
         t0 = time.perf_counter()
         need = [i for i, p in enumerate(proposals) if len(p)]
         encoded = self.encoder.component.encode_batch([images[i] for i in need]) if need else []
         features: dict[int, FeatureMap] = dict(zip(need, encoded))
         self.timer.add("encode", time.perf_counter() - t0)
-        out = []
-        for i, (image, found) in enumerate(zip(images, proposals)):
+        out: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for i, found in enumerate(proposals):
             self.masks_seen += len(found)
             if i not in features:
-                out.append(_nothing(image.shape[:2]))
+                out.append(None)
                 continue
             t0 = time.perf_counter()
-            ok, vectors = self.pool(features[i], found.masks)
-            out.append((found.masks if ok.all() else found.masks[ok], vectors))
+            out.append(self.pool(features[i], found.masks))
             self.timer.add("pool", time.perf_counter() - t0)
         return out
 

@@ -1,4 +1,5 @@
-"""The jobs behind the CLI: build a bank, predict, evaluate, run all three, write reports."""
+"""Running a config end to end: open its dataset, build its bank, predict and score a split, write the
+run folder and its report. The CLI commands (``cli/run_cmd.py``) parse arguments and call these."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .faults import crash_point
 from .inference import Predictor
 from .kinds import BANK_KINDS, RUN_KINDS
 from .outputs import OutputDir
-from .pipeline import stream_predictions
+from .streaming import stream_predictions
 from .io import IMAGE_SUFFIXES, overlay, read_image, read_mask, write_jpeg, write_json, write_png, write_text
 from .method.metrics import Accumulator, Scores
 from .progress import Bar, progress
@@ -54,7 +55,7 @@ def dataset_info(dataset: Built, samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-def make_bank(
+def bank_from_config(
     config: RunConfig, timer: Timer | None = None, *, encoder: Built | None = None, errors: ErrorLog | None = None
 ) -> Bank:
     """Build the bank of ``config``; ``encoder`` replaces the configured one (e.g. a caching wrapper of it);
@@ -186,7 +187,7 @@ def run(
     else:
         t0 = time.perf_counter()
         errors.context = {**errors.context, "split": config.bank_split}
-        bank = make_bank(config, timer, errors=errors)
+        bank = bank_from_config(config, timer, errors=errors)
         timer.add("bank_total", time.perf_counter() - t0)
     if class_names != bank.class_names:
         raise ModusegError(

@@ -1,4 +1,4 @@
-"""Images decoded ahead (``moduseg_core.pipeline.load_images``): order, content, errors."""
+"""Images decoded ahead (``moduseg_core.streaming.load_images``): order, content, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from moduseg_core import ModusegError
 from moduseg_core.io import read_image
-from moduseg_core.pipeline import load_images
+from moduseg_core.streaming import load_images
 from moduseg_core.types import Sample
 
 

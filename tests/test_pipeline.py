@@ -199,7 +199,7 @@ def test_streamed_predictions_equal_one_batch_at_a_time(run_dir, coco_mini):
 
     from moduseg_core.config import RunConfig, apply_overrides
     from moduseg_core.io import read_image
-    from moduseg_core.pipeline import stream_predictions
+    from moduseg_core.streaming import stream_predictions
     from moduseg_core.runner import make_predictor, open_dataset
 
     config = apply_overrides(

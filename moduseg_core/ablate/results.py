@@ -104,7 +104,7 @@ def markdown(sweep: Sweep, reports: list[dict[str, Any]], summary: dict[str, Any
             first = (r.get("first_seconds") or {}).get("wall")
             computed = "cached" + (f" (computed in {first:.1f} s)" if first is not None else "")
         else:
-            computed = _computed_text(r)
+            computed = computed_text(r)
         cells = [str(r["point"]), *(format_value(r["axes"].get(a)) for a in axes), miou,
                  _pct(bound.get("f_score")), _pct(bound.get("iou")), f"{r.get('seconds', {}).get('wall', 0):.1f}", computed]
         lines.append("| " + " | ".join(cells) + " |")
@@ -119,7 +119,28 @@ def markdown(sweep: Sweep, reports: list[dict[str, Any]], summary: dict[str, Any
     return "\n".join(lines)
 
 
-def _computed_text(report: dict[str, Any]) -> str:
+def point_line(report: dict[str, Any], total: int) -> str:
+    """One point's result as ``moduseg ablate`` prints it when the point finishes."""
+    bound = report.get("boundary") or {}
+    computed = "all cached" if report.get("scores_cached") else f"computed: {computed_text(report)}"
+    return (
+        f"[{report['point'] + 1}/{total}] {report['label']}: mIoU {100 * report['miou']:.2f}, "
+        f"boundary F {100 * bound.get('f_score', float('nan')):.2f}, Boundary IoU {100 * bound.get('iou', float('nan')):.2f} "
+        f"({report['seconds']['wall']:.1f} s; {computed})"
+    )
+
+
+def summary_line(reports: list[dict[str, Any]], summary: dict[str, Any], cached: bool) -> str:
+    """The sweep's closing line: points, wall time and, through the cache, the encoder passes saved."""
+    enc = summary["encoder"]
+    line = f"{len(reports)} points in {summary['wall']:.1f} s"
+    if cached and enc.get("uncached_passes"):
+        line += (f"; encoder ran on {enc['passes']} images (one-by-one uncached runs: {enc['uncached_passes']}, "
+                 f"{100 * enc['saved_fraction']:.1f} % saved)")
+    return line
+
+
+def computed_text(report: dict[str, Any]) -> str:
     """Which stages ran for this point (cache misses), e.g. 'bank, 103 pred'."""
     if "cache" not in report:
         return "uncached run"

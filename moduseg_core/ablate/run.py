@@ -1,6 +1,6 @@
 """Running a sweep: every point is a full run (bank + predict + evaluate) through the stage cache.
 
-The stages are the pipeline's own (``runner.make_bank``, ``inference.Predictor``,
+The stages are the pipeline's own (``runner.bank_from_config``, ``inference.Predictor``,
 ``runner.predict_samples``); the cache sits at their boundaries (``moduseg_core.cache``):
 
 - ``scores``: a point whose predictions and evaluation settings were scored before is read back
@@ -34,7 +34,7 @@ from ..io import write_json, write_text
 from ..kinds import BANK_KINDS
 from ..outputs import OutputDir
 from ..method.boundary import BF_TOLERANCE, BIOU_DILATION
-from ..runner import ORACLE_NOTE, dataset_info, make_bank, open_dataset, predict_samples, report_markdown
+from ..runner import ORACLE_NOTE, dataset_info, bank_from_config, open_dataset, predict_samples, report_markdown
 from ..types import Sample
 from .sweep import Point, Sweep, expand
 
@@ -255,7 +255,7 @@ class SweepRun:
                 timer.add("bank_load", time.perf_counter() - t0)
             else:
                 skipped_before = len(self.errors)
-                bank = make_bank(config, timer, encoder=encoder, errors=self.errors)
+                bank = bank_from_config(config, timer, encoder=encoder, errors=self.errors)
                 if len(self.errors) > skipped_before:  # not cached: a later sweep retries the skipped images
                     ids = sorted(r["image"] for r in self.errors.records[skipped_before:])
                     self._skipped_banks[bank_key] = (bank, ids)

@@ -226,3 +226,41 @@ def expand(sweep: Sweep) -> list[Point]:
                 raise ModusegError(f"{where}: {exc}") from exc
             points.append(Point(index, values, config))
     return points
+
+
+def compose_sweep(
+    sweep_file: Path | None = None,
+    config: Path | None = None,
+    *,
+    grid: list[str] | None = None,
+    zip_axes: list[str] | None = None,
+    sets: list[str] | None = None,
+    on_error: str | None = None,
+    name: str | None = None,
+) -> Sweep:
+    """The sweep ``moduseg ablate`` runs: a sweep file (or ``--config`` as the base, or an empty base),
+    then ``--set`` / ``on_error`` on the base, then ``--grid`` and ``--zip`` axes (``KEY=V1,V2``), which
+    replace a file's axis of the same key, then the name."""
+    if sweep_file is not None and config is not None:
+        raise ModusegError(
+            f"give either a sweep file ({sweep_file}) or --config {config} as the base, not both; "
+            "put the base into the sweep file's base: section"
+        )
+    if sweep_file is not None:
+        sweep = load_sweep(sweep_file)
+    else:
+        sweep = sweep_from_dict({"base": {}}, source="command line")
+        sweep.base = load_config(config)
+    if sets or on_error is not None:
+        extra = [f"on_error={on_error}"] if on_error is not None else []
+        sweep.base = apply_overrides(sweep.base, sets=[*(sets or []), *extra])
+    for text in grid or []:
+        key, values = parse_axis(text, "--grid")
+        sweep.zip.pop(key, None)
+        sweep.grid[key] = values
+    for key, values in [parse_axis(text, "--zip") for text in zip_axes or []]:
+        sweep.grid.pop(key, None)
+        sweep.zip[key] = values
+    if name:
+        sweep.name = name
+    return sweep

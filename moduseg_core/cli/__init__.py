@@ -9,7 +9,7 @@ import sys
 import typer
 
 from ..errors import ModusegError
-from . import ablate_cmd, jobs, labels_cmd
+from . import ablate_cmd, labels_cmd, run_cmd
 from .plugins_cmd import app as plugins_app
 
 app = typer.Typer(
@@ -19,13 +19,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("run")(jobs.run)
-app.command("build-bank")(jobs.build_bank)
-app.command("predict")(jobs.predict)
-app.command("evaluate")(jobs.evaluate)
-app.command("demo")(jobs.demo)
+app.command("run")(run_cmd.run)
+app.command("build-bank")(run_cmd.build_bank_cmd)
+app.command("predict")(run_cmd.predict)
+app.command("evaluate")(run_cmd.evaluate)
+app.command("demo")(run_cmd.demo)
 app.command("evaluate-labels")(labels_cmd.evaluate_labels)
-app.command("bench")(jobs.bench)
+app.command("bench")(run_cmd.bench)
 app.add_typer(plugins_app, name="plugins")
 app.command("ablate")(ablate_cmd.ablate)
 app.add_typer(ablate_cmd.cache_app, name="cache")

@@ -1,142 +1,14 @@
-"""`moduseg evaluate-labels`: how good are a labeler's pseudo masks on the bank split?
-
-The bank is only as good as its pseudo masks, so this scores them directly: the labeler runs
-over the bank split exactly as ``build-bank`` runs it (``fit`` on the whole split first, when
-the labeler has one) and every map is compared with the ground truth. Pixels the labeler leaves
-as ignore (255) count as misses of their true class, never as a hit or a false alarm.
-"""
+"""`moduseg evaluate-labels`: parse the arguments, score the pseudo masks (``label_eval``), print."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
-import numpy as np
 import typer
 
 from ..errors import ModusegError
 from .common import ConfigOpt, DatasetOpt, LabelerOpt, OverwriteOpt, SetOpt, compose
-
-ORACLE_LABELS_NOTE = (
-    "ORACLE labeler: its pseudo masks are the ground-truth masks, so this score is an upper bound "
-    "(100 by construction), not a weakly supervised result"
-)
-
-
-def evaluate_labeler(
-    config, *, limit: int | None = None, out: Path | None = None, save_masks: bool = False, output=None
-) -> dict[str, Any]:
-    """Run the config's labeler over its bank split and score the maps against ground truth.
-    ``output`` (an ``outputs.OutputDir`` for ``out``, checked by the caller) follows the output-folder rules."""
-    from ..components import build, validate
-    from ..runner import open_dataset
-
-    validate(config, ("labeler",))
-    dataset, samples = open_dataset(config, config.bank_split, limit or config.bank_limit)
-    without = [s.id for s in samples if s.mask_path is None]
-    if without:
-        raise ModusegError(
-            f"image {without[0]!r} of split {config.bank_split!r} has no ground-truth mask ({len(without)} such images); "
-            "evaluate-labels needs a split with masks (set --set bank_split=... or the dataset's mask folder)"
-        )
-    labeler = build("labeler", config.labeler)
-    if out is not None:
-        from ..outputs import OutputDir
-
-        if output is None:
-            output = OutputDir(out, "evaluate-labels")
-        planned = ["labels_report.json", "labels_report.md"]
-        planned += [f"pseudo_masks/{s.id}.png" for s in samples] if save_masks else []
-        output.begin(planned)
-    try:
-        report = _score_labels(config, labeler, dataset, samples, out, save_masks)
-    except BaseException:
-        if output is not None:
-            output.close()  # the marker stays incomplete
-        raise
-    if output is not None:
-        output.finish()
-    return report
-
-
-def _score_labels(config, labeler, dataset, samples, out: Path | None, save_masks: bool) -> dict[str, Any]:
-    from ..bank import check_class_map
-    from ..components import is_oracle
-    from ..io import read_image, read_mask, write_png
-    from ..method.metrics import confusion, scores
-    from ..progress import progress
-    from ..runner import dataset_info
-    from ..types import BACKGROUND, IGNORE_INDEX
-
-    class_names = list(dataset.component.class_names)
-    n = len(class_names)
-    seconds = {"fit": 0.0, "label": 0.0}
-    fit = getattr(labeler.component, "fit", None)
-    if callable(fit):
-        t0 = time.perf_counter()
-        fit(samples)
-        seconds["fit"] = time.perf_counter() - t0
-    # one extra column: pixels the labeler left as ignore (misses of their true class)
-    matrix = np.zeros((n + 1, n + 1), np.int64)
-    outside = 0
-    for sample in progress(samples, total=len(samples), desc="labels"):
-        image = read_image(sample.image_path)
-        t0 = time.perf_counter()
-        classes = np.asarray(labeler.component.label(image, sample))
-        seconds["label"] += time.perf_counter() - t0
-        check_class_map(classes, sample, image.shape[:2], n, labeler.name)
-        allowed = np.zeros(256, bool)
-        allowed[[BACKGROUND, IGNORE_INDEX, *sample.labels]] = True
-        outside += int((~allowed[classes.astype(np.int64)]).sum())
-        gt = read_mask(sample.mask_path, expected_hw=image.shape[:2])
-        matrix += confusion(gt, np.where(classes == IGNORE_INDEX, n, classes), n + 1)
-        if out is not None and save_masks:
-            write_png(Path(out) / "pseudo_masks" / f"{sample.id}.png", classes)
-    result = scores(matrix)
-    iou = result.iou[:n]
-    present = ~np.isnan(iou)
-    total = int(matrix.sum())
-    oracle = is_oracle(config.labeler)
-    report: dict[str, Any] = {
-        "oracle": oracle,
-        "note": ORACLE_LABELS_NOTE if oracle else "pseudo masks from image-level labels, scored against ground truth",
-        "labeler": {"name": labeler.name, "options": labeler.options.model_dump(mode="json")},
-        "dataset": dataset_info(dataset, samples),
-        "miou": float(iou[present].mean()) if present.any() else float("nan"),
-        "pixel_accuracy": float(np.trace(matrix) / total) if total else float("nan"),
-        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, iou)},
-        "pixels_outside_labels": outside,
-        "ignored_gt_pixels": int(matrix[:, n].sum()),
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-    }
-    if out is not None:
-        from ..io import write_json, write_text
-
-        write_json(Path(out) / "labels_report.json", report)
-        write_text(Path(out) / "labels_report.md", labels_markdown(report))
-    return report
-
-
-def labels_markdown(report: dict[str, Any]) -> str:
-    lines = ["# Pseudo-mask quality", ""]
-    if report["oracle"]:
-        lines += [f"> **{ORACLE_LABELS_NOTE}.**", ""]
-    ds = report["dataset"]
-    lines += [
-        f"Labeler `{report['labeler']['name']}` on {ds['images']} images of `{ds['name']}` split `{ds['split']}`.",
-        "",
-        f"**pseudo-mask mIoU: {100 * report['miou']:.2f}**  (pixel accuracy {100 * report['pixel_accuracy']:.2f}; "
-        f"pixels outside the image labels: {report['pixels_outside_labels']}; "
-        f"ground-truth pixels left as ignore: {report['ignored_gt_pixels']})",
-        "",
-        "| class | IoU |",
-        "|---|---:|",
-    ]
-    for name, value in report["per_class_iou"].items():
-        lines.append(f"| {name} | {'–' if value is None else f'{100 * value:.2f}'} |")
-    lines += ["", "| stage | seconds |", "|---|---:|"] + [f"| {k} | {v:.2f} |" for k, v in report["seconds"].items()]
-    return "\n".join(lines) + "\n"
 
 
 def evaluate_labels(
@@ -150,6 +22,7 @@ def evaluate_labels(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Score a labeler's pseudo masks on the bank split against ground truth (per-class IoU, mIoU)."""
+    from ..label_eval import ORACLE_LABELS_NOTE, evaluate_labeler
     from ..outputs import prepare
 
     if save_masks and out is None:

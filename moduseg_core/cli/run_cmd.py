@@ -72,7 +72,7 @@ def run(
     return exit_code(report["skipped"]["bank"] + report["skipped"]["eval"])
 
 
-def build_bank(
+def build_bank_cmd(
     config: ConfigOpt = None,
     dataset: DatasetOpt = None,
     labeler: LabelerOpt = None,
@@ -88,13 +88,13 @@ def build_bank(
     """Label, purify, encode and pool the bank split into a saved bank directory."""
     from ..failures import ERRORS_FILE, ErrorLog
     from ..outputs import prepare
-    from ..runner import make_bank
+    from ..runner import bank_from_config
 
     output = prepare(out, "build-bank", overwrite=overwrite)
     cfg = compose(config, sets, on_error, dataset=dataset, labeler=labeler, purifier=purifier, encoder=encoder,
                   aggregator=aggregator, index=index)
     errors = ErrorLog(cfg.on_error)
-    result = make_bank(cfg, errors=errors)
+    result = bank_from_config(cfg, errors=errors)
     with output:
         output.begin(["manifest.json", "vectors.npy", "labels.npy", "index/", ERRORS_FILE])
         errors.open(out)

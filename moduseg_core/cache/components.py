@@ -1,0 +1,101 @@
+"""Components served from the stage cache: built only when an entry is missing, so a fully
+cached stage never loads a model."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..components import Built
+from ..config import Choice
+from ..types import FeatureMap, Proposals
+from .formats import load_features, load_proposals, save_features, save_proposals
+from .store import StageCache, component_key, image_digest
+
+
+class _Lazy:
+    """Builds the wrapped component on first use, so a fully cached stage never loads a model."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self._build = build
+        self._inner: Any = None
+
+    @property
+    def inner(self) -> Any:
+        if self._inner is None:
+            self._inner = self._build()
+        return self._inner
+
+    @property
+    def built(self) -> bool:
+        return self._inner is not None
+
+
+class CachedProposer(_Lazy):
+    """A ``MaskProposer`` serving ``propose`` from the ``proposals`` stage."""
+
+    def __init__(self, cache: StageCache, choice: Choice, build: Callable[[], Any]):
+        super().__init__(build)
+        self.cache = cache
+        self.identity = component_key("proposer", choice)
+        self.computed = 0
+
+    def entry_key(self, image: np.ndarray, image_id: str | None) -> str:
+        return self.cache.key("proposals", {"proposer": self.identity, "image": image_digest(image), "id": image_id})
+
+    def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
+        key = self.entry_key(image, image_id)
+        hit = self.cache.get("proposals", key)
+        if hit is not None:
+            return load_proposals(hit)
+        found = self.inner.propose(image, image_id=image_id)
+        self.computed += 1
+        with self.cache.put("proposals", key) as tmp:
+            save_proposals(tmp, found)
+        return found
+
+
+class CachedEncoder(_Lazy):
+    """A ``FeatureEncoder`` serving patch tokens from the ``features`` stage; only misses are encoded."""
+
+    def __init__(self, cache: StageCache, choice: Choice, build: Callable[[], Any]):
+        super().__init__(build)
+        self.cache = cache
+        self.identity = component_key("encoder", choice)
+        #: images the wrapped encoder actually ran on / images served from the cache
+        self.passes = 0
+        self.served = 0
+
+    def entry_key(self, image: np.ndarray) -> str:
+        return self.cache.key("features", {"encoder": self.identity, "image": image_digest(image)})
+
+    def encode(self, image: np.ndarray) -> FeatureMap:
+        return self.encode_batch([image])[0]
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[FeatureMap]:
+        images = list(images)
+        keys = [self.entry_key(image) for image in images]
+        out: list[FeatureMap | None] = [None] * len(images)
+        missing = []
+        for i, key in enumerate(keys):
+            hit = self.cache.get("features", key)
+            if hit is None:
+                missing.append(i)
+            else:
+                out[i] = load_features(hit)
+                self.served += 1
+        if missing:
+            encoded = self.inner.encode_batch([images[i] for i in missing])
+            self.passes += len(missing)
+            for i, features in zip(missing, encoded):
+                with self.cache.put("features", keys[i]) as tmp:
+                    save_features(tmp, features)
+                out[i] = features
+        return out  # type: ignore[return-value]
+
+
+def cached_built(kind: str, choice: Choice, component: Any) -> Built:
+    from ..plugins import build_options
+
+    return Built(kind, choice.name, build_options(kind, choice.name, choice.options), component)

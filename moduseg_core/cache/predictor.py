@@ -1,0 +1,137 @@
+"""``CachingPredictor``: the ``Predictor`` whose stages read and fill the stage cache."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..bank import Bank
+from ..components import Built
+from ..config import MethodConfig
+from ..inference import Predictor
+from ..types import Prediction, Proposals
+from .formats import load_pooled, load_prediction, save_pooled, save_prediction
+from .store import StageCache, image_digest
+
+
+class CachingPredictor(Predictor):
+    """A ``Predictor`` whose stages read and fill the cache.
+
+    ``propose`` and ``encode`` go through ``CachedProposer`` / ``CachedEncoder``;
+    ``describe`` (encode + pool) is served from the ``pooled`` stage; ``predict_batch``
+    serves whole predictions from the ``predictions`` stage. The bank is loaded on first
+    use, so predictions that are all cached never touch it. The logic of every stage is
+    the parent's: misses are handed to it unchanged.
+    """
+
+    #: whole batches go through ``predict_batch`` (the prediction cache sits there), not split in two
+    streams = False
+
+    def __init__(
+        self,
+        bank: Callable[[], Bank],
+        proposer: Built,
+        encoder: Built,
+        aggregator: Built,
+        method: MethodConfig,
+        *,
+        cache: StageCache,
+        pooled_base: dict[str, Any],
+        prediction_base: dict[str, Any],
+    ):
+        self._bank_loader = bank
+        self._bank: Bank | None = None
+        super().__init__(None, proposer, encoder, aggregator, method)  # type: ignore[arg-type]
+        self.cache = cache
+        self.pooled_base = pooled_base
+        self.prediction_base = prediction_base
+        self.computed: Counter[str] = Counter()
+
+    @property
+    def bank(self) -> Bank:  # type: ignore[override]
+        if self._bank is None:
+            self._bank = self._bank_loader()
+        return self._bank
+
+    @bank.setter
+    def bank(self, value: Bank | None) -> None:
+        self._bank = value
+
+    @property
+    def bank_loaded(self) -> bool:
+        return self._bank is not None
+
+    def prediction_key(self, image: np.ndarray, image_id: str | None) -> str:
+        return self.cache.key("predictions", {**self.prediction_base, "image": image_digest(image), "id": image_id})
+
+    def predict_batch(self, images: Sequence[np.ndarray], ids: Sequence[str | None]) -> list[Prediction]:
+        keys = [self.prediction_key(image, image_id) for image, image_id in zip(images, ids)]
+        out: list[Prediction | None] = [None] * len(images)
+        missing = []
+        t0 = time.perf_counter()
+        for i, key in enumerate(keys):
+            hit = self.cache.get("predictions", key)
+            if hit is None:
+                missing.append(i)
+                continue
+            out[i], seen = load_prediction(hit)
+            self.masks_seen += seen
+            self.masks_kept += len(out[i].labels)
+        self.timer.add("cached_predictions", time.perf_counter() - t0)
+        if missing:
+            # the parent's predict_batch, step by step, to keep how many masks each image saw
+            todo = [images[i] for i in missing]
+            todo_ids = [ids[i] for i in missing]
+            work, proposals = self.propose_batch(todo, todo_ids)
+            described = self.describe(work, todo_ids, proposals)
+            for i, image, found, (masks, vectors) in zip(missing, todo, proposals, described):
+                prediction = self.decide(image.shape[:2], masks, vectors)
+                with self.cache.put("predictions", keys[i]) as tmp:
+                    save_prediction(tmp, prediction, len(found))
+                out[i] = prediction
+            self.computed["predictions"] += len(missing)
+        return out  # type: ignore[return-value]
+
+    def decide(self, image_hw: tuple[int, int], masks: np.ndarray, vectors: np.ndarray) -> Prediction:
+        if len(masks):
+            self.bank  # noqa: B018 — load (or build) the bank outside the retrieval timer
+        return super().decide(image_hw, masks, vectors)
+
+    def describe(
+        self, images: Sequence[np.ndarray], ids: Sequence[str | None], proposals: Sequence[Proposals]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        keys = [
+            self.cache.key("pooled", {**self.pooled_base, "image": image_digest(image), "id": image_id})
+            for image, image_id in zip(images, ids)
+        ]
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(images)
+        missing = []
+        t0 = time.perf_counter()
+        for i, key in enumerate(keys):
+            hit = self.cache.get("pooled", key) if len(proposals[i]) else None
+            if hit is None:
+                missing.append(i)
+                continue
+            ok, vectors = load_pooled(hit)
+            if len(ok) != len(proposals[i]):  # cannot happen for a valid key; recompute rather than trust it
+                missing.append(i)
+                continue
+            self.masks_seen += len(proposals[i])
+            out[i] = (proposals[i].masks[ok], vectors)
+        self.timer.add("cached_pool", time.perf_counter() - t0)
+        if missing:
+            pooled = self.pool_batch([images[i] for i in missing], [proposals[i] for i in missing])
+            for i, result in zip(missing, pooled):
+                found = proposals[i]
+                if result is None:  # no proposals: nothing to pool or to store
+                    out[i] = (np.zeros((0, *images[i].shape[:2]), bool), np.zeros((0, 0), np.float32))
+                    continue
+                ok, vectors = result
+                out[i] = (found.masks if ok.all() else found.masks[ok], vectors)
+                with self.cache.put("pooled", keys[i]) as tmp:
+                    save_pooled(tmp, ok, vectors)
+                self.computed["pooled"] += 1
+        return out  # type: ignore[return-value]
