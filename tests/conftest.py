@@ -29,7 +29,7 @@ def plugins_only(names: str, **env: str) -> Iterator[pytest.MonkeyPatch]:
 
 @pytest.fixture
 def only_plugins() -> Iterator[Callable[..., pytest.MonkeyPatch]]:
-    """The shared plugin fixture: ``only_plugins("indexes,basic", MODUSEG_PROGRESS="0")`` loads only
+    """The shared plugin fixture: ``only_plugins("aggregators,indexes", MODUSEG_PROGRESS="0")`` loads only
     those entry points for this test (so half-written sibling plugins cannot break it); the
     environment and the registry are restored afterwards."""
     from contextlib import ExitStack

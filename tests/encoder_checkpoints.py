@@ -162,7 +162,7 @@ def write_hub_cache(hub: Path, repo_id: str, source: Path) -> None:
 
 # -- test environment ----------------------------------------------------------------------------------------
 
-ENCODER_PLUGINS = "dinov2,dinov3,clip,siglip,radio"
+ENCODER_PLUGINS = "encoders"
 
 
 def isolated_registry(tmp_path_factory, plugins: str = ENCODER_PLUGINS):

@@ -14,7 +14,7 @@ import moduseg_core as ms
 from moduseg_core.io import read_image
 from moduseg_core.protocols import Dataset
 
-PLUGINS = "datasets,labelers,skimage,precomputed,basic"
+PLUGINS = "datasets,labelers,proposers,purifiers,aggregators"
 
 
 @pytest.fixture(autouse=True)

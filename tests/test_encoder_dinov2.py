@@ -38,7 +38,7 @@ def _env(tmp_path_factory):
     # Only this entry point (half-written siblings cannot break these tests); a private conversion
     # cache (converting takes a few seconds); never reach for the network.
     with plugins_only(
-        "dinov2",
+        "encoders",
         MODUSEG_CACHE=str(tmp_path_factory.mktemp("moduseg-cache")),
         HF_HUB_OFFLINE="1",
     ):
@@ -281,7 +281,7 @@ def test_hub_id_from_offline_cache(tmp_path, images):
     # A fresh process: huggingface_hub reads HF_HOME / HF_HUB_OFFLINE once, at import.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
     env.update(HF_HOME=str(hf_home), HF_HUB_CACHE=str(hf_home / "hub"), HF_HUB_OFFLINE="1")
-    env["MODUSEG_LOAD_PLUGINS"] = "dinov2"
+    env["MODUSEG_LOAD_PLUGINS"] = "encoders"
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

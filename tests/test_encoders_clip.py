@@ -25,7 +25,7 @@ MEAN_STD = (tuple(ec.CLIP_PREPROCESS["mean"]), tuple(ec.CLIP_PREPROCESS["std"]))
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    yield from ec.isolated_registry(tmp_path_factory, "clip")
+    yield from ec.isolated_registry(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

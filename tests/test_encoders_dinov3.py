@@ -24,7 +24,7 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    yield from ec.isolated_registry(tmp_path_factory, "dinov3")
+    yield from ec.isolated_registry(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

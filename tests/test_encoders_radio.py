@@ -29,7 +29,7 @@ VERSION = "c-radio_v4-so400m"
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    yield from ec.isolated_registry(tmp_path_factory, "radio")
+    yield from ec.isolated_registry(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

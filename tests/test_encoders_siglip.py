@@ -22,7 +22,7 @@ HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    yield from ec.isolated_registry(tmp_path_factory, "siglip")
+    yield from ec.isolated_registry(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

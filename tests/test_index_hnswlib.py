@@ -211,7 +211,7 @@ def test_registration_is_light_and_declares_hnswlib():
     spec = {s.name: s for s in moduseg_core.list_components("index")}["hnswlib"]
     assert spec.extra == "hnswlib" and spec.requires == ("hnswlib",)
     code = (
-        "import sys, moduseg_builtins.indexes, moduseg_builtins._hnsw_impl; "
+        "import sys, moduseg_builtins.indexes, moduseg_builtins.indexes._hnsw; "
         "heavy = [m for m in ('hnswlib', 'faiss', 'torch') if m in sys.modules]; assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))

@@ -11,7 +11,7 @@ from moduseg_core.io import read_image, read_mask, write_png
 from moduseg_core.plugins import get_spec
 from moduseg_core.types import Sample
 
-PLUGINS = "datasets,labelers,skimage,precomputed,basic"
+PLUGINS = "datasets,labelers,proposers,purifiers,aggregators"
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from conftest import plugins_only  # noqa: E402
 from moduseg_core.io import read_image  # noqa: E402
 from moduseg_core.types import Sample  # noqa: E402
 
-PLUGINS = "datasets,labelers_clip,skimage"
+PLUGINS = "datasets,labelers,proposers"
 TINY = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
@@ -73,7 +73,7 @@ def make(tiny_clip, **options):
 
 
 def test_text_data_is_the_papers():
-    from moduseg_builtins._clip_text import IMAGENET_TEMPLATES, STUFF_WORDS
+    from moduseg_builtins.labelers._clip_text import IMAGENET_TEMPLATES, STUFF_WORDS
 
     assert len(IMAGENET_TEMPLATES) == 80 and len(set(IMAGENET_TEMPLATES)) == 80
     assert all(t.count("{}") == 1 for t in IMAGENET_TEMPLATES)
@@ -92,7 +92,7 @@ def test_text_data_is_the_papers():
 @pytest.mark.parametrize("length", [1, 63, 64, 65, 100, 337, 448, 500, 1000])
 @pytest.mark.parametrize("crop,stride", [(64, 32), (64, 64), (64, 7), (336, 112)])
 def test_window_starts_cover_every_pixel(length, crop, stride):
-    from moduseg_builtins._labelers_clip_impl import window_starts
+    from moduseg_builtins.labelers._clip_impl import window_starts
 
     starts = window_starts(length, crop, stride)
     covered = np.zeros(max(length, crop), int)
@@ -156,7 +156,7 @@ def test_map_correction_makes_every_proposal_one_class(tiny_clip, samples):
 
 
 def test_majority_correct_rules():
-    from moduseg_builtins._label_utils import majority_correct
+    from moduseg_builtins.labelers._common import majority_correct
 
     classes = np.array([[1, 1, 2, 2], [1, 255, 2, 0]], np.int32)
     big = np.ones((2, 4), bool)

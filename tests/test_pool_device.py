@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from moduseg_builtins._pool_torch import pool_on_device  # noqa: E402
+from moduseg_builtins.aggregators._pool_torch import pool_on_device  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 from moduseg_core.types import FeatureMap, Geometry  # noqa: E402
 

@@ -11,7 +11,7 @@ from moduseg_core.io import read_image, read_mask
 from moduseg_core.types import Proposals
 from moduseg_builtins.proposers.precomputed import load_proposals, save_proposals
 
-PLUGINS = "datasets,labelers,skimage,precomputed,basic"
+PLUGINS = "datasets,labelers,proposers,purifiers,aggregators"
 
 
 @pytest.fixture(autouse=True)

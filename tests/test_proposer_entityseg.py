@@ -29,7 +29,7 @@ STANDIN = "entityseg_standin:make_predictor"
 @pytest.fixture(autouse=True)
 def _env(only_plugins, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # makes entityseg_standin importable
-    only_plugins("entityseg")
+    only_plugins("proposers")
 
 
 @pytest.fixture(scope="module")

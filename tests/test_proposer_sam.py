@@ -34,7 +34,7 @@ LOOSE = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh":
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
     with plugins_only(
-        "sam",
+        "proposers",
         TORCH_HOME=str(tmp_path_factory.mktemp("torch-home")),  # a private, empty hub cache
     ):
         yield

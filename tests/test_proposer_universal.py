@@ -25,7 +25,7 @@ EOMT_SIZE = 160
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
     with plugins_only(
-        "transformers_universal",
+        "proposers",
         HF_HUB_OFFLINE="1",
         HF_HOME=str(tmp_path_factory.mktemp("hf-home")),  # an empty cache: nothing to find offline
     ):

@@ -15,7 +15,7 @@ from moduseg_core.plugins import get_spec
 
 pytest.importorskip("skimage")
 
-PLUGINS = "datasets,labelers,skimage,precomputed,basic"
+PLUGINS = "datasets,labelers,proposers,purifiers,aggregators"
 
 
 @pytest.fixture(autouse=True)

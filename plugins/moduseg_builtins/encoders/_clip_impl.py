@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from moduseg_core import ModusegError
 from moduseg_core.errors import did_you_mean
 
-from ._vit_common import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PatchEncoder, reason, resolve_layers, square_patch
+from .._shared import short_reason
+from ._vit_common import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PatchEncoder, resolve_layers, square_patch
 from .clip import ClipOptions
 
 SCHEMAS = ("hf-hub:", "local-dir:")
@@ -101,7 +102,7 @@ def load_clip(model: str, pretrained: str | None) -> torch.nn.Module:
     except Exception as exc:  # hub unreachable, corrupt file, mismatched checkpoint...
         fetch = f" (e.g. `hf download {hub_repo}`)" if hub_repo else ""
         raise ModusegError(
-            f"encoder 'clip' could not load {model!r} with pretrained={pretrained!r} ({reason(exc)}); download the "
+            f"encoder 'clip' could not load {model!r} with pretrained={pretrained!r} ({short_reason(exc)}); download the "
             f"weights on a connected machine{fetch} and copy the Hugging Face cache here, pass the checkpoint file "
             "as encoder.pretrained, or use local-dir:PATH"
         ) from exc

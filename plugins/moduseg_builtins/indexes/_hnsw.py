@@ -1,6 +1,6 @@
-"""The ``hnswlib`` index: an HNSW graph over the bank (approximate top-k; see ``indexes.py``).
+"""The ``hnswlib`` index: an HNSW graph over the bank (approximate top-k; see ``moduseg_builtins.indexes``).
 
-Contract, shared with ``exact``/``faiss`` (``_index_impl``): float32 ``N×C`` vectors with
+Contract, shared with ``exact``/``faiss`` (``_common``): float32 ``N×C`` vectors with
 integer labels; ``search`` returns ``SearchResult`` with similarities descending and,
 among equal similarities, the lower bank row first. What differs: the graph search is
 approximate (``ef`` controls recall), so a true neighbour can be missed, and a group of
@@ -30,7 +30,7 @@ from moduseg_core.errors import ModusegError
 from moduseg_core.io import atomic_path
 from moduseg_core.types import SearchResult
 
-from ._index_impl import (
+from ._common import (
     _as_labels,
     _as_matrix,
     _check_k,

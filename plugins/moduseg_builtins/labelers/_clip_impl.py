@@ -28,12 +28,12 @@ from moduseg_core import ModusegError
 from moduseg_core.errors import did_you_mean
 from moduseg_core.types import Sample
 
+from .._shared import check_image, resolve_device, short_reason, torch_dtype
 from ._clip_text import IMAGENET_TEMPLATES, PROMPT_NAMES
-from ._label_utils import build_part, check_image, check_labels, majority_correct
-from .labelers_clip import ClipLabelerOptions
+from ._common import build_part, check_labels, majority_correct
+from .clip import ClipLabelerOptions
 
 NAME = "clip"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _SCHEMAS = ("hf-hub:", "local-dir:")
 
 
@@ -45,11 +45,6 @@ def window_starts(length: int, crop: int, stride: int) -> list[int]:
         return [0]
     count = -(-(length - crop) // stride) + 1
     return [min(i * stride, length - crop) for i in range(count)]
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def load_clip(model: str, pretrained: str | None) -> torch.nn.Module:
@@ -87,22 +82,10 @@ def load_clip(model: str, pretrained: str | None) -> torch.nn.Module:
         loaded = open_clip.create_model(model, pretrained=pretrained, **kwargs)
     except Exception as exc:  # hub unreachable, corrupt file, mismatched checkpoint...
         raise ModusegError(
-            f"labeler 'clip' could not load {model!r} with pretrained={pretrained!r} ({_reason(exc)}); download the "
+            f"labeler 'clip' could not load {model!r} with pretrained={pretrained!r} ({short_reason(exc)}); download the "
             "weights on a connected machine and pass the file as labeler.pretrained, or use local-dir:PATH"
         ) from exc
     return loaded
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ModusegError(f"labeler 'clip' option device={device!r} is not a torch device (auto, cpu, cuda, cuda:N)") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModusegError(f"labeler 'clip' option device={device!r} asks for CUDA, which this torch cannot use; set device=auto or cpu")
-    return resolved
 
 
 def prompt_names(class_names: Sequence[str], extra: dict[str, list[str]]) -> list[tuple[str, ...]]:
@@ -129,8 +112,8 @@ class ClipLabeler:
         from moduseg_builtins.datasets import load_class_names
 
         self.options = options
-        self.device = resolve_device(options.device)
-        self.dtype = _DTYPES[options.dtype]
+        self.device = resolve_device(options.device, f"labeler {NAME!r}")
+        self.dtype = torch_dtype(options.dtype)
         self.class_names, _ = load_class_names(options.classes)
         self.names = prompt_names(self.class_names, options.names)
         self.templates = tuple(options.templates or IMAGENET_TEMPLATES)
@@ -288,7 +271,7 @@ class ClipLabeler:
     def logits(self, image: np.ndarray, class_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Logits ``float32 K×H×W`` for background (row 0) and ``class_ids``, plus the window coverage count
         ``int32 h×w`` on the resized image (every entry ≥ 1)."""
-        image = check_image(image, NAME)
+        image = check_image(image, f"labeler {NAME!r}", cast=True)
         height, width = image.shape[:2]
         x, (rh, rw) = self._prepare(image)
         ph, pw = int(x.shape[1]), int(x.shape[2])
@@ -320,7 +303,7 @@ class ClipLabeler:
 
     def label(self, image: np.ndarray, sample: Sample) -> np.ndarray:
         labels = check_labels(sample, len(self.class_names), NAME, self.options.classes)
-        image = check_image(image, NAME)
+        image = check_image(image, f"labeler {NAME!r}", cast=True)
         logits, _ = self.logits(image, labels)
         ids = np.asarray([0, *labels], np.int32)
         classes = ids[logits.argmax(axis=0)]

@@ -2,7 +2,7 @@
 
 - ``build_part``: a proposer or encoder named in a labeler's own options, with one-line errors
   that say which labeler option to fix;
-- ``check_image`` / ``check_labels``: inputs a labeler can trust;
+- ``check_labels``: image-level labels a labeler can trust (images: ``moduseg_builtins._shared.check_image``);
 - ``majority_correct``: the paper's "map correction" (every proposal takes its majority class).
 """
 
@@ -32,15 +32,6 @@ def build_part(labeler: str, kind: str, option: str, name: str, options: dict[st
         return get_component(kind, name, **options)
     except ModusegError as exc:
         raise ModusegError(f"labeler {labeler!r} {option}: {exc}") from exc
-
-
-def check_image(image: np.ndarray, labeler: str) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise ModusegError(
-            f"labeler {labeler!r} got an image of shape {getattr(image, 'shape', None)}; expected uint8 H×W×3 RGB "
-            "(read it with moduseg_core.io.read_image)"
-        )
-    return image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
 
 
 def check_labels(sample: Sample, n_classes: int, labeler: str, classes: str) -> tuple[int, ...]:

@@ -36,8 +36,9 @@ from moduseg_core.method.pooling import patch_weights, pool
 from moduseg_core.progress import progress
 from moduseg_core.types import BACKGROUND, Proposals, Sample
 
-from ._label_utils import build_part, check_image
-from .labelers_vision import CosegLabelerOptions
+from .._shared import check_image
+from ._common import build_part
+from .coseg import CosegLabelerOptions
 
 NAME = "coseg"
 #: Images encoded together in ``fit``.
@@ -180,7 +181,7 @@ class CosegLabeler:
             pending.clear()
 
         for sample in progress(samples, total=len(samples), desc="coseg fit"):
-            image = check_image(read_image(sample.image_path), NAME)
+            image = check_image(read_image(sample.image_path), f"labeler {NAME!r}", cast=True)
             pending.append((image, self._propose(image, sample)))
             if len(pending) == BATCH:
                 flush()
@@ -236,7 +237,7 @@ class CosegLabeler:
                 "labeler 'coseg' has not been fitted: call fit(samples) with the bank split first "
                 "(moduseg build-bank, run and evaluate-labels do)"
             )
-        image = check_image(image, NAME)
+        image = check_image(image, f"labeler {NAME!r}", cast=True)
         labels = tuple(sorted({int(c) for c in sample.labels}))
         height, width = image.shape[:2]
         if not labels:

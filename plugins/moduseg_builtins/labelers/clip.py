@@ -1,7 +1,7 @@
 """The ``clip`` labeler: dense CLIP logits for the image's own labels (the paper's kind of labeler).
 
-This entry-point module is light: options and registration only. torch and open_clip are
-imported by the factory (``_labelers_clip_impl``). The rule is documented in docs/labelers.md.
+This module is light: the options (``moduseg_builtins.labelers`` registers them). torch and open_clip
+are imported by the factory (``_clip_impl``). The rule is documented in docs/labelers.md.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from moduseg_core import ModusegError, Options, hookimpl
+from moduseg_core import Options
 
+from .._shared import Device, Dtype
 from ._clip_text import STUFF_WORDS
 
 
@@ -64,8 +65,8 @@ class ClipLabelerOptions(Options):
     )
     correct_options: dict[str, Any] = Field(default_factory=dict, description="options of the correct_with proposer")
     correct_min_score: float = Field(0.5, ge=0.0, description="proposals scoring below this are not used to correct")
-    device: str = Field("auto", description="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="compute precision of the model")
+    device: Device = Field("auto", description="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
+    dtype: Dtype = Field("float32", description="compute precision of the model")
     batch_size: int = Field(16, ge=1, description="sliding windows per forward pass")
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "batch_size"})
@@ -80,27 +81,3 @@ class ClipLabelerOptions(Options):
                 if template.count("{}") != 1:
                     raise ValueError(f"template {template!r} must contain exactly one {{}} for the class name")
         return templates
-
-
-def _build(options: ClipLabelerOptions):
-    if options.stride > options.crop:
-        raise ModusegError(
-            f"labeler 'clip' option stride={options.stride} exceeds crop={options.crop}, so windows would leave "
-            "gaps; set --set labeler.stride to at most the crop"
-        )
-    from ._labelers_clip_impl import ClipLabeler
-
-    return ClipLabeler(options)
-
-
-@hookimpl
-def register_labelers(register):
-    register(
-        "clip",
-        _build,
-        options=ClipLabelerOptions,
-        summary="Dense CLIP logits for the image's labels vs stuff words, sliding windows (the paper's kind)",
-        extra="clip",
-        requires=("torch", "open_clip"),
-        weights="open_clip pretrained tags (default ViT-B-16 metaclip_fullcc), hf-hub: or local-dir: checkpoints",
-    )

@@ -3,8 +3,8 @@
 It co-segments the whole bank split: proposals of every image are pooled on the encoder's
 tokens, background is seeded by each image's border, and every region is named by its
 similarity to the current class prototypes of the OTHER images (plus its own image's), with
-the assignment iterated. docs/labelers.md states the rule. This entry-point module is light:
-the proposer and encoder are built, and numpy work runs, only when the factory is called.
+the assignment iterated. docs/labelers.md states the rule. This module is light (the options;
+``moduseg_builtins.labelers`` registers them): the proposer and encoder are built, and numpy work runs, only when the factory is called.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from moduseg_core import Options, hookimpl
+from moduseg_core import Options
 
 
 class CosegLabelerOptions(Options):
@@ -43,21 +43,4 @@ class CosegLabelerOptions(Options):
     )
     temperature: float = Field(
         0.05, gt=0.0, description="softmax temperature turning region scores into the posteriors painted per pixel"
-    )
-
-
-def _build(options: CosegLabelerOptions):
-    from ._labelers_vision_impl import CosegLabeler
-
-    return CosegLabeler(options)
-
-
-@hookimpl
-def register_labelers(register):
-    register(
-        "coseg",
-        _build,
-        options=CosegLabelerOptions,
-        summary="Vision only: regions named by class prototypes of the other images that share the label, "
-        "border-seeded background, iterated over the bank split (no text model)",
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from moduseg_core import ModusegError, NoOptions, Options, hookimpl
+from moduseg_core import ModusegError, Options
 from moduseg_core.io import read_mask
 from moduseg_core.types import BACKGROUND, IGNORE_INDEX, Sample
 
@@ -91,20 +91,3 @@ class PrecomputedLabeler:
                     allowed[cid] = True
             mask[~allowed[mask]] = IGNORE_INDEX
         return mask
-
-
-@hookimpl
-def register_labelers(register):
-    register(
-        "gt",
-        lambda options: GTLabeler(),
-        options=NoOptions,
-        summary="ORACLE: the ground-truth mask (upper bound, not weak supervision)",
-        oracle=True,
-    )
-    register(
-        "precomputed",
-        PrecomputedLabeler,
-        options=PrecomputedLabelerOptions,
-        summary="Pseudo masks read from {root}/{id}.png (e.g. released CorrCLIP masks)",
-    )

@@ -23,8 +23,8 @@ import torch
 
 from moduseg_core import ModusegError, Proposals
 
-from ._common import check_image, short_reason
-from ._torch_common import autocast, resolve_device, to_proposals
+from .._shared import check_image, resolve_device, short_reason
+from ._torch_common import autocast, to_proposals
 from .entityseg import DEFAULT_WEIGHTS_NAME, EntitySegOptions
 
 DETECTRON2_INSTALL = "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
@@ -180,7 +180,7 @@ class EntitySegProposer:
 
     def __init__(self, options: EntitySegOptions, predictor: Callable[[np.ndarray], Any] | None = None):
         self.options = options
-        self.device = resolve_device(options.device, self.name)
+        self.device = resolve_device(options.device, f"proposer {self.name!r}")
         if predictor is not None:
             self.source = type(predictor).__name__
         elif options.predictor is not None:
@@ -201,7 +201,7 @@ class EntitySegProposer:
 
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
         """Masks scoring at least ``score_threshold``, sorted by score; the predictor sees BGR."""
-        image = check_image(image, self.name)
+        image = check_image(image, f"proposer {self.name!r}")
         bgr = np.ascontiguousarray(image[:, :, ::-1])
         with torch.inference_mode(), autocast(self.device, self.options.dtype):
             predictions = self.predictor(bgr)

@@ -18,8 +18,8 @@ import torch
 from moduseg_core import ModusegError, Proposals
 from moduseg_core.errors import did_you_mean
 
-from ._common import check_image, short_reason
-from ._torch_common import autocast, load_every_key, mask_generator, read_state_dict, resolve_device, to_proposals
+from .._shared import check_image, resolve_device, short_reason
+from ._torch_common import autocast, load_every_key, mask_generator, read_state_dict, to_proposals
 from .sam2 import RANDOM, Sam2Options
 
 #: What ``build_sam2(apply_postprocessing=True)`` sets; applied to local YAML configs as well.
@@ -161,7 +161,7 @@ class Sam2Proposer:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
         self.options = options
-        self.device = resolve_device(options.device, self.name)
+        self.device = resolve_device(options.device, f"proposer {self.name!r}")
         if model is None:
             model = load_sam2(options)
         self.model = model.eval().requires_grad_(False).to(self.device)
@@ -181,7 +181,7 @@ class Sam2Proposer:
 
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
         """Masks at the image's size; score = predicted IoU (in [0, 1]); sorted by score."""
-        image = check_image(image, self.name)
+        image = check_image(image, f"proposer {self.name!r}")
         with torch.inference_mode(), autocast(self.device, self.options.dtype):
             records = self.generator.generate(image)
         return to_proposals(

@@ -15,8 +15,8 @@ import torch
 
 from moduseg_core import ModusegError, Proposals
 
-from ._common import check_image
-from ._torch_common import hub_download, load_every_key, mask_generator, read_state_dict, resolve_device, to_proposals
+from .._shared import check_image, resolve_device
+from ._torch_common import hub_download, load_every_key, mask_generator, read_state_dict, to_proposals
 from .sam import CHECKPOINT_URLS, SamOptions
 
 #: Image-encoder width → model type (to tell users which model_type a checkpoint fits).
@@ -63,7 +63,7 @@ class SamProposer:
         from segment_anything import SamAutomaticMaskGenerator
 
         self.options = options
-        self.device = resolve_device(options.device, self.name)
+        self.device = resolve_device(options.device, f"proposer {self.name!r}")
         if model is None:
             model = load_sam(options.model_type, options.checkpoint)
         self.model = model.eval().requires_grad_(False).to(self.device)
@@ -74,7 +74,7 @@ class SamProposer:
 
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
         """Masks at the image's size; score = predicted IoU clipped to [0, 1]; sorted by score."""
-        image = check_image(image, self.name)
+        image = check_image(image, f"proposer {self.name!r}")
         with torch.inference_mode():
             records = self.generator.generate(image)
         return to_proposals(

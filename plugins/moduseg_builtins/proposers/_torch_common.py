@@ -14,28 +14,7 @@ import torch
 
 from moduseg_core import ModusegError, Proposals
 
-from ._common import short_reason
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str, name: str) -> torch.device:
-    """``auto`` → CUDA when this torch sees a GPU, else CPU; an explicit CUDA device must exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModusegError(
-            f"proposer {name!r} option device={device!r} asks for CUDA, which this torch cannot use; "
-            f"set --set proposer.device=auto or cpu"
-        )
-    if resolved.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ModusegError(
-            f"proposer {name!r} option device={device!r} asks for MPS, which this torch cannot use; "
-            f"set --set proposer.device=auto or cpu"
-        )
-    return resolved
-
+from .._shared import short_reason, torch_dtype
 
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: str) -> Iterator[None]:
@@ -43,7 +22,7 @@ def autocast(device: torch.device, dtype: str) -> Iterator[None]:
     if dtype == "float32":
         yield
         return
-    with torch.autocast(device_type=device.type, dtype=DTYPES[dtype]):
+    with torch.autocast(device_type=device.type, dtype=torch_dtype(dtype)):
         yield
 
 

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from moduseg_core import ModusegError, Proposals
 
-from ._common import check_image, short_reason
-from ._torch_common import DTYPES, resolve_device, to_proposals
+from .._shared import check_image, resolve_device, short_reason, torch_dtype
+from ._torch_common import to_proposals
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -160,8 +160,8 @@ class UniversalProposer:
             raise ValueError(f"unknown universal proposer {name!r}")
         self.name = name
         self.options = options
-        self.device = resolve_device(options.device, name)
-        self.dtype = DTYPES[options.dtype]
+        self.device = resolve_device(options.device, f"proposer {name!r}")
+        self.dtype = torch_dtype(options.dtype)
         # EoMT (a plain ViT) runs with its weights cast. Mask2Former's multi-scale deformable attention returns
         # NaN with bfloat16 weights (GPU check, Swin-L), so it keeps float32 weights and runs under autocast.
         self.cast = name == "eomt" or self.dtype == torch.float32
@@ -207,7 +207,7 @@ class UniversalProposer:
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
         """uint8 H×W×3 → (1×3×ph×pw pixel values, resized size, padded size)."""
-        image = check_image(image, self.name)
+        image = check_image(image, f"proposer {self.name!r}")
         height, width = image.shape[:2]
         resized = self.resized_hw(height, width)
         padded = self.padded_hw(resized)
@@ -227,7 +227,7 @@ class UniversalProposer:
 
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
         """Every query's mask whose score reaches ``score_threshold``; sorted by score."""
-        image = check_image(image, self.name)
+        image = check_image(image, f"proposer {self.name!r}")
         height, width = image.shape[:2]
         pixels, resized, padded = self.prepare(image)
         threshold = self.options.score_threshold

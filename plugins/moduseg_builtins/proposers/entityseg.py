@@ -19,9 +19,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from moduseg_core import Options, hookimpl
+from moduseg_core import Options
 
-from ._common import Dtype, TorchDevice, device_field, dtype_field
+from .._shared import Device, Dtype
+from ._common import device_field, dtype_field
 
 #: The paper's model: Mask2Former with a HorNet backbone trained for entity segmentation (EntitySeg).
 DEFAULT_CONFIG = "configs/entityv2/entity_segmentation/mask2former_hornet_3x.yaml"
@@ -62,7 +63,7 @@ class EntitySegOptions(Options):
             "interface, used instead of building CropFormer (other detectron2 entity models; the tests' stand-in)"
         ),
     )
-    device: TorchDevice = device_field()
+    device: Device = device_field()
     dtype: Dtype = dtype_field()
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})
@@ -80,22 +81,3 @@ class EntitySegOptions(Options):
         if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
             raise ValueError("predictor must look like 'package.module:factory'")
         return value
-
-
-def make_entityseg(options: EntitySegOptions):
-    from ._entityseg_impl import EntitySegProposer
-
-    return EntitySegProposer(options)
-
-
-@hookimpl
-def register_proposers(register):
-    register(
-        "entityseg",
-        make_entityseg,
-        options=EntitySegOptions,
-        summary="EntitySeg/CropFormer entity masks, the paper's proposer (detectron2 + CropFormer from source: docs/proposers.md)",
-        requires=("detectron2",),
-        install="install detectron2 and CropFormer from source: see docs/proposers.md (entityseg)",
-        weights=f"local CropFormer/EntitySeg checkpoint ({DEFAULT_WEIGHTS_NAME}, Hugging Face dataset qqlu1992/Adobe_EntitySeg)",
-    )

@@ -18,15 +18,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from moduseg_core import ModusegError, Options, hookimpl
+from moduseg_core import ModusegError, Options
 from moduseg_core.io import atomic_path, exif_oriented
 from moduseg_core.method.scale import resize_nearest
 from moduseg_core.types import Proposals
 
-
-def _reason(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+from .._shared import short_reason
 
 
 def save_proposals(path: Path | str, proposals: Proposals) -> None:
@@ -82,7 +79,7 @@ def _read_npz(path: Path, expected_hw: tuple[int, int] | None = None) -> tuple[n
     except FileNotFoundError as exc:
         raise ModusegError(f"proposal file {path} does not exist") from exc
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModusegError(f"proposal file {path} is unreadable or corrupt ({_reason(exc)}); regenerate it") from exc
+        raise ModusegError(f"proposal file {path} is unreadable or corrupt ({short_reason(exc, 160)}); regenerate it") from exc
     if "masks" in arrays:
         masks = arrays["masks"]
         if masks.ndim != 3:
@@ -158,7 +155,7 @@ def _read_png(path: Path, expected_hw: tuple[int, int] | None = None) -> tuple[n
     except FileNotFoundError as exc:
         raise ModusegError(f"instance map {path} does not exist") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ModusegError(f"instance map {path} is unreadable or corrupt ({_reason(exc)}); regenerate it") from exc
+        raise ModusegError(f"instance map {path} is unreadable or corrupt ({short_reason(exc, 160)}); regenerate it") from exc
     work = _working_size(instances.shape, expected_hw)
     if work is not None:
         instances = resize_nearest(instances, work)
@@ -216,13 +213,3 @@ class PrecomputedProposer:
             )
         proposals = load_proposals(self.path_for(image_id), expected_hw=image.shape[:2])
         return proposals.select(proposals.scores >= self.score_threshold)
-
-
-@hookimpl
-def register_proposers(register):
-    register(
-        "precomputed",
-        PrecomputedProposer,
-        options=PrecomputedProposerOptions,
-        summary="Masks read from {root}/{id}.npz (bool or packed, with scores) or {id}.png instance maps",
-    )

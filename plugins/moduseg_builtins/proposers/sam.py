@@ -1,6 +1,6 @@
 """The ``sam`` proposer: Segment Anything's automatic mask generator (``segment-anything``).
 
-This entry-point module stays light: options and registration only. torch and
+This module stays light: options only (``moduseg_builtins.proposers`` registers them). torch and
 segment_anything are imported by the factory (see ``_sam_impl``).
 
 Every generated mask becomes a proposal; its score is SAM's own ``predicted_iou`` (the
@@ -14,9 +14,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from moduseg_core import Options, hookimpl
+from moduseg_core import Options
 
-from ._common import TorchDevice, device_field
+from .._shared import Device
+from ._common import device_field
 
 #: Meta's released checkpoints, one per image-encoder size.
 CHECKPOINT_URLS = {
@@ -26,19 +27,11 @@ CHECKPOINT_URLS = {
 }
 
 
-class SamOptions(Options):
-    """``SamAutomaticMaskGenerator``'s options with the library's defaults (output_mode is binary_mask)."""
+class GeneratorOptions(Options):
+    """The automatic mask generator's options that SAM and SAM 2 share (``SamAutomaticMaskGenerator`` /
+    ``SAM2AutomaticMaskGenerator`` keyword arguments of the same names, ``_torch_common.GENERATOR_OPTIONS``),
+    with the libraries' defaults; each proposer sets its own ``pred_iou_thresh`` default."""
 
-    model_type: Literal["vit_h", "vit_l", "vit_b"] = Field(
-        "vit_h", description="image-encoder size, a key of segment_anything.sam_model_registry"
-    )
-    checkpoint: str | None = Field(
-        None,
-        description=(
-            "null = Meta's released checkpoint for model_type, downloaded once into the torch hub cache "
-            "(torch.hub.get_dir()/checkpoints); or a local .pth path; or an http(s)/file URL (downloaded the same way)"
-        ),
-    )
     points_per_side: int = Field(
         32, ge=1, description="point prompts per image side (points_per_side² prompts per crop)"
     )
@@ -60,7 +53,22 @@ class SamOptions(Options):
     min_mask_region_area: int = Field(
         0, ge=0, description="remove holes and islands smaller than this many pixels (needs opencv); 0 = off"
     )
-    device: TorchDevice = device_field()
+
+
+class SamOptions(GeneratorOptions):
+    """``SamAutomaticMaskGenerator``'s options with the library's defaults (output_mode is binary_mask)."""
+
+    model_type: Literal["vit_h", "vit_l", "vit_b"] = Field(
+        "vit_h", description="image-encoder size, a key of segment_anything.sam_model_registry"
+    )
+    checkpoint: str | None = Field(
+        None,
+        description=(
+            "null = Meta's released checkpoint for model_type, downloaded once into the torch hub cache "
+            "(torch.hub.get_dir()/checkpoints); or a local .pth path; or an http(s)/file URL (downloaded the same way)"
+        ),
+    )
+    device: Device = device_field()
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "points_per_batch"})
 
@@ -70,22 +78,3 @@ class SamOptions(Options):
         if value is not None and not value.strip():
             raise ValueError("checkpoint must be a path or URL, or null for the released checkpoint")
         return value
-
-
-def make_sam(options: SamOptions):
-    from ._sam_impl import SamProposer
-
-    return SamProposer(options)
-
-
-@hookimpl
-def register_proposers(register):
-    register(
-        "sam",
-        make_sam,
-        options=SamOptions,
-        summary="Segment Anything automatic masks (vit_b/l/h); score = predicted IoU",
-        extra="sam",
-        requires=("torch", "torchvision", "segment_anything"),
-        weights="Meta's SAM checkpoints (downloaded once into the torch hub cache), a local .pth, or a URL",
-    )

@@ -1,6 +1,6 @@
 """The ``sam2`` proposer: SAM 2 / SAM 2.1's automatic mask generator (the ``sam2`` package).
 
-This entry-point module stays light: options and registration only. torch, hydra and sam2
+This module stays light: options only (``moduseg_builtins.proposers`` registers them). torch, hydra and sam2
 are imported by the factory (see ``_sam2_impl``).
 
 Weights come from the Hugging Face hub ids that ``SAM2AutomaticMaskGenerator.from_pretrained``
@@ -18,15 +18,15 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from moduseg_core import Options, hookimpl
-
-from ._common import Dtype, TorchDevice, device_field, dtype_field
+from .._shared import Device, Dtype
+from ._common import device_field, dtype_field
+from .sam import GeneratorOptions
 
 #: ``model`` value that builds ``config`` with random weights (meaningless masks: tests and smoke runs only).
 RANDOM = "random"
 
 
-class Sam2Options(Options):
+class Sam2Options(GeneratorOptions):
     """``SAM2AutomaticMaskGenerator``'s options with the library's defaults (output_mode is binary_mask)."""
 
     model: str = Field(
@@ -49,31 +49,11 @@ class Sam2Options(Options):
         multiple_of=32,
         description="model input side; null = the config's (1024, what the weights were trained at); smaller runs faster",
     )
-    points_per_side: int = Field(
-        32, ge=1, description="point prompts per image side (points_per_side² prompts per crop)"
-    )
-    points_per_batch: int = Field(64, ge=1, description="point prompts decoded at once (memory vs speed; same result)")
     pred_iou_thresh: float = Field(0.8, ge=0.0, le=1.0, description="drop masks whose predicted IoU is not above this")
-    stability_score_thresh: float = Field(
-        0.95, ge=0.0, le=1.0, description="drop masks whose stability score is below this"
-    )
-    stability_score_offset: float = Field(1.0, ge=0.0, description="logit offset used to compute the stability score")
     mask_threshold: float = Field(0.0, description="logit threshold that binarises the mask predictions")
-    box_nms_thresh: float = Field(0.7, gt=0.0, le=1.0, description="box IoU above which duplicate masks are suppressed")
-    crop_n_layers: int = Field(0, ge=0, description="extra crop layers; layer i runs on 2^i × 2^i overlapping crops")
-    crop_nms_thresh: float = Field(0.7, gt=0.0, le=1.0, description="box IoU for suppressing duplicates between crops")
-    crop_overlap_ratio: float = Field(
-        512 / 1500, ge=0.0, lt=1.0, description="overlap of neighbouring crops (fraction of the image side)"
-    )
-    crop_n_points_downscale_factor: int = Field(
-        1, ge=1, description="points per side in crop layer n are divided by this^n"
-    )
-    min_mask_region_area: int = Field(
-        0, ge=0, description="remove holes and islands smaller than this many pixels (needs opencv); 0 = off"
-    )
     use_m2m: bool = Field(False, description="refine each mask once more, prompting with the previous mask")
     multimask_output: bool = Field(True, description="three candidate masks per point prompt instead of one")
-    device: TorchDevice = device_field()
+    device: Device = device_field()
     dtype: Dtype = dtype_field()
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "points_per_batch"})
@@ -84,22 +64,3 @@ class Sam2Options(Options):
         if not value.strip():
             raise ValueError(f"model must be a hub id, a checkpoint file or {RANDOM!r}")
         return value
-
-
-def make_sam2(options: Sam2Options):
-    from ._sam2_impl import Sam2Proposer
-
-    return Sam2Proposer(options)
-
-
-@hookimpl
-def register_proposers(register):
-    register(
-        "sam2",
-        make_sam2,
-        options=Sam2Options,
-        summary="SAM 2 / 2.1 automatic masks (hiera tiny..large); score = predicted IoU",
-        extra="sam2",
-        requires=("torch", "torchvision", "sam2", "hydra"),
-        weights="Hugging Face hub (facebook/sam2-hiera-*, facebook/sam2.1-hiera-*) or a local .pt checkpoint",
-    )

@@ -12,8 +12,10 @@ from typing import Annotated, Callable
 import numpy as np
 from pydantic import Field
 
-from moduseg_core import ModusegError, Options, hookimpl
+from moduseg_core import Options
 from moduseg_core.types import Proposals
+
+from .._shared import check_image
 
 MAX_SIDE_DESCRIPTION = (
     "run on a copy downscaled so its longer side is at most this (for speed), then upsample the segments to "
@@ -37,15 +39,6 @@ class FelzenszwalbOptions(Options):
     sigma: float = Field(0.8, ge=0, description="Gaussian smoothing before segmentation")
     min_size: int = Field(50, ge=1, description="minimum segment size in pixels (of the run's image)")
     max_side: int | None = Field(640, ge=8, description=MAX_SIDE_DESCRIPTION)
-
-
-def _check_image(image: np.ndarray, name: str) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise ModusegError(
-            f"proposer {name!r} got an image of shape {getattr(image, 'shape', None)}; expected uint8 H×W×3 RGB "
-            "(read it with moduseg_core.io.read_image)"
-        )
-    return image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
 
 
 def _downscale(image: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -99,7 +92,7 @@ class _SuperpixelProposer:
 
     def segment(self, image: np.ndarray) -> list[np.ndarray]:
         """One full-size ``H×W`` label map per run."""
-        image = _check_image(image, self.name)
+        image = check_image(image, f"proposer {self.name!r}", cast=True)
         small = _downscale(image, self.max_side)
         return [_upsample_nearest(np.asarray(run(small)), image.shape[:2]) for run in self._runs]
 
@@ -140,23 +133,3 @@ class FelzenszwalbProposer(_SuperpixelProposer):
 
         self.options = options
         super().__init__([make(s) for s in options.scale], options.max_side)
-
-
-@hookimpl
-def register_proposers(register):
-    register(
-        "slic",
-        SlicProposer,
-        options=SlicOptions,
-        summary="SLIC superpixels at several segment counts (class-agnostic, overlapping scales)",
-        extra="skimage",
-        requires=("skimage",),
-    )
-    register(
-        "felzenszwalb",
-        FelzenszwalbProposer,
-        options=FelzenszwalbOptions,
-        summary="Felzenszwalb graph segments at several scales (class-agnostic, overlapping scales)",
-        extra="skimage",
-        requires=("skimage",),
-    )

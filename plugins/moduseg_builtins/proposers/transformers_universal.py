@@ -1,6 +1,6 @@
 """The ``eomt`` and ``mask2former`` proposers: transformers' universal-segmentation models, class-agnostic.
 
-This entry-point module stays light: options and registration only. torch and transformers
+This module stays light: options only (``moduseg_builtins.proposers`` registers them). torch and transformers
 are imported by the factories (see ``_universal_impl``).
 
 Both models answer a fixed set of queries, each with a mask and a distribution over the
@@ -22,9 +22,10 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from moduseg_core import Options, hookimpl
+from moduseg_core import Options
 
-from ._common import Dtype, TorchDevice, device_field, dtype_field
+from .._shared import Device, Dtype
+from ._common import device_field, dtype_field
 
 _MODEL_HELP = (
     "Hugging Face hub id or a local checkpoint directory written by save_pretrained (config.json + weights; "
@@ -42,7 +43,7 @@ class _UniversalOptions(Options):
     mask_threshold: float = Field(
         0.5, gt=0.0, lt=1.0, description="a pixel is in a query's mask when its sigmoid mask probability exceeds this"
     )
-    device: TorchDevice = device_field()
+    device: Device = device_field()
     dtype: Dtype = dtype_field()
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})
@@ -76,38 +77,4 @@ class Mask2FormerOptions(_UniversalOptions):
         None,
         ge=32,
         description="cap on the longer side after resizing; null = the checkpoint's image processor (else 1333)",
-    )
-
-
-def make_eomt(options: EomtOptions):
-    from ._universal_impl import UniversalProposer
-
-    return UniversalProposer(options, "eomt")
-
-
-def make_mask2former(options: Mask2FormerOptions):
-    from ._universal_impl import UniversalProposer
-
-    return UniversalProposer(options, "mask2former")
-
-
-@hookimpl
-def register_proposers(register):
-    register(
-        "eomt",
-        make_eomt,
-        options=EomtOptions,
-        summary="EoMT queries as class-agnostic masks (HF transformers); score = class prob × mask prob ≥ 0.6",
-        extra="transformers",
-        requires=("torch", "transformers"),
-        weights="Hugging Face hub (tue-mps/*_eomt_*) or a local checkpoint dir",
-    )
-    register(
-        "mask2former",
-        make_mask2former,
-        options=Mask2FormerOptions,
-        summary="Mask2Former queries as class-agnostic masks (HF transformers); score = class prob × mask prob ≥ 0.6",
-        extra="transformers",
-        requires=("torch", "transformers"),
-        weights="Hugging Face hub (facebook/mask2former-*) or a local checkpoint dir",
     )
