@@ -34,9 +34,8 @@ from ._files import (
     _check_split_name,
     _index_dir,
     _read_split_file,
-    _resolve,
-    load_class_names,
 )
+from ._labels import _resolve, load_class_names
 
 
 # --------------------------------------------------------------------------- voc
