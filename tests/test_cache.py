@@ -84,6 +84,38 @@ def test_entry_formats_round_trip(tmp_path):
     assert again.labels.tolist() == [3, 0] and np.allclose(again.scores, [0.9, 0.5])
 
 
+def test_proposal_entries_are_the_precomputed_format_and_old_entries_still_load(tmp_path):
+    from moduseg_builtins.proposers.precomputed import load_proposals as read_precomputed
+
+    rng = np.random.default_rng(1)
+    masks = rng.random((3, 7, 9)) > 0.5
+    scores = np.array([0.9, 0.5, 0.1], np.float32)
+    save_proposals(tmp_path / "new.npz", Proposals(masks, scores))
+    with np.load(tmp_path / "new.npz") as data:  # the documented packed layout: the flattened masks
+        assert data["packed"].ndim == 1 and list(data["shape"]) == [3, 7, 9]
+    read = read_precomputed(tmp_path / "new.npz")  # the precomputed proposer reads a cache entry as is
+    assert np.array_equal(read.masks, masks) and np.array_equal(read.scores, scores)
+    # an entry of the first cache format (one packed row per mask) still loads
+    with open(tmp_path / "old.npz", "wb") as f:
+        np.savez_compressed(f, packed=np.packbits(masks.reshape(3, -1), axis=1), shape=np.array([3, 7, 9]), scores=scores)
+    old = load_proposals(tmp_path / "old.npz")
+    assert np.array_equal(old.masks, masks) and np.array_equal(old.scores, scores)
+
+
+def test_an_unreadable_entry_is_refused_with_the_fix(tmp_path):
+    from moduseg_core import ModusegError
+
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ModusegError, match="moduseg cache prune --all"):
+        load_proposals(tmp_path / "bad.npz")
+    with open(tmp_path / "short.npz", "wb") as f:
+        np.savez(f, packed=np.zeros(2, np.uint8), shape=np.array([3, 7, 9]), scores=np.ones(3, np.float32))
+    with pytest.raises(ModusegError, match="short.npz"):
+        load_proposals(tmp_path / "short.npz")
+    with pytest.raises(ModusegError, match="features entry"):
+        load_features(tmp_path / "bad.npz")
+
+
 def test_cached_real_proposer_computes_once_per_image_and_configuration(coco_mini, cache):
     ids = (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:2]
     images = [read_image(coco_mini / "JPEGImages" / f"{i}.jpg") for i in ids]
