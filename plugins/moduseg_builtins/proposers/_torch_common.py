@@ -15,6 +15,7 @@ import torch
 from moduseg_core import ModusegError, Proposals
 
 from .._shared import short_reason, torch_dtype
+from .sam import GeneratorOptions
 
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: str) -> Iterator[None]:
@@ -67,12 +68,8 @@ def hub_download(url: str, what: str) -> Path:
 
 
 #: keyword arguments of ``SamAutomaticMaskGenerator`` and ``SAM2AutomaticMaskGenerator`` that both
-#: proposers expose as options of the same names
-GENERATOR_OPTIONS = (
-    "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
-    "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor",
-    "min_mask_region_area",
-)
+#: proposers expose as options of the same names (``sam.GeneratorOptions``)
+GENERATOR_OPTIONS = tuple(GeneratorOptions.model_fields)
 
 
 def mask_generator(generator_class: type, model: torch.nn.Module, options: object, name: str, *extra: str) -> object:
