@@ -79,6 +79,19 @@ def bank_from_config(
     return bank
 
 
+def save_bank_from_config(config: RunConfig, out: Path, *, output: Any) -> tuple[Bank, ErrorLog]:
+    """Build the bank of ``config`` and save it as the folder ``out`` (``output``: its ``outputs.OutputDir``),
+    with ``errors.jsonl`` for the images ``on_error`` skipped; the bank and the error log."""
+    errors = ErrorLog(config.on_error)
+    bank = bank_from_config(config, errors=errors)
+    with output:
+        output.begin(["manifest.json", "vectors.npy", "labels.npy", "index/", ERRORS_FILE])
+        errors.open(out)
+        bank.save(out)
+        output.finish()
+    return bank, errors
+
+
 def batched(items: Iterable, size: int) -> Iterator[list]:
     batch: list = []
     for item in items:

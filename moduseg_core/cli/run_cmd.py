@@ -1,4 +1,5 @@
-"""`moduseg run | build-bank | predict | evaluate | demo`."""
+"""`moduseg run | build-bank | predict | evaluate | demo | bench`: parse the arguments, call
+``runner``, ``predict_files`` and ``bench``, print."""
 
 from __future__ import annotations
 
@@ -86,20 +87,13 @@ def build_bank_cmd(
     on_error: OnErrorOpt = None,
 ) -> int:
     """Label, purify, encode and pool the bank split into a saved bank directory."""
-    from ..failures import ERRORS_FILE, ErrorLog
     from ..outputs import prepare
-    from ..runner import bank_from_config
+    from ..runner import save_bank_from_config
 
     output = prepare(out, "build-bank", overwrite=overwrite)
     cfg = compose(config, sets, on_error, dataset=dataset, labeler=labeler, purifier=purifier, encoder=encoder,
                   aggregator=aggregator, index=index)
-    errors = ErrorLog(cfg.on_error)
-    result = bank_from_config(cfg, errors=errors)
-    with output:
-        output.begin(["manifest.json", "vectors.npy", "labels.npy", "index/", ERRORS_FILE])
-        errors.open(out)
-        result.save(out)
-        output.finish()
+    result, errors = save_bank_from_config(cfg, out, output=output)
     if result.manifest["components"]["labeler"].get("oracle"):
         typer.secho("NOTE: labeler 'gt' is the ORACLE: this bank was built from ground-truth masks.", fg="yellow", err=True)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
@@ -123,12 +117,8 @@ def predict(
 
     The encoder and aggregator are the bank's own unless --set overrides them (a
     mismatch is refused)."""
-    from ..bank import Bank
-    from ..failures import ERRORS_FILE, ErrorLog
-    from ..io import write_json
     from ..outputs import prepare
-    from ..runner import image_paths, make_predictor, predict_samples
-    from ..types import Sample
+    from ..predict_files import predict_files
 
     if bank is None:
         raise ModusegError("Missing option '--bank': pass the bank folder of a build-bank or run (e.g. runs/x/bank)")
@@ -136,44 +126,10 @@ def predict(
     if os.path.abspath(bank) == os.path.abspath(out):
         raise ModusegError(f"--bank {bank} is the --out folder; write the predictions into another folder")
     cfg = compose(config, sets, on_error, proposer=proposer, index=index)
-    paths = image_paths(inputs)
-    samples = [Sample(id=p.stem, image_path=p) for p in paths]
-    seen: dict[str, Path] = {}
-    for path in paths:
-        if path.stem in seen and seen[path.stem] != path:
-            raise ModusegError(
-                f"input images {seen[path.stem]} and {path} share the name {path.stem!r}, so their masks would "
-                "overwrite each other in OUT/predictions; predict them into separate folders"
-            )
-        seen[path.stem] = path
-    loaded = Bank.load(bank, index=cfg.index if index or (sets and any(s.startswith("index.") for s in sets)) else None)
-    data = cfg.model_dump()
-    # Unless the user named them, the encoder and aggregator come from the bank.
-    for kind in ("encoder", "aggregator"):
-        if not (sets and any(s.startswith(f"{kind}.") for s in sets)):
-            data[kind] = {"name": loaded.manifest["components"][kind]["name"],
-                          "options": loaded.manifest["components"][kind]["options"]}
-    cfg = type(cfg).model_validate(data)
-    predictor = make_predictor(cfg, loaded)
-    for path in [bank, *inputs]:
-        output.protect(path)  # inputs inside --out are never removed as stale
-    errors = ErrorLog(cfg.on_error)
-    planned = ["report.json", ERRORS_FILE, *(f"predictions/{s.id}.png" for s in samples)]
-    planned += [f"overlays/{s.id}.jpg" for s in samples] if overlays else []
-    with output:
-        output.begin(planned)
-        errors.open(out)
-        predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays, errors=errors)
-        errors.check_some_succeeded(len(samples))
-        skipped = {"images": len(errors)} | ({"log": ERRORS_FILE} if len(errors) else {})
-        write_json(out / "report.json", {
-            "images": len(samples), "predicted": len(samples) - len(errors), "skipped": skipped,
-            "bank": str(bank), "masks": {"proposed": predictor.masks_seen, "kept": predictor.masks_kept},
-        })
-        output.finish()
-    done = len(samples) - len(errors)
-    typer.echo(f"{done} masks -> {out / 'predictions'}" + (f", overlays -> {out / 'overlays'}" if overlays else ""))
-    return exit_code(len(errors))
+    named = {kind for kind in ("encoder", "aggregator", "index") if any(s.startswith(f"{kind}.") for s in sets or [])}
+    report = predict_files(cfg, inputs, bank, out, output=output, overlays=overlays, named=named | ({"index"} if index else set()))
+    typer.echo(f"{report['predicted']} masks -> {out / 'predictions'}" + (f", overlays -> {out / 'overlays'}" if overlays else ""))
+    return exit_code(report["skipped"]["images"])
 
 
 def evaluate(
