@@ -228,6 +228,16 @@ class PatchEncoder:
 
     # -- the model ----------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def eager(self) -> Any:
+        """Within the block the plain (uncompiled) forward pass runs, e.g. for torch's FLOP counter,
+        which a ``torch.compile`` graph bypasses (``moduseg bench``'s floor)."""
+        compiled, self._run = self._run, self._forward
+        try:
+            yield self
+        finally:
+            self._run = compiled
+
     def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """float32 B×3×ph×pw → B×(h·w)×C patch tokens (row-major, no prefix tokens), any float dtype."""
         raise NotImplementedError
