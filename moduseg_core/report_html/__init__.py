@@ -39,6 +39,7 @@ from .page import (
     panel,
     pct,
     photo_css,
+    timed,
     tolerance_text,
 )
 
@@ -197,7 +198,7 @@ def run_html(
     seconds = report.get("seconds") or {}
     if seconds:
         rows = "".join(f'<tr><td>{escape(k)}</td><td class="n">{v:.2f}</td></tr>' for k, v in seconds.items())
-        body.append(f'<details><summary>Timing (seconds)</summary><table><tbody>{rows}</tbody></table></details>')
+        body.append(timed(f'<details><summary>Timing (seconds)</summary><table><tbody>{rows}</tbody></table></details>'))
     body.append('<footer>Written by moduseg; self-contained (no network). Numbers from report.json.</footer>')
     return document(title, "".join(body), css)
 
@@ -231,9 +232,10 @@ def _results_table(reports: Sequence[dict[str, Any]], axes: Sequence[str]) -> st
         wall = (r.get("seconds") or {}).get("wall")
         values.append((wall, "–" if wall is None else f"{wall:.1f}"))
         cells = []
-        for (v, text), n in zip(values, numeric):
+        for k, ((v, text), n) in enumerate(zip(values, numeric)):
             data = f' data-v="{v}"' if n and v is not None else (' data-v=""' if n else "")
-            cells.append(f'<td class="{"n" if n else ""}"{data}>{escape(text)}</td>')
+            cell = f'<td class="{"n" if n else ""}"{data}>{escape(text)}</td>'
+            cells.append(timed(cell) if k == len(values) - 1 else cell)
         cls = ' class="best"' if best is not None and r.get("miou") == best else ""
         rows.append(f'<tr data-order="{order}"{cls}>{"".join(cells)}</tr>')
     return (f'<table class="sortable" id="results"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -297,7 +299,7 @@ def sweep_html(
     skipped = sum(int(r.get("skipped") or 0) if isinstance(r.get("skipped"), int) else 0 for r in reports)
     body.append(_skipped_text(skipped))
     best = max((r for r in reports if r.get("miou") is not None), key=lambda r: r["miou"], default=None)
-    cards = [card(str(len(reports)), "points"), card(f"{summary.get('wall', 0):.1f}", "wall seconds")]
+    cards = [card(str(len(reports)), "points"), timed(card(f"{summary.get('wall', 0):.1f}", "wall seconds"))]
     if best is not None:
         cards.insert(0, card(pct(best["miou"]), "best mIoU", escape(_point_label(best, axes)), "miou"))
         bound = best.get("boundary") or {}
@@ -323,7 +325,8 @@ def sweep_html(
         body.append(f'<h2>Per-class IoU of the best point ({escape(_point_label(best, axes))})</h2><div class="row2"><div>'
                     + iou_bars(best["per_class_iou"], palette, _ids_by_name(names)) + "</div></div>")
     css = ""
-    shown = [r for r in _pick_points(reports, point_limit) if (Path(point_dirs.get(r.get("point"), "")) / "predictions").is_dir()]
+    shown = [r for r in _pick_points(reports, point_limit)
+             if r.get("point") in point_dirs and (Path(point_dirs[r["point"]]) / "predictions").is_dir()]
     if shown and samples:
         columns = {_point_label(r, axes): Path(point_dirs[r["point"]]) / "predictions" for r in shown}
         stats = _images.image_stats(samples, columns, len(names))

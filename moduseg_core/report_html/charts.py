@@ -13,7 +13,7 @@ def _rgb(colour: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colour[:3]))
 
 
-def iou_bars(per_class: dict[str, float | None], palette: np.ndarray, class_ids: dict[str, int], *, width: int = 560) -> str:
+def iou_bars(per_class: dict[str, float | None], palette: np.ndarray, class_ids: dict[str, int], *, width: int = 470) -> str:
     """Horizontal bars of the classes with an IoU, best first, each with its colour swatch and value;
     classes without one (absent from ground truth and prediction) are named under the chart."""
     scored = sorted(((n, v) for n, v in per_class.items() if v is not None), key=lambda nv: (-nv[1], nv[0]))

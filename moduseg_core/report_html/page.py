@@ -27,6 +27,12 @@ def static(name: str) -> str:
     return (files(__package__) / "static" / name).read_text(encoding="utf-8")
 
 
+def timed(html: str) -> str:
+    """Mark a fragment that holds timings (they differ between any two runs): tools that compare
+    reports drop what lies between ``<!--t-->`` and ``<!--/t-->``."""
+    return f"<!--t-->{html}<!--/t-->"
+
+
 def pct(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or value != value else f"{100 * value:.{digits}f}"
 
