@@ -64,11 +64,11 @@ def test_paint_back_is_nearest_neighbour():
 def components(coco_mini):
     """A bank from two coco-mini train images with the preset's components, and a way to predict with it."""
     from moduseg_core.config import apply_overrides, load_config
-    from moduseg_core.runner import make_bank
+    from moduseg_core.runner import bank_from_config
 
     os.environ["MODUSEG_PROGRESS"] = "0"
     config = apply_overrides(load_config(PRESET), sets=[f"dataset.root={coco_mini}", "bank_limit=2"])
-    bank = make_bank(config)
+    bank = bank_from_config(config)
     return config, bank
 
 
@@ -136,10 +136,10 @@ def test_precomputed_full_size_proposals_fit_the_working_copy(tmp_path, coco_min
 
 def test_bank_images_over_the_limit_are_purified_at_their_working_size(components, coco_mini):
     from moduseg_core.config import apply_overrides
-    from moduseg_core.runner import make_bank
+    from moduseg_core.runner import bank_from_config
 
     config, bank = components
-    small = make_bank(apply_overrides(config, sets=["method.work_pixels=65536"]), encoder=bank.encoder_component)
+    small = bank_from_config(apply_overrides(config, sets=["method.work_pixels=65536"]), encoder=bank.encoder_component)
     assert small.manifest["method"]["work_pixels"] == 65536
     assert 0 < len(small) <= len(bank) and small.vectors.shape[1] == bank.vectors.shape[1]
 
