@@ -8,6 +8,7 @@ component's own options model when the run starts, with one-line errors.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -187,3 +188,25 @@ def apply_overrides(
         return RunConfig.model_validate({**data, "method": method})
     except ValidationError as exc:
         raise ModusegError(f"--set {invalid_setting(exc, data)}") from exc
+
+
+def coco_mini_root() -> Path:
+    """Where coco-mini is: ``$MODUSEG_COCO_MINI``, else ``shared/data/coco-mini`` in this folder or one above."""
+    env = os.environ.get("MODUSEG_COCO_MINI")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), *Path.cwd().parents):
+        candidate = base / "shared" / "data" / "coco-mini"
+        if candidate.is_dir():
+            return candidate
+    return Path("../shared/data/coco-mini")
+
+
+def coco_mini_preset(data: Path | None, sets: list[str] | None, fix: str) -> tuple[Path, list[str]]:
+    """The embedded coco-mini preset and the ``--set`` list that points it at the data folder."""
+    from importlib.resources import files
+
+    root = data or coco_mini_root()
+    if not (root / "JPEGImages").is_dir():
+        raise ModusegError(f"coco-mini not found at {root} (no JPEGImages/); {fix}")
+    return Path(str(files("moduseg_core") / "presets" / "coco-mini.yaml")), [f"dataset.root={root}", *(sets or [])]

@@ -164,27 +164,6 @@ def evaluate(
                f"Boundary IoU {100 * bound.mean_iou:.2f}")
 
 
-def _default_data() -> Path:
-    env = os.environ.get("MODUSEG_COCO_MINI")
-    if env:
-        return Path(env)
-    for base in (Path.cwd(), *Path.cwd().parents):
-        candidate = base / "shared" / "data" / "coco-mini"
-        if candidate.is_dir():
-            return candidate
-    return Path("../shared/data/coco-mini")
-
-
-def _coco_mini_preset(data: Optional[Path], sets: Optional[list[str]], fix: str) -> tuple[Path, list[str]]:
-    """The embedded coco-mini preset and the ``--set`` list that points it at the data folder."""
-    from importlib.resources import files
-
-    root = data or _default_data()
-    if not (root / "JPEGImages").is_dir():
-        raise ModusegError(f"coco-mini not found at {root} (no JPEGImages/); {fix}")
-    return Path(str(files("moduseg_core") / "presets" / "coco-mini.yaml")), [f"dataset.root={root}", *(sets or [])]
-
-
 def demo(
     data: Annotated[Optional[Path], typer.Option("--data", help="coco-mini folder (default: ../shared/data/coco-mini).")] = None,
     out: OutOpt = Path("runs/demo"),
@@ -193,11 +172,12 @@ def demo(
     on_error: OnErrorOpt = None,
 ) -> int:
     """The embedded offline default on coco-mini: SLIC + offline DINOv2-S/14 + the gt ORACLE labeler."""
+    from ..config import coco_mini_preset
     from ..outputs import prepare
     from ..runner import run as run_job
 
     output = prepare(out, "demo", overwrite=overwrite)
-    preset, sets = _coco_mini_preset(data, sets, "pass --data PATH or set DATA=PATH for make demo")
+    preset, sets = coco_mini_preset(data, sets, "pass --data PATH or set DATA=PATH for make demo")
     cfg = compose(preset, sets, on_error)
     report = run_job(cfg, out, output=output)
     _print_scores(report, out)
@@ -226,12 +206,13 @@ def bench(
 ) -> None:
     """Released-code loop vs ModuSeg pipeline on the same images and components: images/s per stage, ratio, FLOP floor."""
     from ..bench import bench_markdown, run_bench
+    from ..config import coco_mini_preset
     from ..io import write_json, write_text
     from ..outputs import prepare
 
     output = prepare(out, "bench", overwrite=overwrite)
     if config is None:
-        config, sets = _coco_mini_preset(data, sets, "pass --data PATH or --config FILE")
+        config, sets = coco_mini_preset(data, sets, "pass --data PATH or --config FILE")
     cfg = compose(config, sets, proposer=proposer, encoder=encoder, aggregator=aggregator, index=index)
     report = run_bench(cfg, images=images, bank_size=bank_size, batch=batch, warmup=warmup, loop=loop,
                        bank_images=bank_images, floor_batch=floor_batch, max_masks=max_masks, out=None)
