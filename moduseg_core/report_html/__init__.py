@@ -316,14 +316,6 @@ def sweep_html(
     if summary.get("description"):
         body.append(f"<p>{escape(str(summary['description']))}</p>")
     body.append('<h2 id="results-title">Results</h2>' + _results_table(reports, axes))
-    if plots:
-        body.append('<h2 id="plots">Plots</h2><div class="plots">')
-        for name, payload in plots.items():
-            body.append(f'<div><img alt="{escape(name)}" src="{data_uri(payload, "image/png")}"></div>')
-        body.append("</div>")
-    if best is not None and best.get("per_class_iou"):
-        body.append(f'<h2>Per-class IoU of the best point ({escape(_point_label(best, axes))})</h2><div class="row2"><div>'
-                    + iou_bars(best["per_class_iou"], palette, _ids_by_name(names)) + "</div></div>")
     css = ""
     shown = [r for r in _pick_points(reports, point_limit)
              if r.get("point") in point_dirs and (Path(point_dirs[r["point"]]) / "predictions").is_dir()]
@@ -339,7 +331,7 @@ def sweep_html(
         chosen = sorted(stats.ids, key=lambda i: (spread[i] is None, spread[i] or 0.0, i))[:image_limit]
         chosen_set = set(chosen)
         items = _images.build_items(samples, columns, len(names), [i for i in stats.ids if i in chosen_set], stats,
-                                    thumb_width=200)
+                                    thumb_width=max(120, min(240, 1150 // (len(columns) + 2) - 8)))
         note = (f"{len(items)} of {len(stats.ids)} images: those whose image IoU differs most between the points shown"
                 + (f"; {len(shown)} of {len(reports)} points (the best, the worst and the rest spread by mIoU)"
                    if len(shown) < len(reports) else "") + ".")
@@ -354,6 +346,14 @@ def sweep_html(
         body.append('<h2 id="gallery-title">Same images across points</h2><p class="note">No point of this sweep kept '
                     "prediction files (points whose scores came whole from the cache predict nothing), so there is no "
                     "gallery.</p>")
+    if plots:
+        body.append('<h2 id="plots">Plots</h2><div class="plots">')
+        for name, payload in plots.items():
+            body.append(f'<div><img alt="{escape(name)}" src="{data_uri(payload, "image/png")}"></div>')
+        body.append("</div>")
+    if best is not None and best.get("per_class_iou"):
+        body.append(f'<h2>Per-class IoU of the best point ({escape(_point_label(best, axes))})</h2><div class="row2"><div>'
+                    + iou_bars(best["per_class_iou"], palette, _ids_by_name(names)) + "</div></div>")
     if best is not None and best.get("config"):
         body.append('<h2 id="components">Components of the best point</h2>' + components_table(best["config"], RUN_KINDS))
     body.append("<footer>Written by moduseg ablate; self-contained (no network). Numbers from results.json.</footer>")

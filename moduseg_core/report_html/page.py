@@ -114,7 +114,7 @@ def controls(class_ids: Iterable[int], names: Sequence[str], sorts: Sequence[tup
 
 def panel(tag: str, item: Item, overlay: str | None, *, missing: str = "") -> str:
     inner = f'<img alt="" src="{overlay}">' if overlay else (f'<div class="none">{escape(missing)}</div>' if missing else "")
-    return (f'<div class="panel"><span class="tag" title="{escape(tag)}">{escape(tag)}</span>'
+    return (f'<div class="panel" style="width:{item.width}px"><span class="tag" title="{escape(tag)}">{escape(tag)}</span>'
             f'<div class="ph" data-photo="{escape(item.id)}" style="width:{item.width}px;height:{item.height}px">{inner}</div></div>')
 
 
