@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,6 @@ import pytest
 
 import moduseg_core as ms
 from moduseg_core.io import read_image
-from moduseg_core.protocols import Dataset
 
 PLUGINS = "datasets,labelers,proposers,purifiers,aggregators"
 
@@ -41,7 +41,7 @@ def split_ids(coco_mini: Path, split: str) -> list[str]:
 @pytest.mark.parametrize("split,count", [("train", 191), ("val", 103)])
 def test_voc_on_coco_mini_counts_and_labels(coco_mini, split, count):
     ds = voc(coco_mini, split=split)
-    assert isinstance(ds, Dataset)
+    assert [ds[i] for i in range(len(ds))] == list(ds) == list(ds)  # indexing agrees with iteration, re-iterable
     assert len(ds) == count and ds.split == split and ds.root == coco_mini
     assert ds.class_names == (coco_mini / "classes_voc.txt").read_text().splitlines()
     expected = json_labels(coco_mini)
@@ -71,11 +71,22 @@ def test_coco_classes_on_coco_mini_default_labels_file(coco_mini):
     assert all(s.labels == expected[s.id] for s in ds)
 
 
-def test_fingerprint_stable_and_split_dependent(coco_mini):
+def test_fingerprint_stable_and_split_dependent(coco_mini, tmp_path):
     train_a, train_b, val = voc(coco_mini), voc(coco_mini), voc(coco_mini, split="val")
     fp = train_a.fingerprint()
-    assert fp == train_b.fingerprint() and len(fp) == 16 and int(fp, 16) >= 0
+    assert fp == train_b.fingerprint()  # stable across instances
+    assert re.fullmatch(r"[0-9a-f]{16}", fp), fp
     assert fp != val.fingerprint()
+    # the labels are part of it: one image's labels changed → another fingerprint; same labels → the same
+    labels = json_labels(coco_mini)
+    first = split_ids(coco_mini, "train")[0]
+    for changed, same in ((labels[first][:-1], False), (labels[first], True)):
+        path = tmp_path / f"labels-{same}.json"
+        path.write_text(json.dumps({k: list(changed if k == first else v) for k, v in labels.items()}))
+        assert (voc(coco_mini, labels_file=str(path)).fingerprint() == fp) is same
+    # so is the sample list: the fingerprint of the first n samples differs from the whole split's
+    assert train_a.fingerprint(list(train_a)[:5]) != fp
+    assert train_a.fingerprint(list(train_a)) == fp
     coco_classes = ms.get_component(
         "dataset", "voc", root=coco_mini, classes="coco", mask_dir="SegmentationClass", labels_file="image_labels.json"
     )
