@@ -360,7 +360,11 @@ def test_limit_fingerprint_covers_the_samples_used(tmp_path):
     dataset, samples = open_dataset(config, "all", 2)
     assert [s.id for s in samples] == ["a", "b"] and samples[0].labels == (1,)
     info = dataset_info(dataset, samples)
-    assert info["images"] == 2 and isinstance(info["fingerprint"], str)
+    assert info["images"] == 2
+    # the fingerprint is of the samples used: the two read, not the split (whose fourth mask is corrupt)
+    component = dataset.component
+    assert info["fingerprint"] == component.fingerprint(samples) != component.fingerprint(samples[:1])
+    assert dataset_info(dataset, samples)["fingerprint"] == info["fingerprint"]  # stable
 
 
 def test_debug_shows_the_chained_cause(tmp_path):
