@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from moduseg_core.ablate import expand, load_sweep, run_sweep
@@ -83,7 +84,9 @@ def test_shipped_sweep_runs(path, coco_mini, tmp_path):
     reports, summary = run_sweep(sweep, tmp_path / "out", cache=StageCache(tmp_path / "cache"))
     assert len(reports) == len(full)
     for report in reports:
-        assert 0.0 <= report["miou"] <= 1.0 and "boundary" in report
+        # the mIoU is the mean of the per-class IoUs over classes with a non-empty union
+        per_class = [v for v in report["per_class_iou"].values() if v is not None]
+        assert report["miou"] == pytest.approx(float(np.mean(per_class)), abs=1e-12) and "boundary" in report
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(results["points"]) == len(full)
     assert (tmp_path / "out" / "results.md").is_file() and (tmp_path / "out" / "plots" / "miou.png").is_file()
