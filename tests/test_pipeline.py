@@ -62,8 +62,22 @@ def test_run_writes_bank_predictions_overlays_and_report(run_dir, coco_mini):
     # that retrieval names the right regions is proven exactly by test_self_retrieval_reproduces_the_regions
     iou = report["per_class_iou"]
     assert iou["background"] > 0.6 and report["pixel_accuracy"] > 0.6
-    assert 0.0 < report["miou"] <= 1.0
     assert 0 < report["masks"]["kept"] <= report["masks"]["proposed"]
+    # the reported scores are those of the written predictions: recomputed here from a confusion matrix
+    names = (coco_mini / "classes_voc.txt").read_text().splitlines()
+    n = len(names)
+    matrix = np.zeros((n, n), np.int64)
+    for image_id in val_ids:
+        gt = np.asarray(Image.open(coco_mini / "SegmentationClassVOC" / f"{image_id}.png")).astype(np.int64)
+        pred = np.asarray(Image.open(run_dir / "predictions" / f"{image_id}.png")).astype(np.int64)
+        counted = gt != 255
+        matrix += np.bincount(gt[counted] * n + pred[counted], minlength=n * n).reshape(n, n)
+    tp = np.diag(matrix)
+    union = matrix.sum(0) + matrix.sum(1) - tp
+    expected = {names[c]: tp[c] / union[c] for c in range(n) if union[c] > 0}
+    assert report["miou"] == pytest.approx(np.mean(list(expected.values())), abs=1e-9)
+    assert report["pixel_accuracy"] == pytest.approx(tp.sum() / matrix.sum(), abs=1e-9)
+    assert {k: v for k, v in iou.items() if v is not None} == pytest.approx(expected, abs=1e-9)
 
 
 def test_bank_manifest_records_components_versions_and_counts(run_dir):
