@@ -26,8 +26,22 @@ from moduseg_core.kinds import KINDS, PROTOCOLS
 from moduseg_core import protocols
 from moduseg_core.types import FeatureMap, Proposals, SearchResult
 
-#: (kind, name) of every registered component, read when this module is collected
-COMPONENTS = [(kind, spec.name) for kind in KINDS for spec in ms.list_components(kind)]
+PLUGIN_FILTERS = ("MODUSEG_LOAD_PLUGINS", "MODUSEG_BLOCK_PLUGINS")
+
+
+def _registered() -> list[tuple[str, str]]:
+    """(kind, name) of every component the installed plugins register, whatever filter the environment sets."""
+    saved = {v: os.environ.pop(v) for v in PLUGIN_FILTERS if v in os.environ}
+    registry_module.reset()
+    try:
+        return [(kind, spec.name) for kind in KINDS for spec in ms.list_components(kind)]
+    finally:
+        os.environ.update(saved)
+        registry_module.reset()
+
+
+#: read when this module is collected: a plugin is in the parametrisation as soon as it is installed
+COMPONENTS = _registered()
 IDS = [f"{kind}:{name}" for kind, name in COMPONENTS]
 
 
@@ -35,8 +49,8 @@ IDS = [f"{kind}:{name}" for kind, name in COMPONENTS]
 def _env(tmp_path_factory):
     """Every installed plugin (as collected), caches private and the hubs offline."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MODUSEG_LOAD_PLUGINS", raising=False)
-        mp.delenv("MODUSEG_BLOCK_PLUGINS", raising=False)
+        for variable in PLUGIN_FILTERS:
+            mp.delenv(variable, raising=False)
         for variable in ("MODUSEG_CACHE", "HF_HOME", "TORCH_HOME"):
             mp.setenv(variable, str(tmp_path_factory.mktemp(variable.lower())))
         mp.setenv("HF_HUB_OFFLINE", "1")
@@ -131,7 +145,10 @@ def _build(kind: str, name: str, ctx):
 @pytest.mark.parametrize("kind, name", COMPONENTS, ids=IDS)
 def test_protocol(kind, name, ctx):
     component = _build(kind, name, ctx)
+    # get_component checks this itself; the components built around it (sam, entityseg) are checked here
     assert isinstance(component, getattr(protocols, PROTOCOLS[kind]))
+    if kind == "labeler":
+        assert component.oracle is registry_module.get_spec(kind, name).oracle  # what `plugins list` says
     CHECKS[kind](component, ctx)
 
 
@@ -139,20 +156,22 @@ def check_dataset(ds, ctx):
     samples = list(ds)
     assert len(ds) == len(samples) > 0
     assert ds.class_names[0] == "background" and len(set(ds.class_names)) == len(ds.class_names)
-    assert isinstance(ds.split, str) and ds.split
     for s in samples:
         assert s.image_path.is_file(), s.image_path
         assert s.mask_path is None or s.mask_path.is_file(), s.mask_path
         assert all(0 < c < len(ds.class_names) for c in s.labels), (s.id, s.labels)
         assert len(set(s.labels)) == len(s.labels)
     assert len({s.id for s in samples}) == len(samples)
-    first = samples[0]
-    if first.mask_path is not None:
-        assert read_mask(first.mask_path).shape == read_image(first.image_path).shape[:2]
+    assert ds.split in ("val", "all")  # what the builders ask for (folder datasets have one split, all)
+    # a sample's image-level labels are the classes of its mask, where it has one
+    first = next((s for s in samples if s.mask_path is not None), None)
+    if first is not None:
+        mask = read_mask(first.mask_path)
+        assert mask.shape == read_image(first.image_path).shape[:2]
+        assert set(first.labels) == set(np.unique(mask).tolist()) - {0, 255}, first
 
 
 def check_labeler(labeler, ctx):
-    assert isinstance(labeler.oracle, bool)
     sample, image = ctx.sample, ctx.full_image
     assert len(sample.labels) >= 2
     out = labeler.label(image, sample)
@@ -175,6 +194,11 @@ def check_proposer(proposer, ctx):
     assert proposals.scores.dtype == np.float32 and proposals.scores.shape == (len(proposals.masks),)
     assert np.isfinite(proposals.scores).all()
     assert len(proposals) >= 1
+    assert proposals.masks.reshape(len(proposals), -1).any(axis=1).all()  # no empty mask
+    # the same image again: the same proposals (they are cached by image and reused)
+    again = proposer.propose(image, image_id=ctx.sample.id)
+    np.testing.assert_array_equal(again.masks, proposals.masks)
+    np.testing.assert_array_equal(again.scores, proposals.scores)
 
 
 def check_purifier(purifier, ctx):
