@@ -189,11 +189,9 @@ def _sam(ctx: Context):
     """segment_anything's real generator over its real Sam class at a tiny width and a 256-pixel input
     (model_type only offers the released vit_b/l/h, a minute per image on a CPU)."""
     from moduseg_builtins.proposers._sam_impl import SamProposer
-    from moduseg_builtins.proposers.sam import SamOptions
     from test_proposer_sam import tiny_sam
 
     options = build_options("proposer", "sam", {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "device": "cpu"})
-    assert isinstance(options, SamOptions)
     return SamProposer(options, model=tiny_sam())
 
 
@@ -298,7 +296,7 @@ REFUSAL_FALLBACKS: dict[tuple[str, str], Callable[[Context], Any]] = {
 #: What building needs that a bare install may lack (an importable module per component, pip names it).
 NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("labeler", "clip"): ("torch", "open_clip"),
-    ("labeler", "coseg"): ("torch", "transformers", "skimage"),
+    ("labeler", "coseg"): ("torch", "transformers", "skimage"),  # slic regions, a tiny dinov2
     ("proposer", "felzenszwalb"): ("skimage",),
     ("proposer", "slic"): ("skimage",),
     ("proposer", "eomt"): ("torch", "transformers"),
@@ -306,7 +304,8 @@ NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("proposer", "sam"): ("torch", "segment_anything"),
     ("proposer", "sam2"): ("torch", "sam2", "hydra"),
     ("proposer", "entityseg"): ("torch",),
-    **{("encoder", n): ("torch", "transformers", "open_clip") for n in ("dinov2", "dinov3", "siglip", "clip")},
+    **{("encoder", n): ("torch", "transformers") for n in ("dinov2", "dinov3", "siglip")},
+    ("encoder", "clip"): ("torch", "open_clip"),
     ("encoder", "radio"): ("torch", "timm", "einops"),
     ("index", "faiss"): ("faiss",),
     ("index", "hnswlib"): ("hnswlib",),
