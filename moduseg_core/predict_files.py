@@ -62,7 +62,8 @@ def predict_files(
     with output:
         output.begin(planned)
         errors.open(out)
-        predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays, errors=errors)
+        predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays, errors=errors,
+                        class_names=loaded.class_names)
         errors.check_some_succeeded(len(samples))
         skipped = {"images": len(errors)} | ({"log": ERRORS_FILE} if len(errors) else {})
         report = {

@@ -17,6 +17,7 @@ from .errors import ModusegError
 from .failures import ERRORS_FILE, ErrorLog, Failure
 from .faults import crash_point
 from .inference import Predictor
+from .legend import with_legend
 from .kinds import BANK_KINDS, RUN_KINDS
 from .outputs import OutputDir
 from .streaming import stream_predictions
@@ -119,9 +120,11 @@ def predict_samples(
     desc: str = "predict",
     timer: Timer | None = None,
     errors: ErrorLog | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Accumulator | None:
     """Predict every sample, write PNG masks (+ overlays) when ``out_dir`` is given, and return
     the confusion matrix and boundary counts of the samples with ground truth (None when none has).
+    With ``class_names`` the overlays get a legend of the classes each prediction holds.
 
     With ``errors`` skipping (``on_error: skip``), an image that fails (or whose ground truth cannot be
     read) is logged there and has no prediction file; the bar still counts it."""
@@ -147,7 +150,10 @@ def predict_samples(
             if out_dir is not None:
                 write_png(out_dir / "predictions" / f"{sample.id}.png", prediction.semantic)
                 if overlays:
-                    write_jpeg(out_dir / "overlays" / f"{sample.id}.jpg", overlay(image, prediction.semantic))
+                    picture = overlay(image, prediction.semantic)
+                    if class_names is not None:
+                        picture = with_legend(picture, prediction.semantic, class_names)
+                    write_jpeg(out_dir / "overlays" / f"{sample.id}.jpg", picture)
                 crash_point("prediction")
             if gt is not None:
                 evaluation.add(gt, prediction.semantic)
@@ -159,7 +165,7 @@ def predict_samples(
 
 def run_outputs(samples: Sequence[Sample], *, overlays: bool, bank: bool) -> list[str]:
     """What ``run`` may write into its folder (``outputs.OutputDir.begin``)."""
-    planned = ["report.json", "report.md", ERRORS_FILE, *(f"predictions/{s.id}.png" for s in samples)]
+    planned = ["report.json", "report.md", "report.html", ERRORS_FILE, *(f"predictions/{s.id}.png" for s in samples)]
     if overlays:
         planned += [f"overlays/{s.id}.jpg" for s in samples]
     return planned + (["bank/"] if bank else [])
@@ -218,7 +224,8 @@ def run(
         errors.context = {**errors.context, "split": config.eval_split}
         t0 = time.perf_counter()
         evaluation = predict_samples(
-            predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays, timer=timer, errors=errors
+            predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays, timer=timer, errors=errors,
+            class_names=class_names,
         )
         timer.add("predict_total", time.perf_counter() - t0)
         errors.check_some_succeeded(len(samples), since=eval_errors_before)
@@ -239,6 +246,7 @@ def run(
         report["skipped"] = skipped | ({"log": ERRORS_FILE} if any(skipped.values()) else {})
         crash_point("report")
         write_report(out_dir, report)
+        write_html(out_dir, report, samples, class_names)
         output.finish()
     return report
 
@@ -273,6 +281,23 @@ def make_report(
 def write_report(out_dir: Path, report: dict[str, Any]) -> None:
     write_json(out_dir / "report.json", report)
     write_text(out_dir / "report.md", report_markdown(report))
+
+
+def write_html(out_dir: Path, report: dict[str, Any], samples: Sequence[Sample], class_names: list[str], *,
+               predictions: Path | None = None) -> None:
+    """``report.html`` (``moduseg_core.report_html``) from the report and the prediction PNGs (default:
+    ``out_dir/predictions``). A page that cannot be made is a warning, not a failed command: the
+    scores are written."""
+    from .report_html import write_run_html
+
+    try:
+        folder = os.path.relpath(predictions, out_dir) if predictions is not None else "predictions"
+        write_run_html(out_dir, report, samples, class_names, predictions=folder,
+                       title="ModuSeg evaluation" if predictions is not None else "ModuSeg run")
+    except Exception as exc:  # noqa: BLE001 (the scores are written; the page is a view of them)
+        import sys
+
+        print(f"warning: report.html not written: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -343,6 +368,32 @@ def image_paths(inputs: Sequence[Path]) -> list[Path]:
     if not found:
         raise ModusegError(f"no images found in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return found
+
+
+def write_evaluation(output: OutputDir, predictions: Path, result: Scores, dataset: Built, samples: Sequence[Sample],
+                     class_names: list[str]) -> dict[str, Any]:
+    """``moduseg evaluate --out``: report.json (the scores, the split, the predictions folder) and
+    report.html (charts and the gallery of ``predictions``) in ``output``'s folder; the report."""
+    earlier = Path(predictions).parent / "report.json"  # a run's folder says whether its bank was an oracle's
+    try:
+        import json
+
+        oracle = bool(json.loads(earlier.read_text()).get("oracle")) if earlier.is_file() else False
+    except (OSError, ValueError):
+        oracle = False
+    report: dict[str, Any] = {
+        "oracle": oracle,
+        "predictions": str(predictions),
+        "eval": dataset_info(dataset, samples),
+        **result.as_dict(class_names),
+    }
+    out = output.root
+    with output:
+        output.begin(["report.json", "report.html"])
+        write_json(out / "report.json", report)
+        write_html(out, report, samples, class_names, predictions=Path(predictions))
+        output.finish()
+    return report
 
 
 def evaluate_dir(pred_dir: Path, samples: Sequence[Sample], class_names: list[str]) -> Scores:

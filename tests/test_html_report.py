@@ -25,7 +25,8 @@ from moduseg_core.report_html import images as report_images
 from moduseg_core.report_html import run_html, sweep_html, write_run_html
 
 EVAL_IMAGES = 4
-TINY = ["--set", "bank_limit=6", "--set", f"eval_limit={EVAL_IMAGES}", "--set", "encoder.resize=112"]
+TINY = ["--set", "bank_limit=6", "--set", f"eval_limit={EVAL_IMAGES}", "--set", "encoder.resize=112",
+        "--set", "proposer.n_segments=[20]", "--set", "method.batch_images=2"]
 
 
 def _samples(coco_mini: Path, n: int = EVAL_IMAGES):
@@ -49,11 +50,52 @@ def class_names(tiny_run) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run_page(tiny_run, coco_mini, class_names) -> Path:
+def run_page(tiny_run) -> Path:
+    return tiny_run / "report.html"  # the run writes it
+
+
+def test_run_records_its_page_and_overlays_have_a_legend(tiny_run, coco_mini):
+    from moduseg_core.outputs import read_marker
+
+    assert "report.html" in read_marker(tiny_run)["files"]
+    for sample in _samples(coco_mini):
+        with Image.open(sample.image_path) as photo, Image.open(tiny_run / "overlays" / f"{sample.id}.jpg") as shown:
+            assert shown.width == photo.width and shown.height > photo.height  # the legend strip below the photo
+
+
+def test_write_run_html_rebuilds_the_page_of_a_folder(tiny_run, coco_mini, class_names, tmp_path):
+    shutil.copytree(tiny_run / "predictions", tmp_path / "predictions")
     report = json.loads((tiny_run / "report.json").read_text())
-    if not (tiny_run / "report.html").is_file():  # the run writes it; generated here for a folder without one
-        write_run_html(tiny_run, report, _samples(coco_mini), class_names)
-    return tiny_run / "report.html"
+    page = write_run_html(tmp_path, report, _samples(coco_mini), class_names)
+    assert page.read_bytes() == (tiny_run / "report.html").read_bytes()  # same report and files, same bytes
+
+
+def test_evaluate_out_writes_scores_and_page(tiny_run, coco_mini, tmp_path, capsys):
+    out = tmp_path / "eval"
+    preset = ["-c", str(Path(__file__).resolve().parents[1] / "moduseg_core" / "presets" / "coco-mini.yaml"),
+              "--set", f"dataset.root={coco_mini}", "--set", f"eval_limit={EVAL_IMAGES}"]
+    assert main(["evaluate", str(tiny_run / "predictions"), *preset, "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    run = json.loads((tiny_run / "report.json").read_text())
+    assert report["miou"] == pytest.approx(run["miou"]) and report["oracle"] is True
+    html = (out / "report.html").read_text()
+    assert len(_parse(html).items) == EVAL_IMAGES and 'id="oracle"' in html and "report.html" in capsys.readouterr().out
+
+
+def test_ablate_writes_a_page_comparing_points(coco_mini, tmp_path):
+    out = tmp_path / "sweep"
+    preset = ["-c", str(Path(__file__).resolve().parents[1] / "moduseg_core" / "presets" / "coco-mini.yaml"),
+              "--set", f"dataset.root={coco_mini}", "--set", "bank_limit=4", "--set", "eval_limit=2",
+              "--set", "encoder.resize=112", "--set", "proposer.n_segments=[20]"]
+    code = main(["ablate", *preset, "--grid", "method.top_k=1,5", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert code == 0
+    html = (out / "report.html").read_text()
+    page = _parse(html)
+    assert page.external == [] and 'id="results"' in html and len(page.items) == 2
+    assert html.count('class="panel"') == 2 * 4  # image, ground truth and both points
+    from moduseg_core.outputs import read_marker
+
+    assert "report.html" in read_marker(out)["files"]
 
 
 def _expected_iou(coco_mini: Path, run: Path, n_classes: int) -> dict[str, float]:

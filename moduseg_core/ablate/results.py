@@ -115,7 +115,7 @@ def markdown(sweep: Sweep, reports: list[dict[str, Any]], summary: dict[str, Any
         note = (f"Boundary F: contour precision/recall within {tol}; Boundary IoU: dilation {b['dilation_ratio']:g} "
                 "of the diagonal (Cheng et al. 2021). Means over classes present in ground truth or prediction.")
         lines += [note, ""]
-    lines += ["Per-point reports: `points/*/report.md`; plots: `plots/`.", ""]
+    lines += ["Per-point reports: `points/*/report.md`; plots: `plots/`; the page: `report.html`.", ""]
     return "\n".join(lines)
 
 

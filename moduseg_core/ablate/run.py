@@ -94,7 +94,7 @@ class SweepRun:
             self._split(point.config, point.config.eval_split, point.config.eval_limit)
         self.errors = ErrorLog(self.sweep.base.on_error)
         output = self.output or OutputDir(self.out_dir, "ablate")
-        planned = ["results.csv", "results.json", "results.md", ERRORS_FILE, *(f"plots/{name}" for name in PLOTS)]
+        planned = ["results.csv", "results.json", "results.md", "report.html", ERRORS_FILE, *(f"plots/{name}" for name in PLOTS)]
         planned += [f"points/{point.slug}/" for point in points]
         with output:
             output.begin(planned)
@@ -109,11 +109,26 @@ class SweepRun:
                 # tables after every point (a killed sweep leaves what it finished); plots at the end
                 last = point is points[-1]
                 write_results(self.out_dir, self.sweep, self.reports, self.summary(time.perf_counter() - started), plots=last)
+                if last:
+                    self.write_html(points[0])
                 crash_point("ablate-point")
                 if self.on_point is not None:
                     self.on_point(report)
             output.finish()
         return self.reports
+
+    def write_html(self, point: Point) -> None:
+        """``report.html``: the results table, the plots and the same eval images across the points
+        (their ``points/SLUG/predictions``). A page that cannot be made is a warning only."""
+        from ..report_html import write_sweep_html
+
+        try:
+            split = self._split(point.config, point.config.eval_split, point.config.eval_limit)
+            write_sweep_html(self.out_dir, self.reports, split.samples, list(split.dataset.component.class_names))
+        except Exception as exc:  # noqa: BLE001 (results.* are written; the page is a view of them)
+            import sys
+
+            print(f"warning: report.html not written: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -282,8 +297,9 @@ class SweepRun:
         )
         t0 = time.perf_counter()
         errors_before = len(self.errors)
-        evaluation = predict_samples(
-            predictor, eval_split.samples, None, n_classes=len(class_names), overlays=False,
+        evaluation = predict_samples(  # the class maps stay in the point's folder (report.html compares them)
+            predictor, eval_split.samples, self.point_dir(point),
+            n_classes=len(class_names), overlays=False,
             desc=f"point {point.index + 1}/{total or '?'}", timer=timer, errors=self.errors,
         )
         self.errors.check_some_succeeded(len(eval_split.samples), since=errors_before)

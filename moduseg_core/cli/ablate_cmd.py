@@ -71,6 +71,8 @@ def ablate(
         typer.secho("NOTE: labeler 'gt' is the ORACLE (ground-truth masks); these mIoUs are upper bounds.", fg="yellow", err=True)
     typer.echo(summary_line(reports, summary, cache is not None))
     typer.echo(f"results: {out / 'results.md'} (csv, json, plots/)")
+    if (out / "report.html").is_file():
+        typer.echo(f"page: {out / 'report.html'} (open it in a browser)")
     return exit_code(sum(r.get("skipped", 0) for r in reports))
 
 

@@ -44,6 +44,8 @@ def _print_scores(report: dict, out: Path) -> None:
             typer.echo(f"boundary F {100 * report['boundary']['f_score']:.2f}, "
                        f"Boundary IoU {100 * report['boundary']['iou']:.2f}")
     typer.echo(f"report: {out / 'report.md'}")
+    if (out / "report.html").is_file():
+        typer.echo(f"page: {out / 'report.html'} (open it in a browser)")
 
 
 def run(
@@ -138,20 +140,25 @@ def evaluate(
     dataset: DatasetOpt = None,
     sets: SetOpt = None,
     split: Annotated[str, typer.Option(help="Dataset split with ground truth.")] = "val",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write report.json and report.html (gallery, charts) here.")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Score a folder of predicted masks against a dataset split (mIoU, boundary F, Boundary IoU; per class)."""
-    from ..runner import boundary_tolerance_text, evaluate_dir, open_dataset
+    from ..runner import boundary_tolerance_text, evaluate_dir, open_dataset, write_evaluation
 
-    from ..outputs import check_complete
+    from ..outputs import check_complete, prepare
 
     cfg = compose(config, sets, dataset=dataset)
     if not predictions.is_dir():
         raise ModusegError(f"predictions folder {predictions} does not exist; pass the predictions/ folder of a run")
     for folder in (predictions, predictions.parent):
         check_complete(folder, "the output")
+    output = prepare(out, "evaluate", overwrite=overwrite)
     ds, samples = open_dataset(cfg, split, cfg.eval_limit)
     names = list(ds.component.class_names)
     result = evaluate_dir(predictions, samples, names)
+    if output is not None:
+        write_evaluation(output, predictions, result, ds, samples, names)
     def cell(value: float) -> str:
         return "     –" if value != value else f"{100 * value:6.2f}"
 
@@ -162,6 +169,8 @@ def evaluate(
     typer.echo(f"mIoU {100 * result.miou:.2f} on {len(samples)} images")
     typer.echo(f"boundary F {100 * bound.mean_f:.2f} (tolerance {boundary_tolerance_text(bound.tolerance)}), "
                f"Boundary IoU {100 * bound.mean_iou:.2f}")
+    if out is not None:
+        typer.echo(f"report: {out / 'report.json'}; page: {out / 'report.html'} (open it in a browser)")
 
 
 def demo(
