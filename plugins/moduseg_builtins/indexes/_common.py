@@ -243,3 +243,18 @@ def _load_labels(directory: Path, count: int) -> np.ndarray:
             "save the index again"
         )
     return labels.astype(np.int32)
+
+
+class CountedIndex:
+    """What every backend answers the same way: its size (``_count``) and vector length (``_dim``)."""
+
+    _count: int
+    _dim: int | None
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def dim(self) -> int | None:
+        """Vector length, or None before the first ``add``/``load``."""
+        return self._dim

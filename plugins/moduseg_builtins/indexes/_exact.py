@@ -19,6 +19,7 @@ from moduseg_core.types import SearchResult
 
 from .._shared import resolve_gpu_choice
 from ._common import (
+    CountedIndex,
     _as_labels,
     _as_matrix,
     _block_size,
@@ -33,7 +34,7 @@ from ._common import (
 )
 
 
-class ExactIndex:
+class ExactIndex(CountedIndex):
     """Brute-force inner product: numpy on the CPU, or torch on a CUDA GPU."""
 
     name = "exact"
@@ -47,14 +48,6 @@ class ExactIndex:
         self._dim: int | None = None
         self._backend: str | None = None  # "numpy" or a torch device string, chosen on first search
         self._bank_tensor: Any = None
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def dim(self) -> int | None:
-        """Vector length, or None before the first ``add``/``load``."""
-        return self._dim
 
     def __repr__(self) -> str:
         return f"ExactIndex(count={self._count}, dim={self._dim}, device={self.device!r})"

@@ -18,6 +18,7 @@ from moduseg_core.io import atomic_path
 from moduseg_core.types import SearchResult
 
 from ._common import (
+    CountedIndex,
     _as_labels,
     _as_matrix,
     _check_k,
@@ -38,7 +39,7 @@ def auto_nlist(n: int) -> int:
     return max(1, min(int(round(4 * np.sqrt(n))), n // 39))
 
 
-class FaissIndex:
+class FaissIndex(CountedIndex):
     """faiss ``IndexFlatIP`` (exact) or ``IndexIVFFlat`` (approximate), on a GPU when faiss has one.
 
     An IVF index is trained (k-means over the vectors, inner-product metric) on everything
@@ -70,14 +71,6 @@ class FaissIndex:
         self._labels: list[np.ndarray] = []
         self._count = 0
         self._dim: int | None = None
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def dim(self) -> int | None:
-        """Vector length, or None before the first ``add``/``load``."""
-        return self._dim
 
     def __repr__(self) -> str:
         ivf = f", nlist={self.nlist}, nprobe={self.nprobe}" if self.kind == "ivf" else ""

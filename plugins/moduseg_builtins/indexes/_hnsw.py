@@ -31,6 +31,7 @@ from moduseg_core.io import atomic_path
 from moduseg_core.types import SearchResult
 
 from ._common import (
+    CountedIndex,
     _as_labels,
     _as_matrix,
     _check_k,
@@ -51,7 +52,7 @@ def _threads(value: int) -> int:
     return -1 if value == 0 else int(value)
 
 
-class HnswIndex:
+class HnswIndex(CountedIndex):
     """hnswlib ``Index`` in ``ip`` (default) or ``cosine`` space."""
 
     name = "hnswlib"
@@ -72,14 +73,6 @@ class HnswIndex:
         self._count = 0
         self._dim: int | None = None
         self.exact_fallbacks = 0  # searches answered by brute force (k too large for the graph)
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def dim(self) -> int | None:
-        """Vector length, or None before the first ``add``/``load``."""
-        return self._dim
 
     def __repr__(self) -> str:
         return (
