@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import random_checkpoints  # noqa: E402
+from moduseg_core.bench.measure import gpu_memory  # noqa: E402
 from moduseg_core.plugins import get_spec  # noqa: E402
 
 VERSIONS = ("moduseg", "torch", "torchvision", "transformers", "numpy", "segment-anything", "sam2", "open_clip_torch",
@@ -136,16 +137,12 @@ def _sync(device: str) -> None:
 
 
 def _peak_reset() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    gpu_memory()[0]()
 
 
 def _peak_gib() -> float | None:
-    import torch
-
-    return round(torch.cuda.max_memory_allocated() / 2**30, 3) if torch.cuda.is_available() else None
+    peak = gpu_memory()[1]()
+    return None if peak is None else round(peak, 3)
 
 
 # -- the setting: full (a GPU) or smoke (this CPU, tiny) -------------------------------------------------------------
