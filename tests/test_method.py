@@ -301,9 +301,9 @@ def test_rasterize_kept_rows_in_place_equals_painting_a_copy_and_prediction_mask
 
 
 def test_intersections_exact_on_noisy_masks_and_beyond_float32_counts():
-    """Noisy masks give nearly every pixel its own signature (random-weight EoMT did, and the integer product
-    took minutes per image on the GPU check); the product runs in floating point and must stay exact, also
-    past 2**24 pixels, where float32 could no longer count."""
+    """Noisy masks (random-weight EoMT gave them on the GPU check, where an integer product took minutes per
+    image): the product runs in float32 per slice of pixels and must stay exact, also past 2**24 pixels, where
+    one float32 sum could no longer count, and across the slices' boundaries."""
     from moduseg_core.method.nms import intersections
 
     rng = np.random.default_rng(3)
