@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModusegError
+from ..proposal_files import packed_size, unpack_all, write_packed
 from ..types import FeatureMap, Geometry, Prediction, Proposals
 
 
@@ -40,15 +41,9 @@ def _unreadable(path: Path, what: str, exc: BaseException | None = None) -> Modu
 
 
 def save_proposals(path: Path, proposals: Proposals) -> None:
-    """The ``precomputed`` proposer's packed format: ``packed`` = ``np.packbits(masks.reshape(-1))``."""
-    masks = np.asarray(proposals.masks, dtype=bool)
+    """The ``precomputed`` proposer's format (``moduseg_core.proposal_files``)."""
     with open(path, "wb") as f:
-        np.savez_compressed(
-            f,
-            packed=np.packbits(masks.reshape(-1)),
-            shape=np.asarray(masks.shape, np.int64),
-            scores=np.asarray(proposals.scores, np.float32),
-        )
+        write_packed(f, proposals)
 
 
 def load_proposals(path: Path) -> Proposals:
@@ -64,8 +59,8 @@ def load_proposals(path: Path) -> Proposals:
         if packed.shape[0] != n:
             raise _unreadable(path, "proposals entry")
         masks = np.unpackbits(packed, axis=1, count=height * width).reshape(n, height, width).view(bool)
-    elif packed.ndim == 1 and packed.size == (n * height * width + 7) // 8:
-        masks = np.unpackbits(packed, count=n * height * width).reshape(n, height, width).view(bool)
+    elif packed.ndim == 1 and packed.dtype == np.uint8 and packed.size == packed_size((n, height, width)):
+        masks = unpack_all(packed, (n, height, width))
     else:
         raise _unreadable(path, "proposals entry")
     if len(scores) != n:

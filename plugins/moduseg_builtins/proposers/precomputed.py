@@ -21,6 +21,7 @@ from pydantic import Field
 from moduseg_core import ModusegError, Options
 from moduseg_core.io import atomic_path, exif_oriented
 from moduseg_core.method.scale import resize_nearest
+from moduseg_core.proposal_files import packed_size, unpack_all, unpack_one, write_packed
 from moduseg_core.types import Proposals
 
 from .._shared import short_reason
@@ -37,12 +38,7 @@ def save_proposals(path: Path | str, proposals: Proposals) -> None:
         raise ModusegError(f"proposal file {path}: refusing to write NaN or infinite scores; give every mask a finite score")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                packed=np.packbits(masks.reshape(-1)),
-                shape=np.asarray(masks.shape, dtype=np.int64),
-                scores=scores,
-            )
+            write_packed(handle, Proposals(masks, scores))
 
 
 def load_proposals(path: Path | str, expected_hw: tuple[int, int] | None = None) -> Proposals:
@@ -98,22 +94,18 @@ def _read_npz(path: Path, expected_hw: tuple[int, int] | None = None) -> tuple[n
         packed = np.asarray(arrays["packed"])
         if len(shape) != 3 or min(shape) < 0:
             raise ModusegError(f"proposal file {path}: 'shape' is {shape}; expected (N, H, W)")
-        count = shape[0] * shape[1] * shape[2]
-        if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != (count + 7) // 8:
+        if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != packed_size(shape):
             raise ModusegError(
                 f"proposal file {path}: 'packed' is {packed.dtype} of {packed.size} bytes; expected uint8 of "
-                f"{(count + 7) // 8} bytes for shape {shape} (np.packbits of the flattened bool masks)"
+                f"{packed_size(shape)} bytes for shape {shape} (np.packbits of the flattened bool masks)"
             )
         work = _working_size(shape[1:], expected_hw)
         if work is None:
-            masks = np.unpackbits(packed, count=count).astype(bool).reshape(shape)
+            masks = unpack_all(packed, shape)
         else:  # one full-size mask at a time: a huge photo's proposals never exist at full size together
             masks = np.zeros((shape[0], *work), bool)
-            area = shape[1] * shape[2]
             for i in range(shape[0]):
-                first, last = i * area, (i + 1) * area
-                bits = np.unpackbits(packed[first // 8 : (last + 7) // 8])[first % 8 : first % 8 + area]
-                masks[i] = resize_nearest(bits.astype(bool).reshape(shape[1:]), work)
+                masks[i] = resize_nearest(unpack_one(packed, shape, i), work)
     else:
         raise ModusegError(
             f"proposal file {path} holds {sorted(arrays)}; expected 'masks' (bool N×H×W) or 'packed' + 'shape', "
