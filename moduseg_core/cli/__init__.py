@@ -10,6 +10,7 @@ import typer
 
 from ..errors import ModusegError
 from . import ablate_cmd, labels_cmd, run_cmd
+from .prepare_cmd import app as prepare_app
 from .plugins_cmd import app as plugins_app
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.command("bench")(run_cmd.bench)
 app.add_typer(plugins_app, name="plugins")
 app.command("ablate")(ablate_cmd.ablate)
 app.add_typer(ablate_cmd.cache_app, name="cache")
+app.add_typer(prepare_app, name="prepare")
 
 
 def _print_version(value: bool) -> None:
