@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from conftest import plugins_only  # noqa: E402
+from encoder_checkpoints import save_dinov2  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -74,24 +75,9 @@ def close(a: np.ndarray, b: np.ndarray, rel: float = 1e-4) -> float:
     return err
 
 
-def tiny_config(registers: int = 0):
-    from transformers import Dinov2Config, Dinov2WithRegistersConfig
-
-    common = dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14, image_size=56
-    )
-    if registers:
-        return Dinov2WithRegistersConfig(num_register_tokens=registers, **common)
-    return Dinov2Config(**common)
-
-
 def save_tiny(directory: Path, registers: int = 0, seed: int = 0):
-    from transformers import AutoModel
-
-    torch.manual_seed(seed)
-    model = AutoModel.from_config(tiny_config(registers)).eval()
-    model.save_pretrained(directory)
-    return model
+    """A random 3-block DINOv2 (with ``registers`` register tokens) saved as the hub lays it out."""
+    return save_dinov2(directory, registers=registers, seed=seed)
 
 
 def reference_tokens(model, image: np.ndarray, patch: int = 14, prefix: int = 1) -> np.ndarray:
@@ -302,13 +288,13 @@ def test_hub_id_from_offline_cache(tmp_path, images):
 
 def test_bad_layer_index(tmp_path):
     save_tiny(tmp_path)
-    for bad in (3, -3):
-        with pytest.raises(ModusegError, match=rf"layers has {bad}.*allowed 1\.\.2 or -2\.\.-1"):
+    for bad in (4, -4):
+        with pytest.raises(ModusegError, match=rf"layers has {bad}.*allowed 1\.\.3 or -3\.\.-1"):
             get_component("encoder", "dinov2", model=str(tmp_path), layers=[1, bad])
     with pytest.raises(ModusegError, match="1-based"):
         get_component("encoder", "dinov2", model=str(tmp_path), layers=[0])
     encoder = get_component("encoder", "dinov2", model=str(tmp_path), layers=[1, -1])
-    assert encoder.layers == (1, 2)
+    assert encoder.layers == (1, 3)
 
 
 def test_unknown_model_dir(tmp_path):

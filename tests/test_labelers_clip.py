@@ -21,15 +21,12 @@ import torch  # noqa: E402
 import moduseg_core as ms  # noqa: E402
 from moduseg_core import plugins  # noqa: E402
 from conftest import plugins_only  # noqa: E402
+from contract_builders import CLIP_LABELER_CFG, save_clip_labeler  # noqa: E402
 from moduseg_core.io import read_image  # noqa: E402
 from moduseg_core.types import Sample  # noqa: E402
 
 PLUGINS = "datasets,labelers,proposers"
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
-}
+TINY = CLIP_LABELER_CFG
 FAST = {"templates": ["a photo of a {}."], "crop": 64, "stride": 32, "short_side": 96}
 
 
@@ -41,15 +38,7 @@ def builtin_plugins(only_plugins):
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> Path:
     """A random-initialised open_clip.CLIP saved as open_clip_config.json + open_clip_pytorch_model.bin."""
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**TINY)
-    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
-    preprocess = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY, "preprocess_cfg": preprocess}))
-    return folder
+    return save_clip_labeler(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="module")

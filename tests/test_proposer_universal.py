@@ -14,6 +14,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from conftest import plugins_only  # noqa: E402
+from contract_builders import save_eomt, save_mask2former  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 from moduseg_core.io import read_image  # noqa: E402
 
@@ -41,35 +42,13 @@ def images(coco_mini) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def eomt_dir(tmp_path_factory):
     """A random EoMT in a folder laid out as the hub's (config.json, model.safetensors, preprocessor_config.json)."""
-    torch.manual_seed(0)
-    config = transformers.EomtConfig(
-        hidden_size=64, num_hidden_layers=4, num_attention_heads=2, image_size=EOMT_SIZE, patch_size=16,
-        num_queries=16, num_blocks=2, num_register_tokens=2, num_labels=7,
-    )
-    path = tmp_path_factory.mktemp("eomt-tiny")
-    transformers.EomtForUniversalSegmentation(config).save_pretrained(path)
-    transformers.EomtImageProcessor(size={"shortest_edge": EOMT_SIZE, "longest_edge": EOMT_SIZE}, do_pad=True).save_pretrained(path)
-    return path
+    return save_eomt(tmp_path_factory.mktemp("eomt-tiny"), EOMT_SIZE)
 
 
 @pytest.fixture(scope="module")
 def mask2former_dir(tmp_path_factory):
     """A random Mask2Former (Swin backbone) whose processor resizes to 128 (shorter side) / 200 (longer side)."""
-    torch.manual_seed(0)
-    backbone = transformers.SwinConfig(
-        embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )
-    config = transformers.Mask2FormerConfig(
-        backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_layers=1,
-        decoder_layers=2, num_queries=12, dim_feedforward=64, encoder_feedforward_dim=64, num_attention_heads=2,
-        num_labels=9,
-    )
-    path = tmp_path_factory.mktemp("mask2former-tiny")
-    transformers.Mask2FormerForUniversalSegmentation(config).save_pretrained(path)
-    processor = transformers.Mask2FormerImageProcessor(size={"shortest_edge": 128, "longest_edge": 200}, size_divisor=32)
-    processor.save_pretrained(path)
-    return path
+    return save_mask2former(tmp_path_factory.mktemp("mask2former-tiny"))
 
 
 @pytest.fixture(scope="module")
