@@ -95,6 +95,19 @@ def _folder_layout(ctx: Context, root: Path) -> Path:
     return root
 
 
+def _prepared(ctx: Context, root: Path, name: str) -> Path:
+    """A fixture in ADE20K's / Cityscapes' official layout (tests/scene_fixtures.py), through `moduseg prepare`."""
+    import scene_fixtures
+    from moduseg_core.prepare.ade20k import prepare_ade20k
+    from moduseg_core.prepare.cityscapes import prepare_cityscapes
+
+    if name == "ade20k":
+        prepare_ade20k(scene_fixtures.make_ade20k(ctx.coco_mini, root / "raw"), root / "prepared")
+    else:
+        prepare_cityscapes(scene_fixtures.make_cityscapes(ctx.coco_mini, root / "raw"), root / "prepared")
+    return root / "prepared"
+
+
 # -- labelers ----------------------------------------------------------------------------------------------
 
 #: open_clip's tokenizer needs the real vocabulary and context; everything else is tiny
@@ -243,6 +256,12 @@ BUILDERS: dict[tuple[str, str], Callable[[Context], Any]] = {
     ),
     ("dataset", "folder"): lambda ctx: ms.get_component(
         "dataset", "folder", root=ctx.once("folder-layout", lambda d: _folder_layout(ctx, d))
+    ),
+    ("dataset", "ade20k"): lambda ctx: ms.get_component(
+        "dataset", "ade20k", root=ctx.once("ade20k-layout", lambda d: _prepared(ctx, d, "ade20k")), split="val"
+    ),
+    ("dataset", "cityscapes"): lambda ctx: ms.get_component(
+        "dataset", "cityscapes", root=ctx.once("cityscapes-layout", lambda d: _prepared(ctx, d, "cityscapes")), split="val"
     ),
     ("labeler", "gt"): lambda ctx: ms.get_component("labeler", "gt"),
     ("labeler", "precomputed"): lambda ctx: ms.get_component(

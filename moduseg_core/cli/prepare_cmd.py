@@ -82,3 +82,42 @@ def voc(
     result = prepare_voc(root, out, aug=aug, overwrite=overwrite)
     split = "train_aug" if aug is not None else "train"
     _print(result, out, f"--dataset voc --set dataset.root={out} --set dataset.split={split}")
+
+
+class Unlabeled(str, Enum):
+    ignore = "ignore"
+    background = "background"
+
+
+@app.command("ade20k")
+def ade20k(
+    root: Annotated[Path, typer.Option("--root", help="ADEChallengeData2016 folder (images/, annotations/).")],
+    out: PrepOutOpt,
+    unlabeled: Annotated[
+        Unlabeled,
+        typer.Option("--unlabeled", help="ADE20K's 0 (other): ignore = 255, not scored (official); background = class 0."),
+    ] = Unlabeled.ignore,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """ADE20K (150 classes, 0 = other) → masks with 0 as ignore or background, image-level labels."""
+    from ..prepare.ade20k import prepare_ade20k
+
+    result = prepare_ade20k(root, out, unlabeled=unlabeled.value, overwrite=overwrite)
+    _print(result, out, f"--dataset ade20k --set dataset.root={out} --set dataset.unlabeled={unlabeled.value}")
+
+
+@app.command("cityscapes")
+def cityscapes(
+    root: Annotated[Path, typer.Option("--root", help="Cityscapes folder (leftImg8bit/, gtFine/ with *_gtFine_labelIds.png).")],
+    out: PrepOutOpt,
+    void: Annotated[
+        Unlabeled,
+        typer.Option("--void", help="Void pixels (train id 255): ignore = not scored (official); background = class 0."),
+    ] = Unlabeled.ignore,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Cityscapes label ids → the 19 train ids (as 1..19), void as ignore or background, image-level labels."""
+    from ..prepare.cityscapes import prepare_cityscapes
+
+    result = prepare_cityscapes(root, out, void=void.value, overwrite=overwrite)
+    _print(result, out, f"--dataset cityscapes --set dataset.root={out} --set dataset.void={void.value}")

@@ -1,4 +1,5 @@
-"""Datasets: ``voc`` (PASCAL VOC layout), ``coco`` (the paper's COCO-2014 layout) and ``folder``.
+"""Datasets: ``voc`` (PASCAL VOC layout), ``coco`` (the paper's COCO-2014 layout), ``folder``, and
+``ade20k`` / ``cityscapes`` (scene parsing without a background class, in ``scenes``).
 
 Every dataset yields :class:`~moduseg_core.types.Sample` items with image-level labels
 (sorted foreground class ids, 1-based). Labels come from a labels file when one is given
@@ -36,6 +37,7 @@ from ._files import (
     _read_split_file,
 )
 from ._labels import _resolve, load_class_names
+from .scenes import Ade20kOptions, CityscapesOptions, make_ade20k, make_cityscapes
 
 
 # --------------------------------------------------------------------------- voc
@@ -232,4 +234,16 @@ def register_datasets(register):
     )
     register(
         "folder", make_folder, options=FolderOptions, summary="A folder of images, optional masks/ and labels file"
+    )
+    register(
+        "ade20k",
+        make_ade20k,
+        options=Ade20kOptions,
+        summary="ADEChallengeData2016 layout (images/, annotations/), 150 classes, no background class",
+    )
+    register(
+        "cityscapes",
+        make_cityscapes,
+        options=CityscapesOptions,
+        summary="Cityscapes leftImg8bit/ + gtFine/ (moduseg prepare cityscapes), 19 train ids, no background class",
     )

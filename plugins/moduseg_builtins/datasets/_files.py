@@ -73,7 +73,8 @@ class FileDataset:
     """A list of samples with image-level labels; what every built-in dataset builds.
 
     Attributes: ``class_names`` (index 0 = background), ``split``, ``root``, ``labels_source``
-    (the labels file, ``"masks"`` or ``"none"``).
+    (the labels file, ``"masks"`` or ``"none"``), ``has_background`` (False for datasets whose masks
+    never hold class 0, such as ade20k and cityscapes by default).
     """
 
     def __init__(
@@ -87,8 +88,11 @@ class FileDataset:
         entries: list[tuple[str, Path, Path | None]],
         labels_file: Path | None,
         derive_from_masks: bool,
+        has_background: bool = True,
     ):
         self.name = name
+        #: whether class 0 is a class of the ground truth (False: no mask holds 0, and 0 is not scored)
+        self.has_background = has_background
         self.root = root
         self.split = split
         self.class_names = list(class_names)

@@ -24,7 +24,7 @@ from moduseg_core.io import IMAGE_SUFFIXES, read_mask
 from moduseg_core.types import IGNORE_INDEX
 
 HERE = Path(__file__).resolve().parent
-BUILTIN_CLASSES = {"voc": HERE / "voc_classes.txt", "coco": HERE / "coco_classes.txt"}
+BUILTIN_CLASSES = {name: HERE / f"{name}_classes.txt" for name in ("voc", "coco", "ade20k", "cityscapes")}
 BACKGROUND_NAMES = {"background", "_background_", "__background__", "bg"}
 LABEL_SUFFIXES = (".json", ".npy", ".csv")
 
