@@ -51,7 +51,15 @@ class MethodConfig(Options):
         150_000_000, ge=1, description="images with more pixels are refused before decoding (3 bytes a pixel); null = no limit"
     )
 
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"batch_images", "loader_workers", "overlap", "max_image_pixels"})
+    miou_average: Literal["present", "all"] = Field(
+        "present",
+        description="evaluation: mIoU over the classes with a non-empty union (present, METHOD.md) or over every "
+        "class, an empty union counting as 0 (all, the released code); equal on full VOC val, not on subsets",
+    )
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset(
+        {"batch_images", "loader_workers", "overlap", "max_image_pixels", "miou_average"}
+    )
 
 
 class RunConfig(BaseModel):

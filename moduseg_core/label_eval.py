@@ -64,7 +64,7 @@ def _score_labels(config, labeler, dataset, samples, out: Path | None, save_mask
     from .io import read_image, read_mask, write_png
     from .method.metrics import confusion, scores
     from .progress import progress
-    from .runner import dataset_info
+    from .runner import dataset_info, score_rules
     from .types import BACKGROUND, IGNORE_INDEX
 
     class_names = list(dataset.component.class_names)
@@ -91,9 +91,14 @@ def _score_labels(config, labeler, dataset, samples, out: Path | None, save_mask
         matrix += confusion(gt, np.where(classes == IGNORE_INDEX, n, classes), n + 1)
         if out is not None and save_masks:
             write_png(Path(out) / "pseudo_masks" / f"{sample.id}.png", classes)
-    result = scores(matrix)
-    iou = result.iou[:n]
+    rules = score_rules(config, dataset.component)
+    iou = scores(matrix, not_scored=rules["not_scored"]).iou[:n]
     present = ~np.isnan(iou)
+    scored = [c for c in range(n) if c not in rules["not_scored"]]
+    means = {
+        "present": float(iou[present].mean()) if present.any() else float("nan"),
+        "all": float(np.nan_to_num(iou[scored], nan=0.0).mean()) if scored else float("nan"),
+    }
     total = int(matrix.sum())
     oracle = is_oracle(config.labeler)
     report: dict[str, Any] = {
@@ -101,7 +106,10 @@ def _score_labels(config, labeler, dataset, samples, out: Path | None, save_mask
         "note": ORACLE_LABELS_NOTE if oracle else "pseudo masks from image-level labels, scored against ground truth",
         "labeler": {"name": labeler.name, "options": labeler.options.model_dump(mode="json")},
         "dataset": dataset_info(dataset, samples),
-        "miou": float(iou[present].mean()) if present.any() else float("nan"),
+        "miou": means[rules["average"]],
+        "miou_average": rules["average"],
+        "miou_present": means["present"],
+        "miou_all": means["all"],
         "pixel_accuracy": float(np.trace(matrix) / total) if total else float("nan"),
         "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, iou)},
         "pixels_outside_labels": outside,
@@ -117,6 +125,8 @@ def _score_labels(config, labeler, dataset, samples, out: Path | None, save_mask
 
 
 def labels_markdown(report: dict[str, Any]) -> str:
+    from .method.metrics import miou_note
+
     lines = ["# Pseudo-mask quality", ""]
     if report["oracle"]:
         lines += [f"> **{ORACLE_LABELS_NOTE}.**", ""]
@@ -124,7 +134,7 @@ def labels_markdown(report: dict[str, Any]) -> str:
     lines += [
         f"Labeler `{report['labeler']['name']}` on {ds['images']} images of `{ds['name']}` split `{ds['split']}`.",
         "",
-        f"**pseudo-mask mIoU: {100 * report['miou']:.2f}**  (pixel accuracy {100 * report['pixel_accuracy']:.2f}; "
+        f"**pseudo-mask mIoU: {100 * report['miou']:.2f}**  ({miou_note(report)}; pixel accuracy {100 * report['pixel_accuracy']:.2f}; "
         f"pixels outside the image labels: {report['pixels_outside_labels']}; "
         f"ground-truth pixels left as ignore: {report['ignored_gt_pixels']})",
         "",

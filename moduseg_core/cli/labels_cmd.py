@@ -23,6 +23,7 @@ def evaluate_labels(
 ) -> None:
     """Score a labeler's pseudo masks on the bank split against ground truth (per-class IoU, mIoU)."""
     from ..label_eval import ORACLE_LABELS_NOTE, evaluate_labeler
+    from ..method.metrics import miou_note
     from ..outputs import prepare
 
     if save_masks and out is None:
@@ -38,7 +39,7 @@ def evaluate_labels(
         typer.echo(f"  {name:<{width}}  {'   –' if value is None else f'{100 * value:6.2f}'}")
     typer.echo(
         f"pseudo-mask mIoU {100 * report['miou']:.2f} on {report['dataset']['images']} images of split "
-        f"{report['dataset']['split']!r} (labeler {report['labeler']['name']}; fit {report['seconds']['fit']:.1f} s, "
+        f"{report['dataset']['split']!r} ({miou_note(report)}) (labeler {report['labeler']['name']}; fit {report['seconds']['fit']:.1f} s, "
         f"label {report['seconds']['label']:.1f} s)"
     )
     if out is not None:

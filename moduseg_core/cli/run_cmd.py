@@ -38,7 +38,10 @@ def _print_scores(report: dict, out: Path) -> None:
             typer.echo(f"  {name:<{width}}  {'   –' if value is None else f'{100 * value:6.2f}'}")
         skipped = (report.get("skipped") or {}).get("eval", 0)
         scored = report["eval"]["images"] - skipped
+        from ..method.metrics import miou_note
+
         typer.echo(f"mIoU {100 * report['miou']:.2f} on {scored} images" + (f" ({skipped} skipped)" if skipped else "")
+                   + f" ({miou_note(report)})"
                    + f" (wall {report['seconds']['wall']:.1f} s)")
         if report.get("boundary"):
             typer.echo(f"boundary F {100 * report['boundary']['f_score']:.2f}, "
@@ -144,7 +147,8 @@ def evaluate(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Score a folder of predicted masks against a dataset split (mIoU, boundary F, Boundary IoU; per class)."""
-    from ..runner import boundary_tolerance_text, evaluate_dir, open_dataset, write_evaluation
+    from ..method.metrics import miou_note
+    from ..runner import boundary_tolerance_text, evaluate_dir, open_dataset, score_rules, write_evaluation
 
     from ..outputs import check_complete, prepare
 
@@ -156,7 +160,7 @@ def evaluate(
     output = prepare(out, "evaluate", overwrite=overwrite)
     ds, samples = open_dataset(cfg, split, cfg.eval_limit)
     names = list(ds.component.class_names)
-    result = evaluate_dir(predictions, samples, names)
+    result = evaluate_dir(predictions, samples, names, score_rules(cfg, ds.component))
     if output is not None:
         write_evaluation(output, predictions, result, ds, samples, names)
     def cell(value: float) -> str:
@@ -166,7 +170,7 @@ def evaluate(
     typer.echo(f"  {'class':<14} {'IoU':>6} {'BF':>6} {'BIoU':>6}")
     for c, name in enumerate(names):
         typer.echo(f"  {name:<14} {cell(result.iou[c])} {cell(bound.f_score[c])} {cell(bound.iou[c])}")
-    typer.echo(f"mIoU {100 * result.miou:.2f} on {len(samples)} images")
+    typer.echo(f"mIoU {100 * result.miou:.2f} on {len(samples)} images ({miou_note(result.as_dict(names))})")
     typer.echo(f"boundary F {100 * bound.mean_f:.2f} (tolerance {boundary_tolerance_text(bound.tolerance)}), "
                f"Boundary IoU {100 * bound.mean_iou:.2f}")
     if out is not None:
