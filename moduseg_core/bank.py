@@ -10,25 +10,18 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-from .components import Built, Timer, build, identity, package_versions
-from .config import Choice, MethodConfig
+from .components import build, identity
+from .config import Choice
 from .errors import ModusegError
-from .failures import ErrorLog, Failure
 from .faults import crash_point
-from .io import notify_written, read_image, remove_path, temp_name, temp_writer_alive
-from .method.bank_filter import outlier_keep
-from .method.pooling import valid_rows
-from .method.scale import downscale_image, resize_nearest, work_hw
-from .streaming import load_images
-from .progress import progress
-from .types import BACKGROUND, IGNORE_INDEX, Sample
+from .io import notify_written, remove_path, temp_name, temp_writer_alive
+from .types import IGNORE_INDEX, Sample
 
 FORMAT = "moduseg-bank"
 FORMAT_VERSION = 1
@@ -217,160 +210,3 @@ def check_class_map(classes: np.ndarray, sample: Sample, image_hw: tuple[int, in
             f"labeler {labeler!r} gave class id {int(bad[0])} for image {sample.id}; "
             f"allowed 0..{n_classes - 1} and 255"
         )
-
-
-def build_bank(
-    samples: Iterable[Sample],
-    *,
-    n_samples: int,
-    class_names: list[str],
-    labeler: Built,
-    purifier: Built,
-    encoder: Built,
-    aggregator: Built,
-    index_choice: Choice,
-    method: MethodConfig,
-    dataset_info: dict[str, Any],
-    timer: Timer | None = None,
-    errors: ErrorLog | None = None,
-) -> Bank:
-    """Label → purify → encode → pool every bank image, filter outliers, index.
-
-    With ``errors`` skipping (``on_error: skip``), an image that fails is logged there and left out."""
-    timer = timer or Timer()
-    skip = errors is not None and errors.skip
-    errors_before = len(errors) if errors is not None else 0
-    samples = list(samples)
-    fit = getattr(labeler.component, "fit", None)
-    if callable(fit):
-        t0 = time.perf_counter()
-        fit(samples)
-        timer.add("label_fit", time.perf_counter() - t0)
-    vectors: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    regions_total = regions_small = 0
-    batch: list[tuple[Sample, np.ndarray, np.ndarray, np.ndarray]] = []  # sample, image, masks, class ids
-
-    def encode_and_pool(items: list) -> list[tuple[np.ndarray, np.ndarray]]:
-        t0 = time.perf_counter()
-        features = encoder.component.encode_batch([item[1] for item in items])
-        t1 = time.perf_counter()
-        out = []
-        for (_, _, masks, ids), feats in zip(items, features):
-            pooled = aggregator.component.aggregate(feats, masks)
-            ok = valid_rows(pooled)
-            out.append((pooled[ok], ids[ok]))
-        timer.add("encode", t1 - t0)
-        timer.add("pool", time.perf_counter() - t1)
-        return out
-
-    def flush() -> None:
-        if not batch:
-            return
-        try:
-            pooled = encode_and_pool(batch)
-        except Exception:
-            if not skip:
-                raise
-            pooled = []
-            for item in batch:  # one image at a time, to find the one at fault
-                try:
-                    pooled += encode_and_pool([item])
-                except Exception as exc:
-                    errors.add(item[0], "encode", exc)  # type: ignore[union-attr]
-        for image_vectors, image_labels in pooled:
-            vectors.append(image_vectors)
-            labels.append(image_labels)
-        batch.clear()
-
-    images = load_images(
-        samples, workers=method.loader_workers, lookahead=2 * method.batch_images, max_pixels=method.max_image_pixels,
-        skip_errors=skip,
-    )
-    for sample in progress(samples, total=n_samples, desc="bank"):
-        t0 = time.perf_counter()
-        image = next(images)  # decoded ahead by the loader workers
-        timer.add("read", time.perf_counter() - t0)
-        if isinstance(image, Failure):
-            errors.add(sample, image.stage, image.error)  # type: ignore[union-attr]
-            continue
-        try:
-            t0 = time.perf_counter()
-            classes = np.asarray(labeler.component.label(image, sample))
-            check_class_map(classes, sample, image.shape[:2], len(class_names), labeler.name)
-            timer.add("label", time.perf_counter() - t0)
-            work = work_hw(image.shape[0], image.shape[1], method.work_pixels)
-            if work != image.shape[:2]:  # a huge photo: purified, encoded and pooled at its working size
-                image, classes = downscale_image(image, work), resize_nearest(classes, work)
-            t0 = time.perf_counter()
-            masks, ids = [], []
-            regions = small = 0
-            for c in np.unique(classes):
-                if c == IGNORE_INDEX:
-                    continue
-                region = purifier.component.purify(classes == c)
-                regions += 1
-                if int(region.sum()) < method.min_region_area:
-                    small += 1
-                    continue
-                masks.append(region)
-                ids.append(int(c))
-            timer.add("purify", time.perf_counter() - t0)
-        except Exception as exc:
-            if not skip:
-                raise
-            errors.add(sample, "label", exc)  # type: ignore[union-attr]
-            continue
-        regions_total += regions
-        regions_small += small
-        if masks:
-            batch.append((sample, image, np.stack(masks), np.array(ids, np.int32)))
-        if len(batch) >= method.batch_images:
-            flush()
-        crash_point("bank-image")
-    flush()
-
-    dim = vectors[0].shape[1] if vectors and vectors[0].size else 0
-    all_vectors = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
-    all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
-    skipped = len(errors) - errors_before if errors is not None else 0
-    if skip:
-        errors.check_some_succeeded(n_samples, since=errors_before)  # type: ignore[union-attr]
-    if len(all_labels) == 0:
-        raise ModusegError(
-            f"the bank is empty: no region of the {n_samples - skipped} images survived purification and the "
-            f"{method.min_region_area}-pixel minimum; lower --set method.min_region_area or --set purifier.iterations"
-        )
-    keep = outlier_keep(all_vectors, all_labels, method.filter_ratio)
-    kept_vectors, kept_labels = all_vectors[keep], all_labels[keep]
-    t0 = time.perf_counter()
-    index = build("index", index_choice)
-    index.component.add(kept_vectors, kept_labels)
-    timer.add("index", time.perf_counter() - t0)
-
-    def per_class(values: np.ndarray) -> dict[str, int]:
-        ids, n = np.unique(values, return_counts=True)
-        return {class_names[i]: int(c) for i, c in zip(ids, n)}
-
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": _created(),
-        "components": {b.kind: b.describe() for b in (labeler, purifier, encoder, aggregator)}
-        | {"index": {"name": index_choice.name, "options": index.options.identity()}},
-        "method": method.model_dump(mode="json"),
-        "dataset": dataset_info,
-        "class_names": class_names,
-        "dim": int(kept_vectors.shape[1]),
-        "counts": {
-            "images": n_samples - skipped,
-            "skipped_images": skipped,
-            "regions": regions_total,
-            "regions_below_min_area": regions_small,
-            "vectors_before_filter": per_class(all_labels),
-            "vectors": per_class(kept_labels),
-            "background_vectors": int((kept_labels == BACKGROUND).sum()),
-        },
-        "versions": package_versions(),
-    }
-    return Bank(kept_vectors, kept_labels, class_names, manifest, index.component)

@@ -62,6 +62,22 @@ class MethodConfig(Options):
     )
 
 
+class RayConfig(Options):
+    """How ``--executor ray`` runs the per-image work (docs/scaling.md); not part of any result."""
+
+    actors: int = Field(1, ge=1, description="workers (Ray actors), each building the components once")
+    num_cpus: float = Field(1.0, ge=0.0, description="logical CPUs each actor reserves")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs each actor reserves (0.5 puts two actors on a GPU)")
+    threads: int | None = Field(
+        None, ge=1,
+        description="CPU threads of torch and BLAS in each actor; null = as many as --executor local uses on this "
+        "machine, so that CPU results are byte-identical to it (the thread count changes float rounding)",
+    )
+
+
+EXECUTORS = ("local", "ray")
+
+
 class RunConfig(BaseModel):
     """Everything a run needs. Defaults are the paper's method with runnable components."""
 
@@ -80,6 +96,10 @@ class RunConfig(BaseModel):
     bank_limit: int | None = Field(None, ge=1, description="use only the first N bank images")
     eval_limit: int | None = Field(None, ge=1, description="evaluate only the first N images")
     overlays: bool = True
+    executor: Literal["local", "ray"] = Field(
+        "local", description="where the per-image work runs: this process (local) or a Ray cluster (ray; docs/scaling.md)"
+    )
+    ray: RayConfig = Field(default_factory=RayConfig)
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="an image that cannot be processed stops the job (fail) or is logged to errors.jsonl and left out (skip)"
     )
@@ -88,7 +108,7 @@ class RunConfig(BaseModel):
         return getattr(self, kind)
 
 
-TOP_LEVEL_KEYS = ("bank_split", "eval_split", "bank_limit", "eval_limit", "overlays", "on_error")
+TOP_LEVEL_KEYS = ("bank_split", "eval_split", "bank_limit", "eval_limit", "overlays", "on_error", "executor")
 
 
 def load_config(path: Path | None) -> RunConfig:
@@ -183,17 +203,25 @@ def apply_overrides(
                     f"(allowed: {', '.join(MethodConfig.model_fields)})"
                 )
             data["method"][rest] = value
+        elif head == "ray" and dot:
+            if rest not in RayConfig.model_fields:
+                raise ModusegError(
+                    f"--set {item!r}: ray has no setting {rest!r}{did_you_mean(rest, RayConfig.model_fields)} "
+                    f"(allowed: {', '.join(RayConfig.model_fields)})"
+                )
+            data["ray"][rest] = value
         elif head in TOP_LEVEL_KEYS and not dot:
             data[head] = value
         else:
-            allowed = ["dataset.*", *(f"{k}.*" for k in RUN_KINDS), "method.*", *TOP_LEVEL_KEYS]
+            allowed = ["dataset.*", *(f"{k}.*" for k in RUN_KINDS), "method.*", "ray.*", *TOP_LEVEL_KEYS]
             raise ModusegError(f"--set {item!r}: unknown key {key!r}{did_you_mean(head, allowed)} (allowed: {', '.join(allowed)})")
     try:
         method = parse_options("method", "settings", MethodConfig, data.pop("method"))
     except ModusegError as exc:
         raise ModusegError(str(exc).replace("--set method.", "--set method.")) from exc
+    ray = parse_options("ray", "settings", RayConfig, data.pop("ray"))
     try:
-        return RunConfig.model_validate({**data, "method": method})
+        return RunConfig.model_validate({**data, "method": method, "ray": ray})
     except ValidationError as exc:
         raise ModusegError(f"--set {invalid_setting(exc, data)}") from exc
 

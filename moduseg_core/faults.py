@@ -7,7 +7,11 @@ Unset (always, outside tests), a crash point costs one string comparison.
 Points: ``bank-image`` (a bank image labelled and queued), ``bank-save-staged`` (every bank file
 written to its temporary folder), ``bank-save-commit`` (the bank's vectors moved in, the rest not),
 ``prediction`` (a prediction PNG written), ``report`` (predictions done, report not yet written),
-``ablate-point`` (a sweep point's results written).
+``ablate-point`` (a sweep point's results written), ``bank-collect`` (the driver recorded a finished
+bank image), ``bank-worker`` (a Ray worker wrote a bank image's shard).
+
+``MODUSEG_CRASH_ONCE=PATH`` makes the crash happen once across processes: the first process to
+reach the point creates PATH and dies; later ones (a worker Ray restarted) go on.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ def crash_point(name: str) -> None:
         return
     _counts[name] = _counts.get(name, 0) + 1
     if _counts[name] == int(nth or 1):
+        once = os.environ.get("MODUSEG_CRASH_ONCE")
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)

@@ -53,7 +53,14 @@ def predict_files(
             data[kind] = {"name": loaded.manifest["components"][kind]["name"],
                           "options": loaded.manifest["components"][kind]["options"]}
     config = type(config).model_validate(data)
-    predictor = make_predictor(config, loaded)
+    if config.executor == "ray":  # the workers build the predictor; here only the checks and the cluster
+        from .executors import make_executor
+
+        loaded.check_encoder(config.encoder, config.aggregator)
+        make_executor(config)
+        predictor = None
+    else:
+        predictor = make_predictor(config, loaded)
     for path in [bank_dir, *inputs]:
         output.protect(path)  # inputs inside the output folder are never removed as stale
     errors = ErrorLog(config.on_error)
@@ -62,13 +69,21 @@ def predict_files(
     with output:
         output.begin(planned)
         errors.open(out)
-        predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays, errors=errors,
-                        class_names=loaded.class_names)
+        if predictor is None:
+            from .executors.ray_predict import predict_on_ray
+
+            _, masks = predict_on_ray(config, Path(bank_dir), samples, out, n_classes=len(loaded.class_names),
+                                      overlays=overlays, errors=errors, class_names=loaded.class_names,
+                                      index=config.index if "index" in named else None)
+        else:
+            predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays, errors=errors,
+                            class_names=loaded.class_names)
+            masks = {"proposed": predictor.masks_seen, "kept": predictor.masks_kept}
         errors.check_some_succeeded(len(samples))
         skipped = {"images": len(errors)} | ({"log": ERRORS_FILE} if len(errors) else {})
         report = {
             "images": len(samples), "predicted": len(samples) - len(errors), "skipped": skipped,
-            "bank": str(bank_dir), "masks": {"proposed": predictor.masks_seen, "kept": predictor.masks_kept},
+            "bank": str(bank_dir), "masks": masks,
         }
         write_json(out / "report.json", report)
         output.finish()

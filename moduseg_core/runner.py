@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from .bank import Bank, build_bank
+from .bank import Bank
+from .bank_build import build_bank
 from .components import Built, Timer, build, describe_config, is_oracle, package_versions, validate
 from .config import Choice, RunConfig
 from .errors import ModusegError

@@ -114,7 +114,8 @@ def test_build_bank_killed_then_rerun_is_byte_identical(crash, bank_reference, c
     out = tmp_path / "bank"
     killed(moduseg(["build-bank", *tiny(coco_mini), "--out", str(out)], crash))
     if crash.startswith("bank-image"):
-        assert not out.exists(), "nothing is written before the bank is built"
+        assert not (out / "manifest.json").exists(), "no bank before every image is done"
+        assert len(list((out / "shards").glob("*.shard"))) == 1, "the chunk done so far is kept for the rerun"
     else:
         assert marker_state(out) == "incomplete"
         assert list(out.glob(".bank_save.*.tmp")), "the kill left the save's temporary folder"

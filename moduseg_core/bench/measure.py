@@ -97,7 +97,7 @@ def gpu_memory() -> tuple[Any, Any]:
 def bank_projection(config: RunConfig, encoder: Built, n: int, propose_per_image: float) -> dict[str, Any]:
     """Time bank building (label, purify, encode, pool) over ``n`` bank images; project to VOC train_aug.
     ``propose_per_image`` (from (b)) is added for a labeler that also runs the proposer (map correction)."""
-    from ..bank import build_bank
+    from ..bank_build import build_bank
     from ..runner import dataset_info, open_dataset
 
     dataset, samples = open_dataset(config, config.bank_split, n)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import ConfigOpt, OnErrorOpt, OverwriteOpt, SetOpt, exit_code
+from .common import ConfigOpt, ExecutorOpt, OnErrorOpt, OverwriteOpt, SetOpt, exit_code
 
 GridOpt = Annotated[
     Optional[list[str]],
@@ -42,6 +42,7 @@ def ablate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate every point and list them; run nothing.")] = False,
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
+    executor: ExecutorOpt = None,
 ) -> int:
     """Run a sweep of full runs (bank + predict + evaluate) through the stage cache.
 
@@ -51,6 +52,15 @@ def ablate(
     from ..ablate.results import point_line, summary_line
     from ..outputs import prepare
 
+    if executor is not None:
+        from ..errors import ModusegError
+        from ..executors import check_executor
+
+        if check_executor(executor) == "ray":
+            raise ModusegError(
+                "ablate --executor ray is not supported yet (sweeps run their points in this process); "
+                "use --executor local, or build the bank with `moduseg build-bank --executor ray`"
+            )
     sweep = compose_sweep(
         sweep_file, config, grid=grid, zip_axes=zip_axes, sets=sets, name=name,
         on_error=on_error.value if on_error is not None else None,

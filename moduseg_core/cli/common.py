@@ -28,6 +28,10 @@ OverwriteOpt = Annotated[
     bool,
     typer.Option("--overwrite", help="Replace the output of another moduseg command in --out, or start an earlier output afresh (only files moduseg wrote are removed; never a folder it did not write)."),
 ]
+ExecutorOpt = Annotated[
+    Optional[str],
+    typer.Option("--executor", help="Where the per-image work runs: local (this process, the default) or ray (a Ray cluster: RAY_ADDRESS, `ray start`, or a local instance; docs/scaling.md). Same as --set executor=..."),
+]
 
 
 class OnError(str, Enum):
@@ -45,11 +49,17 @@ def compose(
     config: Optional[Path],
     sets: Optional[list[str]],
     on_error: Optional[OnError] = None,
+    *,
+    executor: Optional[str] = None,
     **choices: Optional[str],
 ) -> RunConfig:
-    """Config file, then ``--<kind> NAME`` choices, then ``--set`` overrides, then ``--on-error``."""
+    """Config file, then ``--<kind> NAME`` choices, then ``--set`` overrides, then ``--on-error`` and ``--executor``."""
     base = load_config(config)
     extra = [f"on_error={on_error.value}"] if on_error is not None else []
+    if executor is not None:
+        from ..executors import check_executor
+
+        extra.append(f"executor={check_executor(executor)}")
     return apply_overrides(base, choices=choices, sets=[*(sets or []), *extra])
 
 

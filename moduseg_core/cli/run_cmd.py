@@ -15,6 +15,7 @@ from .common import (
     ConfigOpt,
     DatasetOpt,
     EncoderOpt,
+    ExecutorOpt,
     IndexOpt,
     LabelerOpt,
     OnErrorOpt,
@@ -65,14 +66,18 @@ def run(
     out: OutOpt = Path("runs/latest"),
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
+    executor: ExecutorOpt = None,
 ) -> int:
     """Build the bank, predict the eval split and evaluate: the whole method in one go."""
     from ..outputs import prepare
-    from ..runner import run as run_job
 
     output = prepare(out, "run", overwrite=overwrite)
-    cfg = compose(config, sets, on_error, dataset=dataset, labeler=labeler, proposer=proposer, purifier=purifier,
-                  encoder=encoder, aggregator=aggregator, index=index)
+    cfg = compose(config, sets, on_error, executor=executor, dataset=dataset, labeler=labeler, proposer=proposer,
+                  purifier=purifier, encoder=encoder, aggregator=aggregator, index=index)
+    if cfg.executor == "local":
+        from ..runner import run as run_job
+    else:
+        from ..executors.run_job import run_distributed as run_job
     report = run_job(cfg, out, bank_dir=bank, output=output)
     _print_scores(report, out)
     return exit_code(report["skipped"]["bank"] + report["skipped"]["eval"])
@@ -90,19 +95,26 @@ def build_bank_cmd(
     out: OutOpt = Path("runs/bank"),
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
+    executor: ExecutorOpt = None,
 ) -> int:
-    """Label, purify, encode and pool the bank split into a saved bank directory."""
+    """Label, purify, encode and pool the bank split into a saved bank directory.
+
+    Finished images are stored as they come (OUT/shards/, method.batch_images images a shard): a killed
+    build rerun with the same command resumes, and ends byte-identical to an uninterrupted one, with
+    either executor (docs/scaling.md)."""
+    from ..executors.bank_job import build_bank_job
     from ..outputs import prepare
-    from ..runner import save_bank_from_config
 
     output = prepare(out, "build-bank", overwrite=overwrite)
-    cfg = compose(config, sets, on_error, dataset=dataset, labeler=labeler, purifier=purifier, encoder=encoder,
-                  aggregator=aggregator, index=index)
-    result, errors = save_bank_from_config(cfg, out, output=output)
+    cfg = compose(config, sets, on_error, executor=executor, dataset=dataset, labeler=labeler, purifier=purifier,
+                  encoder=encoder, aggregator=aggregator, index=index)
+    result, errors, job = build_bank_job(cfg, out, output=output)
     if result.manifest["components"]["labeler"].get("oracle"):
         typer.secho("NOTE: labeler 'gt' is the ORACLE: this bank was built from ground-truth masks.", fg="yellow", err=True)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
     typer.echo(f"bank of {len(result)} vectors ({counts}) -> {out}")
+    if cfg.executor == "ray" and job.get("nodes"):
+        typer.echo(f"ray: {job['computed']} images computed by {job['workers']} actor(s) on {job['nodes']} node(s)")
     return exit_code(len(errors))
 
 
@@ -117,6 +129,7 @@ def predict(
     overlays: Annotated[bool, typer.Option(help="Also write overlay JPEGs.")] = True,
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
+    executor: ExecutorOpt = None,
 ) -> int:
     """Segment images with a saved bank: VOC-palette PNG masks (+ overlays) in OUT.
 
@@ -130,7 +143,7 @@ def predict(
     output = prepare(out, "predict", overwrite=overwrite)
     if os.path.abspath(bank) == os.path.abspath(out):
         raise ModusegError(f"--bank {bank} is the --out folder; write the predictions into another folder")
-    cfg = compose(config, sets, on_error, proposer=proposer, index=index)
+    cfg = compose(config, sets, on_error, executor=executor, proposer=proposer, index=index)
     named = {kind for kind in ("encoder", "aggregator", "index") if any(s.startswith(f"{kind}.") for s in sets or [])}
     report = predict_files(cfg, inputs, bank, out, output=output, overlays=overlays, named=named | ({"index"} if index else set()))
     typer.echo(f"{report['predicted']} masks -> {out / 'predictions'}" + (f", overlays -> {out / 'overlays'}" if overlays else ""))
@@ -145,6 +158,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Dataset split with ground truth.")] = "val",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write report.json and report.html (gallery, charts) here.")] = None,
     overwrite: OverwriteOpt = False,
+    executor: ExecutorOpt = None,
 ) -> None:
     """Score a folder of predicted masks against a dataset split (mIoU, boundary F, Boundary IoU; per class)."""
     from ..method.metrics import miou_note
@@ -152,7 +166,7 @@ def evaluate(
 
     from ..outputs import check_complete, prepare
 
-    cfg = compose(config, sets, dataset=dataset)
+    cfg = compose(config, sets, executor=executor, dataset=dataset)
     if not predictions.is_dir():
         raise ModusegError(f"predictions folder {predictions} does not exist; pass the predictions/ folder of a run")
     for folder in (predictions, predictions.parent):
@@ -160,7 +174,14 @@ def evaluate(
     output = prepare(out, "evaluate", overwrite=overwrite)
     ds, samples = open_dataset(cfg, split, cfg.eval_limit)
     names = list(ds.component.class_names)
-    result = evaluate_dir(predictions, samples, names, score_rules(cfg, ds.component))
+    if cfg.executor == "local":
+        result = evaluate_dir(predictions, samples, names, score_rules(cfg, ds.component))
+    else:
+        from ..executors import make_executor
+        from ..executors.ray_predict import evaluate_on_ray
+
+        make_executor(cfg)
+        result = evaluate_on_ray(cfg, predictions, samples, len(names)).scores(**score_rules(cfg, ds.component))
     if output is not None:
         write_evaluation(output, predictions, result, ds, samples, names)
     def cell(value: float) -> str:

@@ -1,0 +1,173 @@
+"""Prediction and evaluation on Ray (heavy: imports ray).
+
+``predict_on_ray``: Ray Data ``map_batches`` over the split's chunks (``method.batch_images``
+consecutive images, the batches of the local run) with a pool of actors, each loading the bank
+from shared storage and building the proposer, encoder and aggregator once. Workers write each
+image's PNG (and overlay) themselves and return, per chunk, the confusion matrix and boundary
+counts of its images (integers): the driver adds them up into the local run's scores exactly.
+
+``evaluate_on_ray``: the same sums for a folder of predictions, one Ray task per chunk.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..bank_build import chunks
+from ..config import RunConfig
+from ..failures import ErrorLog, Failure
+from ..io import notify_written
+from ..method.metrics import Accumulator
+from ..progress import Bar
+from ..types import Sample
+from .ray_bank import _pickled, local_threads
+
+
+class PredictActor:
+    """One Ray actor: the bank and the inference components loaded once, then one chunk per call."""
+
+    def __init__(self, config: dict, bank: str, samples: list[Sample], out: str | None, n_classes: int, overlays: bool,
+                 class_names: list[str] | None, index: dict | None):
+        from ..bank import Bank
+        from ..config import Choice
+        from ..runner import make_predictor
+
+        cfg = RunConfig.model_validate(config)
+        self.predictor = make_predictor(cfg, Bank.load(bank, index=Choice(**index) if index else None))
+        self.samples, self.out, self.n_classes = samples, Path(out) if out else None, n_classes
+        self.overlays, self.class_names = overlays, class_names
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ..faults import crash_point
+        from ..io import overlay, read_mask, write_jpeg, write_png
+        from ..legend import with_legend
+        from ..streaming import stream_predictions
+
+        rows: dict[str, list] = {"chunk": [], "matrix": [], "boundary": [], "scored": [], "failures": [], "masks": []}
+        for index, start, stop in zip(batch["chunk"], batch["start"], batch["stop"]):
+            accumulator = Accumulator(self.n_classes)
+            failures: list[tuple[int, str, bytes]] = []
+            seen, kept = self.predictor.masks_seen, self.predictor.masks_kept
+            chunk = self.samples[int(start):int(stop)]
+            position = {id(s): int(start) + k for k, s in enumerate(chunk)}
+            for sample, image, prediction in stream_predictions(self.predictor, chunk, workers=0, overlap=False,
+                                                                skip_errors=True):
+                pos = position[id(sample)]
+                if isinstance(prediction, Failure):
+                    failures.append((pos, prediction.stage, _pickled(prediction.error)))
+                    continue
+                gt = None
+                if sample.mask_path is not None:
+                    try:
+                        gt = read_mask(sample.mask_path, expected_hw=image.shape[:2], n_classes=self.n_classes)
+                    except Exception as exc:  # noqa: BLE001 (on_error decides, in the driver)
+                        failures.append((pos, "mask", _pickled(exc)))
+                        continue
+                if self.out is not None:
+                    write_png(self.out / "predictions" / f"{sample.id}.png", prediction.semantic)
+                    if self.overlays:
+                        picture = overlay(image, prediction.semantic)
+                        if self.class_names is not None:
+                            picture = with_legend(picture, prediction.semantic, self.class_names)
+                        write_jpeg(self.out / "overlays" / f"{sample.id}.jpg", picture)
+                    crash_point("prediction")
+                if gt is not None:
+                    accumulator.add(gt, prediction.semantic)
+            rows["chunk"].append(int(index))
+            rows["matrix"].append(accumulator.matrix.tobytes())
+            rows["boundary"].append(accumulator.boundary.tobytes())
+            rows["scored"].append(accumulator.images)
+            rows["failures"].append(pickle.dumps(failures))
+            rows["masks"].append(pickle.dumps((self.predictor.masks_seen - seen, self.predictor.masks_kept - kept)))
+        return {k: np.asarray(v, dtype=np.int64 if k in ("chunk", "scored") else object) for k, v in rows.items()}
+
+
+def _merge(total: Accumulator, row: dict[str, Any]) -> None:
+    n = total.n_classes
+    total.matrix += np.frombuffer(row["matrix"], np.int64).reshape(n, n)
+    total.boundary += np.frombuffer(row["boundary"], np.int64).reshape(6, n)  # type: ignore[operator]
+    total.images += int(row["scored"])
+
+
+def predict_on_ray(
+    config: RunConfig, bank: Path, samples: Sequence[Sample], out: Path | None, *, n_classes: int, overlays: bool,
+    errors: ErrorLog, class_names: Sequence[str] | None = None, desc: str = "predict", index: Any = None,
+) -> tuple[Accumulator | None, dict[str, int]]:
+    """Predict ``samples`` with the saved bank ``bank`` on ``config.ray.actors`` actors; PNGs (and
+    overlays) go to ``out``. The scores' sums (None when no image has ground truth) and the mask counts.
+    ``index`` (a ``Choice``) re-indexes the bank's vectors; None loads its saved index."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    settings = config.ray
+    work = chunks(len(samples), config.method.batch_images)
+    dataset = ray.data.from_items([{"chunk": c, "start": r.start, "stop": r.stop} for c, r in enumerate(work)],
+                                  override_num_blocks=max(1, len(work)))
+    results = dataset.map_batches(
+        PredictActor,
+        fn_constructor_kwargs={"config": config.model_dump(mode="json"), "bank": str(bank), "samples": list(samples),
+                               "out": str(out) if out is not None else None, "n_classes": n_classes,
+                               "overlays": overlays, "class_names": list(class_names) if class_names else None,
+                               "index": index.model_dump() if index is not None else None},
+        batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=min(settings.actors, max(1, len(work)))),
+        num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(settings.threads or local_threads())}},
+    )
+    total = Accumulator(n_classes)
+    masks = {"proposed": 0, "kept": 0}
+    with Bar(len(samples), desc) as bar:
+        for row in results.iter_rows():
+            failures = sorted(pickle.loads(row["failures"]))
+            for pos, stage, error in failures:
+                errors.add(samples[pos], stage, pickle.loads(error))  # raises unless on_error is skip
+            if out is not None:  # the workers wrote these files: the output folder learns it here
+                failed = {pos for pos, _, _ in failures}
+                for pos in work[int(row["chunk"])]:
+                    if pos not in failed:
+                        notify_written(out / "predictions" / f"{samples[pos].id}.png")
+                        if overlays:
+                            notify_written(out / "overlays" / f"{samples[pos].id}.jpg")
+            _merge(total, row)
+            seen, kept = pickle.loads(row["masks"])
+            masks["proposed"] += seen
+            masks["kept"] += kept
+            bar.update(len(work[int(row["chunk"])]))
+    return (total if total.images else None), masks
+
+
+def _score_chunk(pred_dir: str, samples: list[Sample], n_classes: int) -> dict[str, Any]:
+    from ..io import read_mask
+
+    accumulator = Accumulator(n_classes)
+    for sample in samples:
+        gt = read_mask(sample.mask_path, n_classes=n_classes)
+        pred = read_mask(Path(pred_dir) / f"{sample.id}.png", expected_hw=gt.shape, against=f"its ground truth {sample.mask_path}")
+        accumulator.add(gt, pred)
+    return {"matrix": accumulator.matrix.tobytes(), "boundary": accumulator.boundary.tobytes(), "scored": accumulator.images}
+
+
+def evaluate_on_ray(config: RunConfig, pred_dir: Path, samples: Sequence[Sample], n_classes: int) -> Accumulator:
+    """``runner.evaluate_dir``'s sums, one Ray task per chunk of images (checks first, in the driver)."""
+    import ray
+
+    from ..errors import ModusegError
+
+    for sample in samples:
+        if sample.mask_path is None:
+            raise ModusegError(f"sample {sample.id} has no ground-truth mask; evaluate needs a split with masks")
+        if not (Path(pred_dir) / f"{sample.id}.png").is_file():
+            raise ModusegError(f"prediction {Path(pred_dir) / f'{sample.id}.png'} is missing; predict every image of the split first")
+    task = ray.remote(num_cpus=config.ray.num_cpus)(_score_chunk)
+    work = chunks(len(samples), config.method.batch_images)
+    pending = {task.remote(str(pred_dir), list(samples[r.start:r.stop]), n_classes): len(r) for r in work}
+    total = Accumulator(n_classes)
+    with Bar(len(samples), "evaluate") as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            _merge(total, ray.get(ready[0]))
+            bar.update(pending.pop(ready[0]))
+    return total

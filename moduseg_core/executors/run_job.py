@@ -1,0 +1,78 @@
+"""``moduseg run --executor ray``: the bank through the shard store (resumable), the eval split
+predicted by Ray workers (each writing its images' PNGs and overlays), the scores summed from the
+workers' integer counts: the same report and predictions as ``runner.run``'s local path."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..bank import Bank
+from ..components import Timer, validate
+from ..config import RunConfig
+from ..errors import ModusegError
+from ..failures import ERRORS_FILE, ErrorLog
+from ..faults import crash_point
+from ..kinds import RUN_KINDS
+
+
+def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None = None, output: Any) -> dict[str, Any]:
+    """``runner.run`` with the per-image work on ``config.executor`` (Ray)."""
+    from ..runner import dataset_info, make_report, open_dataset, run_outputs, score_rules, write_html, write_report
+    from . import make_executor
+    from .bank_job import build_into, open_bank_job
+    from .ray_predict import predict_on_ray
+
+    validate(config, RUN_KINDS)
+    out_dir = Path(out_dir)
+    if bank_dir is not None:
+        if os.path.abspath(bank_dir) == os.path.abspath(out_dir):
+            raise ModusegError(f"--bank {bank_dir} is the --out folder; write the run into another folder")
+        output.protect(bank_dir)
+    errors = ErrorLog(config.on_error)
+    timer = Timer()
+    started = time.perf_counter()
+    dataset, samples = open_dataset(config, config.eval_split, config.eval_limit)
+    class_names = list(dataset.component.class_names)
+    job = open_bank_job(config) if bank_dir is None else None
+    executor = make_executor(config)
+    with output:
+        output.begin(run_outputs(samples, overlays=config.overlays, bank=bank_dir is None))
+        errors.open(out_dir)
+        errors.context = {"split": config.bank_split}
+        if bank_dir is None:
+            t0 = time.perf_counter()
+            bank, _ = build_into(config, out_dir / "bank", job, executor=executor, errors=errors, timer=timer)
+            timer.add("bank_total", time.perf_counter() - t0)
+            bank_dir = out_dir / "bank"
+        else:
+            bank = Bank.load(bank_dir, index=config.index)
+        bank_errors = len(errors)
+        if class_names != bank.class_names:
+            raise ModusegError(
+                f"the bank's classes ({len(bank.class_names)}: {', '.join(bank.class_names[:4])}...) differ from the "
+                f"dataset's ({len(class_names)}); evaluate with the dataset the bank was built on"
+            )
+        bank.check_encoder(config.encoder, config.aggregator)
+        errors.context = {"split": config.eval_split}
+        t0 = time.perf_counter()
+        evaluation, masks = predict_on_ray(config, bank_dir, samples, out_dir, n_classes=len(class_names),
+                                           overlays=config.overlays, errors=errors, class_names=class_names,
+                                           index=config.index)
+        timer.add("predict_total", time.perf_counter() - t0)
+        errors.check_some_succeeded(len(samples), since=bank_errors)
+        skipped = {"bank": bank_errors, "eval": len(errors) - bank_errors}
+        report = make_report(
+            config, bank, evaluation.scores(**score_rules(config, dataset.component)) if evaluation is not None else None,
+            class_names, timer,
+            wall=time.perf_counter() - started, eval_info=dataset_info(dataset, samples),
+            masks=masks | {"images": len(samples) - skipped["eval"]},
+        )
+        report["skipped"] = skipped | ({"log": ERRORS_FILE} if any(skipped.values()) else {})
+        crash_point("report")
+        write_report(out_dir, report)
+        write_html(out_dir, report, samples, class_names)
+        output.finish()
+    return report
