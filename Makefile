@@ -7,7 +7,7 @@ DATA   ?= ../shared/data/coco-mini
 OUT    ?= runs/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-slow test-all install clean
 
 $(STAMP): pyproject.toml docs/examples/moduseg-grid/pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/moduseg demo --data $(DATA) --out $(OUT)
 
+# `make test`: every test not marked slow or ray (about 3.5 minutes on two cores); `make test-slow`: the
+# rest (real models on real images, killed processes, the bench, Ray clusters); `make test-all`: both.
+# CI (.ci/run) runs `make test` and then `make test-slow`.
+FAST := not slow and not ray
+
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "$(FAST)"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not ($(FAST))"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
