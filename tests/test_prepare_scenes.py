@@ -91,6 +91,7 @@ def test_prepare_cityscapes_train_ids_and_plugin(coco_mini, tmp_path, capsys, vo
 # -- a run on a prepared fixture -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_on_prepared_ade20k(coco_mini, tmp_path, capsys):
     """Bank on the prepared training split with the oracle labeler, predictions on validation:
     the report scores the 150 classes without class 0 (ADE20K has no background class)."""

