@@ -66,6 +66,7 @@ def coco(
         annotations, images, out, crowd=crowd.value, overlap=overlap.value, keep_empty=keep_empty, overwrite=overwrite
     )
     split = next(iter(result["splits"]))
+    split = {"train2014": "train", "val2014": "val"}.get(split, split)  # the coco plugin's names for 2014
     _print(result, out, f"--dataset coco --set dataset.root={out} --set dataset.split={split}")
 
 

@@ -68,7 +68,7 @@ class SplitSummary:
         """One line for the terminal."""
         share = 100.0 * self.ignore_pixels / self.pixels if self.pixels else 0.0
         left = f" ({self.left_out} without annotations left out)" if self.left_out else ""
-        notes = "".join(f", {n:,} {k.replace('_', ' ')}" for k, n in self.notes.items())
+        notes = "".join(f", {k.replace('_', ' ')} {n:,}" for k, n in self.notes.items())
         return (
             f"{self.name}: {self.images:,} images{left}, {len(self.class_images)} of {len(class_names) - 1} classes "
             f"present, ignore pixels {self.ignore_pixels:,} ({share:.2f}%){notes}"
