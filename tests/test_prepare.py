@@ -264,3 +264,23 @@ def test_prepare_voc_labels_and_train_aug(coco_mini, tmp_path, capsys):
     assert main(["prepare", "voc", "--root", str(voc), "--out", str(tmp_path / "broken")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("Error: mask ") and "\n" not in err and val[0] in err and not (tmp_path / "broken").exists()
+
+
+def test_prepare_help_lists_every_dataset_and_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from moduseg_core.cli import main\n"
+        "from moduseg_core.plugins import heavy_modules_loaded\n"
+        "code = main(['prepare', '--help'])\n"
+        "print('HEAVY', heavy_modules_loaded(), 'pycocotools' in sys.modules, code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY [] False 0"
+    import re
+
+    for name in ("coco", "voc", "ade20k", "cityscapes"):  # rich's boxed help or click's plain one
+        assert re.search(rf"^[│ ]*{name}\s", out.stdout, re.M), out.stdout
