@@ -76,7 +76,11 @@ def headline(report: dict[str, Any], images: int | None = None) -> str:
     per_class = report.get("per_class_iou") or {}
     n = sum(v is not None for v in per_class.values())
     if "miou" in report:
-        cards.append(card(pct(report.get("miou")), "mIoU", f"mean of {n} classes (dataset-level IoU)", "miou"))
+        from ..method.metrics import miou_note
+
+        if report.get("miou_average") == "all":  # every scored class, an empty union as 0
+            n = len(per_class) - len(report.get("not_scored") or [])
+        cards.append(card(pct(report.get("miou")), "mIoU", f"mean of {n} classes (dataset-level IoU; {miou_note(report)})", "miou"))
         cards.append(card(pct(report.get("pixel_accuracy")), "pixel accuracy"))
     bound = report.get("boundary") or {}
     if bound:
