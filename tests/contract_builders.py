@@ -131,6 +131,39 @@ def save_clip_labeler(folder: Path) -> Path:
     return folder
 
 
+#: corrclip needs a vision tower of at least 3 blocks (its spatial branch averages the lower ones)
+CORRCLIP_CLIP_CFG = {**CLIP_LABELER_CFG, "vision_cfg": {**CLIP_LABELER_CFG["vision_cfg"], "layers": 4}}
+
+
+def save_corrclip_models(folder: Path) -> tuple[Path, Path]:
+    """A random open_clip.CLIP (4 vision blocks) in the ``local-dir:`` layout and a random DINO-style
+    transformers ViTModel (patch 8), saved as the hub lays it out: ``(clip folder, dino folder)``."""
+    import open_clip
+    import torch
+    import transformers
+
+    clip, dino = folder / "clip", folder / "dino"
+    clip.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(open_clip.CLIP(**CORRCLIP_CLIP_CFG).state_dict(), clip / "open_clip_pytorch_model.bin")
+    preprocess = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
+    (clip / "open_clip_config.json").write_text(json.dumps({"model_cfg": CORRCLIP_CLIP_CFG, "preprocess_cfg": preprocess}))
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=8, image_size=64
+    )
+    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(dino)
+    return clip, dino
+
+
+def _corrclip(ctx: Context):
+    clip, dino = ctx.once("corrclip-models", save_corrclip_models)
+    return ms.get_component(
+        "labeler", "corrclip", model=f"local-dir:{clip}", pretrained=None, dino=str(dino), proposer="slic",
+        proposer_options={"n_segments": [12]}, device="cpu", templates=["a photo of a {}."], short_side=112, crop=112,
+        stride=56,
+    )
+
+
 def _precomputed_masks(ctx: Context, root: Path) -> Path:
     """The sample's ground truth written as a released pseudo mask."""
     shutil.copy(ctx.sample.mask_path, root / f"{ctx.sample.id}.png")
@@ -272,6 +305,7 @@ BUILDERS: dict[tuple[str, str], Callable[[Context], Any]] = {
         templates=["a photo of a {}."], crop=64, stride=32, short_side=96,
     ),
     ("labeler", "coseg"): _coseg,
+    ("labeler", "corrclip"): _corrclip,
     ("proposer", "felzenszwalb"): lambda ctx: ms.get_component("proposer", "felzenszwalb"),
     ("proposer", "slic"): lambda ctx: ms.get_component("proposer", "slic"),
     ("proposer", "grid"): lambda ctx: ms.get_component("proposer", "grid"),
@@ -316,6 +350,7 @@ REFUSAL_FALLBACKS: dict[tuple[str, str], Callable[[Context], Any]] = {
 NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("labeler", "clip"): ("torch", "open_clip"),
     ("labeler", "coseg"): ("torch", "transformers", "skimage"),  # slic regions, a tiny dinov2
+    ("labeler", "corrclip"): ("torch", "open_clip", "transformers", "sklearn", "skimage"),  # slic masks
     ("proposer", "felzenszwalb"): ("skimage",),
     ("proposer", "slic"): ("skimage",),
     ("proposer", "eomt"): ("torch", "transformers"),

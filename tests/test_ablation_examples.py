@@ -45,6 +45,22 @@ SWAPS = {
 TINY = ["bank_limit=2", "eval_limit=1", "encoder.resize=112"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def corrclip_stand_in(tmp_path_factory):
+    """corrclip runs its own code with a random CLIP and a random DINO-style ViT (no DINO weights offline)."""
+    pytest.importorskip("sklearn")
+    from contract_builders import save_corrclip_models
+
+    clip, dino = save_corrclip_models(tmp_path_factory.mktemp("corrclip"))
+    SWAPS["labeler"]["corrclip"] = Choice(name="corrclip", options={
+        "model": f"local-dir:{clip}", "pretrained": None, "dino": str(dino), "proposer": "slic",
+        "proposer_options": {"n_segments": [12]}, "templates": ["a photo of a {}."],
+        "background": ["sky", "wall", "floor"], "short_side": 112, "crop": 112, "stride": 112,
+    })  # fmt: skip
+    yield
+    SWAPS["labeler"].pop("corrclip", None)
+
+
 def _choice_value(value):
     return value if isinstance(value, str) else value["name"]
 

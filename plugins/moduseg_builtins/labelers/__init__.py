@@ -7,6 +7,8 @@ open_clip, the ``coseg`` factory builds its proposer and encoder, when a labeler
 - ``files``: ``gt`` (the ground-truth mask, an oracle) and ``precomputed`` (pseudo masks on disk);
 - ``clip``: dense CLIP logits (the paper's kind of labeler): options here, model code in
   ``_clip_impl``, prompt words in ``_clip_text``;
+- ``corrclip``: the paper's labeler (CLIP with DINO correlations and masks): options here, the model
+  code in ``_corrclip_impl``, its pieces as small tensor functions in ``_corrclip_parts``;
 - ``coseg``: vision-only co-segmentation over the bank split: options here, the rule in ``_coseg_impl``;
 - ``_common``: what the labelers share (parts built from their own options, label checks, map correction).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 from moduseg_core import ModusegError, NoOptions, hookimpl
 
 from .clip import ClipLabelerOptions
+from .corrclip import CorrClipLabelerOptions
 from .coseg import CosegLabelerOptions
 from .files import GTLabeler, PrecomputedLabeler, PrecomputedLabelerOptions
 
@@ -29,6 +32,17 @@ def make_clip(options: ClipLabelerOptions):
     from ._clip_impl import ClipLabeler
 
     return ClipLabeler(options)
+
+
+def make_corrclip(options: CorrClipLabelerOptions):
+    if options.stride > options.crop:
+        raise ModusegError(
+            f"labeler 'corrclip' option stride={options.stride} exceeds crop={options.crop}, so windows would leave "
+            "gaps; set --set labeler.stride to at most the crop"
+        )
+    from ._corrclip_impl import CorrClipLabeler
+
+    return CorrClipLabeler(options)
 
 
 def make_coseg(options: CosegLabelerOptions):
@@ -60,6 +74,16 @@ def register_labelers(register):
         extra="clip",
         requires=("torch", "open_clip"),
         weights="open_clip pretrained tags (default ViT-B-16 metaclip_fullcc), hf-hub: or local-dir: checkpoints",
+    )
+    register(
+        "corrclip",
+        make_corrclip,
+        options=CorrClipLabelerOptions,
+        summary="The paper's labeler: CLIP's last block rebuilt from DINO correlations and merged masks "
+        "(three branches), restricted to the image's labels, corrected by the masks",
+        extra="corrclip",
+        requires=("torch", "open_clip", "transformers", "sklearn"),
+        weights="open_clip tags (default ViT-B-16 metaclip_fullcc) + a transformers ViT (facebook/dino-vitb8)",
     )
     register(
         "coseg",

@@ -47,7 +47,7 @@ def window_starts(length: int, crop: int, stride: int) -> list[int]:
     return [min(i * stride, length - crop) for i in range(count)]
 
 
-def load_clip(model: str, pretrained: str | None) -> torch.nn.Module:
+def load_clip(model: str, pretrained: str | None, labeler: str = NAME) -> torch.nn.Module:
     """An open_clip CLIP model by architecture + tag/file, or from an ``hf-hub:``/``local-dir:`` source."""
     import open_clip
 
@@ -55,7 +55,7 @@ def load_clip(model: str, pretrained: str | None) -> torch.nn.Module:
     if model.startswith(_SCHEMAS):
         if model.startswith("local-dir:") and not Path(model[len("local-dir:"):]).expanduser().is_dir():
             raise ModusegError(
-                f"labeler 'clip' model {model!r}: that folder does not exist; point local-dir: at a folder with "
+                f"labeler {labeler!r} model {model!r}: that folder does not exist; point local-dir: at a folder with "
                 "open_clip_config.json and open_clip_pytorch_model.bin (or .safetensors)"
             )
         pretrained = None  # the source carries its own weights
@@ -63,7 +63,7 @@ def load_clip(model: str, pretrained: str | None) -> torch.nn.Module:
         known = open_clip.list_models()
         if model not in known:
             raise ModusegError(
-                f"labeler 'clip' model {model!r} is not an open_clip architecture{did_you_mean(model, known)} "
+                f"labeler {labeler!r} model {model!r} is not an open_clip architecture{did_you_mean(model, known)} "
                 "(see open_clip.list_models(); or use hf-hub:ORG/REPO or local-dir:PATH); fix --set labeler.model"
             )
         if pretrained is not None:
@@ -73,7 +73,7 @@ def load_clip(model: str, pretrained: str | None) -> torch.nn.Module:
             elif not Path(pretrained).expanduser().is_file():
                 tags = open_clip.list_pretrained_tags_by_model(model)
                 raise ModusegError(
-                    f"labeler 'clip' pretrained={pretrained!r} is neither a tag of {model} "
+                    f"labeler {labeler!r} pretrained={pretrained!r} is neither a tag of {model} "
                     f"(tags: {', '.join(tags) or 'none'}) nor a checkpoint file; fix --set labeler.pretrained"
                 )
             else:
@@ -82,18 +82,18 @@ def load_clip(model: str, pretrained: str | None) -> torch.nn.Module:
         loaded = open_clip.create_model(model, pretrained=pretrained, **kwargs)
     except Exception as exc:  # hub unreachable, corrupt file, mismatched checkpoint...
         raise ModusegError(
-            f"labeler 'clip' could not load {model!r} with pretrained={pretrained!r} ({short_reason(exc)}); download the "
+            f"labeler {labeler!r} could not load {model!r} with pretrained={pretrained!r} ({short_reason(exc)}); download the "
             "weights on a connected machine and pass the file as labeler.pretrained, or use local-dir:PATH"
         ) from exc
     return loaded
 
 
-def prompt_names(class_names: Sequence[str], extra: dict[str, list[str]]) -> list[tuple[str, ...]]:
+def prompt_names(class_names: Sequence[str], extra: dict[str, list[str]], labeler: str = NAME) -> list[tuple[str, ...]]:
     """Per foreground class (ids 1..C-1): the names it is prompted with."""
     unknown = [k for k in extra if k not in class_names[1:]]
     if unknown:
         raise ModusegError(
-            f"labeler 'clip' option names has class {unknown[0]!r}{did_you_mean(unknown[0], class_names[1:])}, which "
+            f"labeler {labeler!r} option names has class {unknown[0]!r}{did_you_mean(unknown[0], class_names[1:])}, which "
             f"is not one of the classes ({', '.join(class_names[1:6])}, ...); fix --set labeler.names"
         )
     out = []
@@ -107,25 +107,26 @@ class ClipLabeler:
     """Pseudo masks from dense CLIP logits restricted to the image's labels."""
 
     oracle = False
+    name = NAME
 
     def __init__(self, options: ClipLabelerOptions):
         from moduseg_builtins.datasets import load_class_names
 
         self.options = options
-        self.device = resolve_device(options.device, f"labeler {NAME!r}")
+        self.device = resolve_device(options.device, f"labeler {self.name!r}")
         self.dtype = torch_dtype(options.dtype)
         self.class_names, _ = load_class_names(options.classes)
-        self.names = prompt_names(self.class_names, options.names)
+        self.names = prompt_names(self.class_names, options.names, self.name)
         self.templates = tuple(options.templates or IMAGENET_TEMPLATES)
 
-        model = load_clip(options.model, options.pretrained)
+        model = load_clip(options.model, options.pretrained, self.name)
         model.eval().requires_grad_(False)
         self.model = model.to(device=self.device, dtype=self.dtype)
         self._check_vision_tower()
         self.patch = int(self.visual.patch_size[0])
         if options.crop % self.patch:
             raise ModusegError(
-                f"labeler 'clip' option crop={options.crop} is not a multiple of the model's patch size {self.patch}; "
+                f"labeler {self.name!r} option crop={options.crop} is not a multiple of the model's patch size {self.patch}; "
                 f"set --set labeler.crop={options.crop // self.patch * self.patch or self.patch}"
             )
         cfg = getattr(self.visual, "preprocess_cfg", {}) or {}
@@ -143,11 +144,14 @@ class ClipLabeler:
             owners += [class_id] * len(names)
         self.text = self._embed_texts(texts)  # T×D, L2-normalised
         self.owners = np.asarray(owners, np.int64)
-        self.corrector = (
-            build_part(NAME, "proposer", "correct_with", options.correct_with, options.correct_options)
-            if options.correct_with
-            else None
-        )
+        self.corrector = self._make_corrector()
+
+    def _make_corrector(self):
+        """The proposer of the map correction (``correct_with``), or None."""
+        options = self.options
+        if not options.correct_with:
+            return None
+        return build_part(NAME, "proposer", "correct_with", options.correct_with, options.correct_options)
 
     def __repr__(self) -> str:
         o = self.options
@@ -167,7 +171,7 @@ class ClipLabeler:
         last = visual.transformer.resblocks[-1].attn if ok else None
         if not ok or not hasattr(last, "in_proj_weight") or getattr(last, "logit_scale", None) is not None:
             raise ModusegError(
-                f"labeler 'clip' model {self.options.model!r} has a {type(visual).__name__} vision tower; dense "
+                f"labeler {self.name!r} model {self.options.model!r} has a {type(visual).__name__} vision tower; dense "
                 "tokens need an open_clip VisionTransformer with plain attention (e.g. ViT-B-16, ViT-L-14)"
             )
 

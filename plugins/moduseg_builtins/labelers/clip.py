@@ -16,7 +16,9 @@ from .._shared import Device, Dtype
 from ._clip_text import STUFF_WORDS
 
 
-class ClipLabelerOptions(Options):
+class ClipPromptOptions(Options):
+    """What the CLIP-based labelers share: the model, the prompts, the logits and the sliding windows."""
+
     model: str = Field(
         "ViT-B-16",
         description="open_clip architecture (open_clip.list_models()), or 'hf-hub:ORG/REPO' / "
@@ -26,11 +28,6 @@ class ClipLabelerOptions(Options):
         "metaclip_fullcc",
         description="open_clip pretrained tag of `model` (metaclip_fullcc, openai...) or a checkpoint file; "
         "null = random weights (only for tests: the maps mean nothing)",
-    )
-    dense: Literal["sclip", "clearclip", "maskclip"] = Field(
-        "sclip",
-        description="dense tokens from the last block: sclip = q-q + k-k attention, clearclip = q-q attention, "
-        "maskclip = the value path; no residual and no MLP in that block for all three",
     )
     classes: str = Field(
         "voc",
@@ -58,18 +55,10 @@ class ClipLabelerOptions(Options):
     )
     crop: int = Field(336, ge=16, description="sliding window side in pixels (a multiple of the patch size)")
     stride: int = Field(112, ge=1, description="sliding window step in pixels (at most crop)")
-    correct_with: str | None = Field(
-        None,
-        description="map correction: a registered proposer whose every mask (score >= correct_min_score) is set "
-        "to its majority class; null = no correction",
-    )
-    correct_options: dict[str, Any] = Field(default_factory=dict, description="options of the correct_with proposer")
-    correct_min_score: float = Field(0.5, ge=0.0, description="proposals scoring below this are not used to correct")
     device: Device = Field("auto", description="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
     dtype: Dtype = Field("float32", description="compute precision of the model")
-    batch_size: int = Field(16, ge=1, description="sliding windows per forward pass")
 
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "batch_size"})
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})
 
     @field_validator("templates")
     @classmethod
@@ -81,3 +70,21 @@ class ClipLabelerOptions(Options):
                 if template.count("{}") != 1:
                     raise ValueError(f"template {template!r} must contain exactly one {{}} for the class name")
         return templates
+
+
+class ClipLabelerOptions(ClipPromptOptions):
+    dense: Literal["sclip", "clearclip", "maskclip"] = Field(
+        "sclip",
+        description="dense tokens from the last block: sclip = q-q + k-k attention, clearclip = q-q attention, "
+        "maskclip = the value path; no residual and no MLP in that block for all three",
+    )
+    correct_with: str | None = Field(
+        None,
+        description="map correction: a registered proposer whose every mask (score >= correct_min_score) is set "
+        "to its majority class; null = no correction",
+    )
+    correct_options: dict[str, Any] = Field(default_factory=dict, description="options of the correct_with proposer")
+    correct_min_score: float = Field(0.5, ge=0.0, description="proposals scoring below this are not used to correct")
+    batch_size: int = Field(16, ge=1, description="sliding windows per forward pass")
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "batch_size"})
