@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from moduseg_core import ModusegError, Options
 from moduseg_core.io import read_mask
@@ -45,10 +45,26 @@ class PrecomputedLabelerOptions(Options):
         description="folder of {id}.png pseudo masks (palette or grayscale class ids; 255 = ignore), "
         "e.g. the paper's released CorrCLIP masks",
     )
+    file: str = Field(
+        "{id}.png",
+        description="the mask's file under root: {id} = the dataset's image id, {stem} = the image file's name "
+        "without suffix (the released CorrCLIP masks of Cityscapes: {stem}.png); docs/labelers.md",
+    )
     enforce_labels: bool = Field(
         True,
         description="pixels whose class is neither background nor one of the image-level labels become 255 (ignore)",
     )
+
+    @field_validator("file")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        if "{id}" not in value and "{stem}" not in value:
+            raise ValueError("file must name the mask through {id} or {stem}, e.g. {id}.png")
+        try:
+            value.format(id="x", stem="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"file {value!r} may hold only the placeholders {{id}} and {{stem}} ({exc})") from exc
+        return value
 
 
 class PrecomputedLabeler:
@@ -58,6 +74,7 @@ class PrecomputedLabeler:
 
     def __init__(self, options: PrecomputedLabelerOptions):
         self.root = Path(options.root).expanduser()
+        self.file = options.file
         self.enforce_labels = options.enforce_labels
         if not self.root.is_dir():
             raise ModusegError(
@@ -65,15 +82,16 @@ class PrecomputedLabeler:
                 "set --set labeler.root=<folder of {id}.png pseudo masks>"
             )
 
-    def path_for(self, image_id: str) -> Path:
-        return self.root / f"{image_id}.png"
+    def path_for(self, image_id: str, image_path: Path | None = None) -> Path:
+        stem = Path(image_path).stem if image_path is not None else image_id
+        return self.root / self.file.format(id=image_id, stem=stem)
 
     def label(self, image: np.ndarray, sample: Sample) -> np.ndarray:
-        path = self.path_for(sample.id)
+        path = self.path_for(sample.id, sample.image_path)
         if not path.is_file():
             raise ModusegError(
                 f"pseudo mask {path} for image {sample.id!r} does not exist; labeler 'precomputed' needs one "
-                "{id}.png per image under its root (check labeler.root and the dataset split)"
+                f"{self.file} per image under its root (check labeler.root, labeler.file and the dataset split)"
             )
         mask = np.array(read_mask(path, expected_hw=_image_hw(image)), dtype=np.int32)
         low, high = int(mask.min(initial=0)), int(mask.max(initial=0))
