@@ -1,4 +1,8 @@
-"""Dataset: the samples of one split and the class names."""
+"""Dataset: the samples of one split and the class names.
+
+Optional: ``has_background`` (bool, default True when absent). A dataset whose masks never hold
+class 0 (ADE20K, Cityscapes: no background class) sets it False, and evaluation then leaves class 0
+out of the mIoU (``runner.score_rules``; docs/datasets.md)."""
 
 from __future__ import annotations
 
