@@ -54,7 +54,8 @@ class Predictor:
         """Each image at its working size, and its proposals."""
         images = [self.working_image(image) for image in images]
         t0 = time.perf_counter()
-        proposals = [self.propose(image, image_id) for image, image_id in zip(images, ids)]
+        found = propose_many(self.proposer.component, images, ids)
+        proposals = [self.checked(proposals, image) for proposals, image in zip(found, images)]
         self.timer.add("propose", time.perf_counter() - t0)
         return images, proposals
 
@@ -72,7 +73,10 @@ class Predictor:
 
     def propose(self, image: np.ndarray, image_id: str | None) -> Proposals:
         """Class-agnostic masks of one image, those under ``min_mask_area`` dropped."""
-        found = self.proposer.component.propose(image, image_id=image_id)
+        return self.checked(self.proposer.component.propose(image, image_id=image_id), image)
+
+    def checked(self, found: Proposals, image: np.ndarray) -> Proposals:
+        """A proposer's masks for ``image`` checked for its size, those under ``min_mask_area`` dropped."""
         if found.masks.shape[1:] != image.shape[:2]:
             raise ValueError(
                 f"proposer {self.proposer.name!r} returned {found.masks.shape[1:]} masks for a {image.shape[:2]} image"
@@ -149,6 +153,18 @@ class Predictor:
         self.timer.add("nms+paint", time.perf_counter() - t0)
         self.masks_kept += len(keep)
         return Prediction(semantic, masks, labels, scores, kept=keep)  # the kept masks are copied only if read
+
+
+def propose_many(component: object, images: Sequence[np.ndarray], ids: Sequence[str | None]) -> list[Proposals]:
+    """Each image's proposals: through the component's ``propose_batch`` when it has one (several images per
+    forward pass), else ``propose`` image by image. A batch that answers for another number of images is refused."""
+    batch = getattr(component, "propose_batch", None)
+    if batch is None or len(images) < 2:
+        return [component.propose(image, image_id=image_id) for image, image_id in zip(images, ids)]  # type: ignore[attr-defined]
+    found = list(batch(list(images), list(ids)))
+    if len(found) != len(images):
+        raise ValueError(f"{type(component).__name__}.propose_batch returned {len(found)} results for {len(images)} images")
+    return found
 
 
 def _nothing(image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -139,6 +139,32 @@ def test_cached_real_proposer_computes_once_per_image_and_configuration(coco_min
     assert "plugin" in proposer.identity and proposer.identity["options"]["n_segments"] == [20, 40]
 
 
+def test_a_cached_batch_sends_only_the_misses_to_the_proposer_together(coco_mini, cache):
+    """CachedProposer.propose_batch: hits come from disk, the misses go to the proposer's propose_batch in
+    one call, and every image gets what propose gives."""
+    ids = (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:3]
+    images = [read_image(coco_mini / "JPEGImages" / f"{i}.jpg") for i in ids]
+    choice = Choice(name="slic", options={"n_segments": [20]})
+    real = build("proposer", choice).component
+    calls = []
+
+    class Batching:  # the real slic proposer, with a propose_batch that records its calls
+        def propose(self, image, *, image_id=None):
+            return real.propose(image, image_id=image_id)
+
+        def propose_batch(self, batch, batch_ids):
+            calls.append(list(batch_ids))
+            return [real.propose(image, image_id=i) for image, i in zip(batch, batch_ids)]
+
+    proposer = CachedProposer(cache, choice, Batching)
+    proposer.propose(images[1], image_id=ids[1])  # one hit later
+    found = proposer.propose_batch(images, ids)
+    assert calls == [[ids[0], ids[2]]] and proposer.computed == 3
+    for image, i, got in zip(images, ids, found):
+        want = real.propose(image, image_id=i)
+        assert np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
+
+
 def _fill(cache: StageCache) -> dict[str, str]:
     keys = {}
     for stage, payload in (("scores", "a"), ("scores", "b"), ("predictions", "c")):

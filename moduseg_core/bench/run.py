@@ -35,7 +35,14 @@ class CappedProposer:
         self.device = getattr(component, "device", None)
 
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Any:
-        found = self.component.propose(image, image_id=image_id)
+        return self._capped(self.component.propose(image, image_id=image_id))
+
+    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None]) -> list[Any]:
+        from ..inference import propose_many
+
+        return [self._capped(found) for found in propose_many(self.component, images, image_ids)]
+
+    def _capped(self, found: Any) -> Any:
         if len(found) <= self.cap:
             return found
         return found.select(np.sort(np.argsort(-found.scores, kind="stable")[: self.cap]))

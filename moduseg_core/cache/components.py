@@ -55,6 +55,27 @@ class CachedProposer(_Lazy):
             save_proposals(tmp, found)
         return found
 
+    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None]) -> list[Proposals]:
+        """``propose`` per image; the misses go to the proposer together (its ``propose_batch`` when it has one)."""
+        from ..inference import propose_many
+
+        keys = [self.entry_key(image, image_id) for image, image_id in zip(images, image_ids)]
+        out: list[Proposals | None] = []
+        missing = []
+        for i, key in enumerate(keys):
+            hit = self.cache.get("proposals", key)
+            out.append(load_proposals(hit) if hit is not None else None)
+            if hit is None:
+                missing.append(i)
+        if missing:
+            found = propose_many(self.inner, [images[i] for i in missing], [image_ids[i] for i in missing])
+            for i, proposals in zip(missing, found):
+                self.computed += 1
+                with self.cache.put("proposals", keys[i]) as tmp:
+                    save_proposals(tmp, proposals)
+                out[i] = proposals
+        return out  # type: ignore[return-value]
+
 
 class CachedEncoder(_Lazy):
     """A ``FeatureEncoder`` serving patch tokens from the ``features`` stage; only misses are encoded."""

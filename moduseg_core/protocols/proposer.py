@@ -12,5 +12,9 @@ from ..types import Proposals
 @runtime_checkable
 class MaskProposer(Protocol):
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
-        """``image``: ``uint8 H×W×3`` RGB. ``image_id`` is given when known (precomputed proposers need it)."""
+        """``image``: ``uint8 H×W×3`` RGB. ``image_id`` is given when known (precomputed proposers need it).
+
+        A proposer may also define ``propose_batch(images, image_ids) -> list[Proposals]``, returning for each
+        image what ``propose`` would (several images per forward pass); ``moduseg_core.inference.propose_many``
+        uses it when it is there."""
         ...

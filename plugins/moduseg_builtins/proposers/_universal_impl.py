@@ -22,7 +22,7 @@ import contextlib
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -227,34 +227,59 @@ class UniversalProposer:
 
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
         """Every query's mask whose score reaches ``score_threshold``; sorted by score."""
-        image = check_image(image, f"proposer {self.name!r}")
-        height, width = image.shape[:2]
-        pixels, resized, padded = self.prepare(image)
-        threshold = self.options.score_threshold
+        return self.propose_batch([image], [image_id])[0]
+
+    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None) -> list[Proposals]:
+        """``propose`` for several images: images whose padded input sizes are equal (every image, for EoMT)
+        share forward passes, ``batch_size`` at a time. Each image's proposals are those ``propose`` gives."""
+        images = [check_image(image, f"proposer {self.name!r}") for image in images]
+        prepared = [self.prepare(image) for image in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (_, _, padded) in enumerate(prepared):
+            groups.setdefault(padded, []).append(i)
+        out: list[Proposals | None] = [None] * len(images)
+        size = self.options.batch_size
         autocast = contextlib.nullcontext() if self.cast else torch.autocast(self.device.type, dtype=self.dtype)
         with torch.inference_mode():
-            with autocast:
-                output = self.model(pixel_values=pixels.to(self.dtype if self.cast else torch.float32))
-            class_logits = output.class_queries_logits[0].float()  # Q×(C+1), last = no object
-            mask_logits = output.masks_queries_logits[0].float()  # Q×h×w
-            class_score = class_logits.softmax(-1)[:, :-1].max(-1).values
-            # score = class_score × mean mask probability ≤ class_score: skip queries that cannot reach it
-            candidates = torch.nonzero(class_score >= threshold).flatten()
-            masks, scores = [], []
-            for start in range(0, len(candidates), _CHUNK):
-                chunk = candidates[start : start + _CHUNK]
-                logits = F.interpolate(mask_logits[chunk][None], size=padded, mode="bilinear", align_corners=False)[0]
-                logits = logits[:, : resized[0], : resized[1]]
-                if resized != (height, width):
-                    logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-                probability = logits.sigmoid()
-                inside = probability > self.options.mask_threshold
-                area = inside.sum(dim=(1, 2))
-                mask_score = (probability * inside).sum(dim=(1, 2)) / area.clamp(min=1)
-                score = class_score[chunk] * mask_score
-                keep = (area > 0) & (score >= threshold)
-                masks.append(inside[keep].cpu().numpy())
-                scores.append(score[keep].cpu().numpy())
+            for members in groups.values():
+                for start in range(0, len(members), size):
+                    chunk = members[start : start + size]
+                    pixels = torch.cat([prepared[i][0] for i in chunk])
+                    with autocast:
+                        output = self.model(pixel_values=pixels.to(self.dtype if self.cast else torch.float32))
+                    for row, i in enumerate(chunk):
+                        _, resized, padded = prepared[i]
+                        out[i] = self._proposals(
+                            output.class_queries_logits[row].float(), output.masks_queries_logits[row].float(),
+                            images[i].shape[:2], resized, padded,
+                        )
+        return out  # type: ignore[return-value]
+
+    def _proposals(
+        self, class_logits: torch.Tensor, mask_logits: torch.Tensor, image_hw: tuple[int, int],
+        resized: tuple[int, int], padded: tuple[int, int],
+    ) -> Proposals:
+        """One image's queries (``Q×(C+1)`` class logits, last = no object; ``Q×h×w`` mask logits) → proposals."""
+        height, width = image_hw
+        threshold = self.options.score_threshold
+        class_score = class_logits.softmax(-1)[:, :-1].max(-1).values
+        # score = class_score × mean mask probability ≤ class_score: skip queries that cannot reach it
+        candidates = torch.nonzero(class_score >= threshold).flatten()
+        masks, scores = [], []
+        for start in range(0, len(candidates), _CHUNK):
+            chunk = candidates[start : start + _CHUNK]
+            logits = F.interpolate(mask_logits[chunk][None], size=padded, mode="bilinear", align_corners=False)[0]
+            logits = logits[:, : resized[0], : resized[1]]
+            if resized != (height, width):
+                logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+            probability = logits.sigmoid()
+            inside = probability > self.options.mask_threshold
+            area = inside.sum(dim=(1, 2))
+            mask_score = (probability * inside).sum(dim=(1, 2)) / area.clamp(min=1)
+            score = class_score[chunk] * mask_score
+            keep = (area > 0) & (score >= threshold)
+            masks.append(inside[keep].cpu().numpy())
+            scores.append(score[keep].cpu().numpy())
         if not masks:
             return Proposals.empty(height, width)
         return to_proposals(np.concatenate(masks), np.concatenate(scores), (height, width))

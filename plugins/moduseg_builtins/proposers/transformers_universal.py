@@ -45,8 +45,11 @@ class _UniversalOptions(Options):
     )
     device: Device = device_field()
     dtype: Dtype = dtype_field()
+    batch_size: int = Field(
+        8, ge=1, description="images per forward pass when a batch is proposed (same padded size; every image for eomt)"
+    )
 
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "batch_size"})
 
     @field_validator("model", check_fields=False)
     @classmethod
