@@ -4,6 +4,7 @@ CLI never imports ray, and the local executor's resume (kill -9, then the same c
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -133,3 +134,38 @@ def test_local_build_killed_then_resumed_is_byte_identical(coco_mini, tmp_path):
     assert "resuming: 2 of 6 images already in the bank" in again.stderr
     for name in ("vectors.npy", "labels.npy", "manifest.json", "shards/done.jsonl"):
         assert sha(out / name) == sha(reference / name), name
+
+
+# -- build-bank --add --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_add_appends_a_split_without_recomputing_and_refilters_the_whole_bank(coco_mini, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    monkeypatch.setenv("MODUSEG_PROGRESS", "0")
+    bank = tmp_path / "bank"
+    assert main(["build-bank", *tiny(coco_mini), "--out", str(bank)]) == 0
+    first = {p.name: p.stat().st_mtime_ns for p in (bank / "shards").glob("*.shard")}
+    val = ["--set", "bank_split=val", "--set", "bank_limit=4"]
+    assert main(["build-bank", *tiny(coco_mini), *val, "--add", "--out", str(bank)]) == 0
+    assert "added 4 images of split 'val'; the bank has 2 source(s)" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (bank / "shards").glob("0-*.shard")} == first, "old images recomputed"
+    manifest = json.loads((bank / "manifest.json").read_text())
+    assert [s["split"] for s in manifest["sources"]] == ["train", "val"] and manifest["counts"]["images"] == 10
+    # the same bank as one build over both lists: the filter ran over the whole bank
+    ids = [*(coco_mini / "ImageSets/Segmentation/train.txt").read_text().split()[:6],
+           *(coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:4]]
+    (tmp_path / "both.txt").write_text("\n".join(ids) + "\n")
+    whole = tmp_path / "whole"
+    assert main(["build-bank", *tiny(coco_mini, bank=10), "--set", f"dataset.split_file={tmp_path / 'both.txt'}",
+                 "--out", str(whole)]) == 0
+    for name in ("vectors.npy", "labels.npy"):
+        assert sha(bank / name) == sha(whole / name), name
+    # adding the same split again changes nothing; a bank of other settings or no bank is refused
+    assert main(["build-bank", *tiny(coco_mini), *val, "--add", "--out", str(bank)]) == 0
+    assert "resuming: 4 of 4 images already in the bank" in capsys.readouterr().err
+    assert sha(bank / "vectors.npy") == sha(whole / "vectors.npy")
+    assert main(["build-bank", *tiny(coco_mini), *val, "--set", "encoder.layers=[9]", "--add", "--out", str(bank)]) == 2
+    assert "other components" in capsys.readouterr().err
+    assert main(["build-bank", *tiny(coco_mini), *val, "--add", "--out", str(tmp_path / "none")]) == 2
+    assert "--add needs a bank" in capsys.readouterr().err and not (tmp_path / "none").exists()

@@ -96,6 +96,7 @@ def build_bank_cmd(
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
     executor: ExecutorOpt = None,
+    add: Annotated[bool, typer.Option("--add", help="Add this config's bank split (another split, or another folder: --set dataset.root=...) to the bank already in --out, without recomputing its images; the far-vector filter is re-applied over the whole bank.")] = False,
 ) -> int:
     """Label, purify, encode and pool the bank split into a saved bank directory.
 
@@ -108,11 +109,13 @@ def build_bank_cmd(
     output = prepare(out, "build-bank", overwrite=overwrite)
     cfg = compose(config, sets, on_error, executor=executor, dataset=dataset, labeler=labeler, purifier=purifier,
                   encoder=encoder, aggregator=aggregator, index=index)
-    result, errors, job = build_bank_job(cfg, out, output=output)
+    result, errors, job = build_bank_job(cfg, out, output=output, add=add)
     if result.manifest["components"]["labeler"].get("oracle"):
         typer.secho("NOTE: labeler 'gt' is the ORACLE: this bank was built from ground-truth masks.", fg="yellow", err=True)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
     typer.echo(f"bank of {len(result)} vectors ({counts}) -> {out}")
+    if add:
+        typer.echo(f"added {job['images']} images of split {cfg.bank_split!r}; the bank has {job['sources']} source(s)")
     if cfg.executor == "ray" and job.get("nodes"):
         typer.echo(f"ray: {job['computed']} images computed by {job['workers']} actor(s) on {job['nodes']} node(s)")
     return exit_code(len(errors))

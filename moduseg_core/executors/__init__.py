@@ -16,8 +16,6 @@ from typing import Any
 from ..config import EXECUTORS, RunConfig
 from ..errors import ModusegError
 
-RAY_INSTALL = "pip install 'moduseg[ray]'"
-
 
 def check_executor(name: str) -> str:
     if name not in EXECUTORS:

@@ -22,9 +22,10 @@ class LocalExecutor:
     def run_bank(
         self, samples: Sequence[Sample], todo: Sequence[tuple[int, range]], *, store: Any, errors: ErrorLog,
         n_classes: int, on_chunk: Callable[[int, list[ImageRecords], list[str], str], None], timer: Timer | None = None,
+        source: int = 0,
     ) -> dict[str, Any]:
-        """Compute the chunks ``todo`` (index, positions); each finished chunk is written to ``store`` and
-        passed to ``on_chunk`` (failures go to ``errors``, under ``on_error``)."""
+        """Compute the chunks ``todo`` (index, positions) of the bank's source ``source``; each finished
+        chunk is written to ``store`` and passed to ``on_chunk`` (failures go to ``errors``, under ``on_error``)."""
         config = self.config
         if not todo:
             return {"workers": 0}
@@ -38,5 +39,5 @@ class LocalExecutor:
             kept = {r.image_id for r in records}
             failed = [samples[p].id for p in chunk if samples[p].id not in kept]
             c = index[chunk.start]
-            on_chunk(c, records, failed, store.write(shard_name(0, c), records, failed))
+            on_chunk(c, records, failed, store.write(shard_name(source, c), records, failed))
         return {"workers": 1}

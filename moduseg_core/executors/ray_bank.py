@@ -21,12 +21,13 @@ from ..config import RunConfig
 from ..failures import ErrorLog, Failure, reason
 from ..progress import Bar
 from ..types import Sample
+from .ray_cluster import absolute, worker_env
 
 
 class BankActor:
     """One Ray actor: the components built once, then one chunk per call."""
 
-    def __init__(self, config: dict, samples: list[Sample], store: str, n_classes: int):
+    def __init__(self, config: dict, samples: list[Sample], store: str, n_classes: int, source: int = 0):
         import ray
 
         from ..components import build
@@ -35,7 +36,7 @@ class BankActor:
         parts = {kind: build(kind, cfg.choice(kind)) for kind in WORK_KINDS}
         fit_labeler(parts, samples)
         self.worker = BankWorker(parts, cfg.method, n_classes)
-        self.samples, self.store, self.method = samples, store, cfg.method
+        self.samples, self.store, self.method, self.source = samples, store, cfg.method, source
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -57,7 +58,7 @@ class BankActor:
             results = self.worker.process(items, catch=True)
             records = [r for r in results if isinstance(r, ImageRecords)]
             failed = [r for r in results if not isinstance(r, ImageRecords)]
-            shard = write_shard(self.store, shard_name(0, int(index)), records, [self.samples[f.pos].id for f in failed])
+            shard = write_shard(self.store, shard_name(self.source, int(index)), records, [self.samples[f.pos].id for f in failed])
             crash_point("bank-worker")
             for result in results:
                 bad = not isinstance(result, ImageRecords)
@@ -98,6 +99,7 @@ class RayExecutor:
     def run_bank(
         self, samples: Sequence[Sample], todo: Sequence[tuple[int, range]], *, store: Any, errors: ErrorLog,
         n_classes: int, on_chunk: Callable[[int, list[ImageRecords], list[str], str], None], timer: Timer | None = None,
+        source: int = 0,
     ) -> dict[str, Any]:
         """As ``LocalExecutor.run_bank``: the chunks ``todo`` computed by ``ray.actors`` actors, in any order."""
         import ray
@@ -110,11 +112,11 @@ class RayExecutor:
                                       override_num_blocks=len(todo))
         results = dataset.map_batches(
             BankActor,
-            fn_constructor_kwargs={"config": self.config.model_dump(mode="json"), "samples": list(samples),
-                                   "store": str(store.folder), "n_classes": n_classes},
-            batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=min(settings.actors, len(todo))),
+            fn_constructor_kwargs={"config": self.config.model_dump(mode="json"), "samples": absolute(samples),
+                                   "store": os.path.abspath(store.folder), "n_classes": n_classes, "source": source},
+            batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=min(settings.actors, len(todo)), max_tasks_in_flight_per_actor=1),
             num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(settings.threads or local_threads())}},
+            runtime_env=worker_env(settings.threads or local_threads()),
         )
         nodes: set[str] = set()
         size = {c: len(chunk) for c, chunk in todo}

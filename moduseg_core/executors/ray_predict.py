@@ -11,6 +11,7 @@ counts of its images (integers): the driver adds them up into the local run's sc
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,13 +26,14 @@ from ..method.metrics import Accumulator
 from ..progress import Bar
 from ..types import Sample
 from .ray_bank import _pickled, local_threads
+from .ray_cluster import absolute, worker_env
 
 
 class PredictActor:
     """One Ray actor: the bank and the inference components loaded once, then one chunk per call."""
 
     def __init__(self, config: dict, bank: str, samples: list[Sample], out: str | None, n_classes: int, overlays: bool,
-                 class_names: list[str] | None, index: dict | None):
+                 class_names: list[str] | None, index: dict | None, state: str | None = None):
         from ..bank import Bank
         from ..config import Choice
         from ..runner import make_predictor
@@ -40,10 +42,11 @@ class PredictActor:
         self.predictor = make_predictor(cfg, Bank.load(bank, index=Choice(**index) if index else None))
         self.samples, self.out, self.n_classes = samples, Path(out) if out else None, n_classes
         self.overlays, self.class_names = overlays, class_names
+        self.state = Path(state) if state else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ..faults import crash_point
-        from ..io import overlay, read_mask, write_jpeg, write_png
+        from ..io import overlay, read_mask, write_jpeg, write_json, write_png
         from ..legend import with_legend
         from ..streaming import stream_predictions
 
@@ -77,6 +80,11 @@ class PredictActor:
                     crash_point("prediction")
                 if gt is not None:
                     accumulator.add(gt, prediction.semantic)
+            if self.state is not None and not failures:  # the chunk's record: a rerun does not redo it
+                write_json(self.state / f"{int(index):08d}.json", {
+                    "images": [s.id for s in chunk], "matrix": accumulator.matrix.tolist(),
+                    "boundary": accumulator.boundary.tolist(), "scored": accumulator.images,
+                    "masks": [self.predictor.masks_seen - seen, self.predictor.masks_kept - kept]})
             rows["chunk"].append(int(index))
             rows["matrix"].append(accumulator.matrix.tobytes())
             rows["boundary"].append(accumulator.boundary.tobytes())
@@ -96,30 +104,41 @@ def _merge(total: Accumulator, row: dict[str, Any]) -> None:
 def predict_on_ray(
     config: RunConfig, bank: Path, samples: Sequence[Sample], out: Path | None, *, n_classes: int, overlays: bool,
     errors: ErrorLog, class_names: Sequence[str] | None = None, desc: str = "predict", index: Any = None,
+    state: Path | None = None, key: dict[str, Any] | None = None,
 ) -> tuple[Accumulator | None, dict[str, int]]:
     """Predict ``samples`` with the saved bank ``bank`` on ``config.ray.actors`` actors; PNGs (and
     overlays) go to ``out``. The scores' sums (None when no image has ground truth) and the mask counts.
-    ``index`` (a ``Choice``) re-indexes the bank's vectors; None loads its saved index."""
+    ``index`` (a ``Choice``) re-indexes the bank's vectors; None loads its saved index. With ``state``
+    (a folder) and ``key`` (what the predictions depend on), each finished chunk leaves a record there
+    and a rerun with the same key takes the recorded chunks as they are (``resuming: K of N``)."""
     import ray
     from ray.data import ActorPoolStrategy
 
     settings = config.ray
     work = chunks(len(samples), config.method.batch_images)
-    dataset = ray.data.from_items([{"chunk": c, "start": r.start, "stop": r.stop} for c, r in enumerate(work)],
-                                  override_num_blocks=max(1, len(work)))
-    results = dataset.map_batches(
-        PredictActor,
-        fn_constructor_kwargs={"config": config.model_dump(mode="json"), "bank": str(bank), "samples": list(samples),
-                               "out": str(out) if out is not None else None, "n_classes": n_classes,
-                               "overlays": overlays, "class_names": list(class_names) if class_names else None,
-                               "index": index.model_dump() if index is not None else None},
-        batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=min(settings.actors, max(1, len(work)))),
-        num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(settings.threads or local_threads())}},
-    )
     total = Accumulator(n_classes)
     masks = {"proposed": 0, "kept": 0}
+    done = _resume(state, key, work, samples, out, overlays, total, masks) if state is not None else set()
+    todo = [c for c in range(len(work)) if c not in done]
+    if not todo:
+        return (total if total.images else None), masks
+    dataset = ray.data.from_items([{"chunk": c, "start": work[c].start, "stop": work[c].stop} for c in todo],
+                                  override_num_blocks=len(todo))
+    results = dataset.map_batches(
+        PredictActor,
+        fn_constructor_kwargs={"config": config.model_dump(mode="json"), "bank": os.path.abspath(bank),
+                               "samples": absolute(samples),
+                               "out": os.path.abspath(out) if out is not None else None, "n_classes": n_classes,
+                               "overlays": overlays, "class_names": list(class_names) if class_names else None,
+                               "index": index.model_dump() if index is not None else None,
+                               "state": os.path.abspath(state) if state is not None else None},
+        batch_size=1, batch_format="numpy",
+        compute=ActorPoolStrategy(size=min(settings.actors, len(todo)), max_tasks_in_flight_per_actor=1),
+        num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
+        runtime_env=worker_env(settings.threads or local_threads()),
+    )
     with Bar(len(samples), desc) as bar:
+        bar.update(sum(len(work[c]) for c in done))
         for row in results.iter_rows():
             failures = sorted(pickle.loads(row["failures"]))
             for pos, stage, error in failures:
@@ -137,6 +156,51 @@ def predict_on_ray(
             masks["kept"] += kept
             bar.update(len(work[int(row["chunk"])]))
     return (total if total.images else None), masks
+
+
+def _resume(state: Path, key: dict[str, Any] | None, work: list[range], samples: Sequence[Sample], out: Path | None,
+            overlays: bool, total: Accumulator, masks: dict[str, int]) -> set[int]:
+    """The chunks an earlier run with the same ``key`` recorded in ``state`` (their sums added to
+    ``total`` and ``masks``); records of another key are removed (only the records this writes)."""
+    import json
+
+    from ..io import remove_path, write_json
+    from ..progress import note
+
+    state.mkdir(parents=True, exist_ok=True)
+    settings = state / "settings.json"
+    try:
+        same = settings.is_file() and json.loads(settings.read_text()) == json.loads(json.dumps(key))
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for record in state.glob("[0-9]*.json"):
+            remove_path(record)
+    write_json(settings, key)
+    done: set[int] = set()
+    n = total.n_classes
+    for c, chunk in enumerate(work):
+        path = state / f"{c:08d}.json"
+        ids = [samples[p].id for p in chunk]
+        files = [f"predictions/{i}.png" for i in ids] + ([f"overlays/{i}.jpg" for i in ids] if overlays else [])
+        try:
+            record = json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError):
+            record = None
+        if record is None or record.get("images") != ids or (out is not None and not all((out / f).is_file() for f in files)):
+            continue
+        total.matrix += np.asarray(record["matrix"], np.int64).reshape(n, n)
+        total.boundary += np.asarray(record["boundary"], np.int64).reshape(6, n)  # type: ignore[operator]
+        total.images += int(record["scored"])
+        masks["proposed"] += int(record["masks"][0])
+        masks["kept"] += int(record["masks"][1])
+        for f in files:
+            notify_written(out / f)  # type: ignore[operator]
+        notify_written(path)
+        done.add(c)
+    if done:
+        note(f"resuming: {sum(len(work[c]) for c in done)} of {len(samples)} images already predicted")
+    return done
 
 
 def _score_chunk(pred_dir: str, samples: list[Sample], n_classes: int) -> dict[str, Any]:
@@ -163,7 +227,8 @@ def evaluate_on_ray(config: RunConfig, pred_dir: Path, samples: Sequence[Sample]
             raise ModusegError(f"prediction {Path(pred_dir) / f'{sample.id}.png'} is missing; predict every image of the split first")
     task = ray.remote(num_cpus=config.ray.num_cpus)(_score_chunk)
     work = chunks(len(samples), config.method.batch_images)
-    pending = {task.remote(str(pred_dir), list(samples[r.start:r.stop]), n_classes): len(r) for r in work}
+    whole = absolute(samples)
+    pending = {task.remote(os.path.abspath(pred_dir), whole[r.start:r.stop], n_classes): len(r) for r in work}
     total = Accumulator(n_classes)
     with Bar(len(samples), "evaluate") as bar:
         while pending:

@@ -18,6 +18,28 @@ from ..faults import crash_point
 from ..kinds import RUN_KINDS
 
 
+#: The run folder's records of finished prediction chunks (``ray_predict.predict_on_ray``'s ``state``).
+CHUNKS = "chunks"
+
+
+def prediction_key(config: RunConfig, bank: Path, samples: list) -> dict[str, Any]:
+    """What a run's predictions and scores depend on: the bank (its manifest), the inference
+    components and numbers, the images and whether overlays are drawn."""
+    import hashlib
+    import json
+
+    from ..components import identity
+
+    return {
+        "bank": hashlib.sha256(json.dumps({k: v for k, v in json.loads((bank / "manifest.json").read_text()).items()
+                                           if k != "created"}, sort_keys=True).encode()).hexdigest(),
+        "components": {kind: identity(kind, config.choice(kind)) for kind in ("proposer", "encoder", "aggregator", "index")},
+        "method": config.method.identity(),
+        "images": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
+        "batch": config.method.batch_images, "overlays": config.overlays,
+    }
+
+
 def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None = None, output: Any) -> dict[str, Any]:
     """``runner.run`` with the per-image work on ``config.executor`` (Ray)."""
     from ..runner import dataset_info, make_report, open_dataset, run_outputs, score_rules, write_html, write_report
@@ -39,7 +61,7 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
     job = open_bank_job(config) if bank_dir is None else None
     executor = make_executor(config)
     with output:
-        output.begin(run_outputs(samples, overlays=config.overlays, bank=bank_dir is None))
+        output.begin([*run_outputs(samples, overlays=config.overlays, bank=bank_dir is None), f"{CHUNKS}/"])
         errors.open(out_dir)
         errors.context = {"split": config.bank_split}
         if bank_dir is None:
@@ -60,7 +82,8 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
         t0 = time.perf_counter()
         evaluation, masks = predict_on_ray(config, bank_dir, samples, out_dir, n_classes=len(class_names),
                                            overlays=config.overlays, errors=errors, class_names=class_names,
-                                           index=config.index)
+                                           index=config.index, state=out_dir / CHUNKS,
+                                           key=prediction_key(config, Path(bank_dir), samples))
         timer.add("predict_total", time.perf_counter() - t0)
         errors.check_some_succeeded(len(samples), since=bank_errors)
         skipped = {"bank": bank_errors, "eval": len(errors) - bank_errors}

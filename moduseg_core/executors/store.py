@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..bank_build import ImageRecords
+from ..bank_build import ImageRecords, chunks
 from ..errors import ModusegError
 from ..io import atomic_path, notify_written, remove_path
 from ..types import Sample
@@ -188,6 +188,39 @@ class ShardStore:
             records += got
             failed += bad
         return records, failed
+
+    def read_source(self, source: int, images: int, size: int, offset: int = 0) -> tuple[list[ImageRecords], list[str]]:
+        """All records of one source (``images`` images in chunks of ``size``), positioned from ``offset``."""
+        records: list[ImageRecords] = []
+        failed: list[str] = []
+        for index, chunk in enumerate(chunks(images, size)):
+            path = self.folder / shard_name(source, index)
+            if not path.is_file():
+                raise ModusegError(f"the bank store {self.folder} lacks {path.name} of source {source}; rerun the "
+                                   "build-bank command that built (or added) that source")
+            got, bad = read_shard(path)
+            for k, record in enumerate(got):
+                record.pos = offset + chunk.start + k
+            records += got
+            failed += bad
+        return records, failed
+
+    def image_ids(self, source: int, images: int, size: int) -> list[str]:
+        """The ids of a stored source's images (from the shards' headers)."""
+        ids: list[str] = []
+        for index in range(len(chunks(images, size))):
+            path = self.folder / shard_name(source, index)
+            if path.is_file():
+                header = read_header(path)
+                ids += [i["image"] for i in header["images"]] + list(header["failed"])
+        return ids
+
+    def read_settings(self) -> dict[str, Any] | None:
+        path = self.folder / SETTINGS
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError):
+            return None
 
     def sources(self) -> list[dict[str, Any]]:
         path = self.folder / SOURCES
