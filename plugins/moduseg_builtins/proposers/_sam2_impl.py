@@ -19,6 +19,7 @@ from moduseg_core import ModusegError, Proposals
 from moduseg_core.errors import did_you_mean
 
 from .._shared import check_image, resolve_device, short_reason
+from ._fast_amg import FastGenerator, check_fast
 from ._torch_common import autocast, load_every_key, mask_generator, read_state_dict, to_proposals
 from .sam2 import RANDOM, Sam2Options
 
@@ -161,6 +162,8 @@ class Sam2Proposer:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
         self.options = options
+        if options.engine == "fast":
+            check_fast(options, self.name)
         self.device = resolve_device(options.device, f"proposer {self.name!r}")
         if model is None:
             model = load_sam2(options)
@@ -172,6 +175,7 @@ class Sam2Proposer:
         # the model so configs with another image_size run too (identical values at 1024).
         side = int(self.model.sam_image_embedding_size)
         self.generator.predictor._bb_feat_sizes = [(4 * side, 4 * side), (2 * side, 2 * side), (side, side)]
+        self.fast = FastGenerator(self.generator, sam2=True) if options.engine == "fast" else None
 
     def __repr__(self) -> str:
         return (
@@ -183,6 +187,9 @@ class Sam2Proposer:
         """Masks at the image's size; score = predicted IoU (in [0, 1]); sorted by score."""
         image = check_image(image, f"proposer {self.name!r}")
         with torch.inference_mode(), autocast(self.device, self.options.dtype):
+            if self.fast is not None:
+                masks, scores = self.fast.generate(image)
+                return to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2])
             records = self.generator.generate(image)
         return to_proposals(
             [record["segmentation"] for record in records],

@@ -16,6 +16,7 @@ import torch
 from moduseg_core import ModusegError, Proposals
 
 from .._shared import check_image, resolve_device
+from ._fast_amg import FastGenerator, check_fast
 from ._torch_common import hub_download, load_every_key, mask_generator, read_state_dict, to_proposals
 from .sam import CHECKPOINT_URLS, SamOptions
 
@@ -63,11 +64,14 @@ class SamProposer:
         from segment_anything import SamAutomaticMaskGenerator
 
         self.options = options
+        if options.engine == "fast":
+            check_fast(options, self.name)
         self.device = resolve_device(options.device, f"proposer {self.name!r}")
         if model is None:
             model = load_sam(options.model_type, options.checkpoint)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.generator = mask_generator(SamAutomaticMaskGenerator, self.model, options, self.name)
+        self.fast = FastGenerator(self.generator, sam2=False) if options.engine == "fast" else None
 
     def __repr__(self) -> str:
         return f"SamProposer(model_type={self.options.model_type!r}, points_per_side={self.options.points_per_side}, device={self.device})"
@@ -76,6 +80,9 @@ class SamProposer:
         """Masks at the image's size; score = predicted IoU clipped to [0, 1]; sorted by score."""
         image = check_image(image, f"proposer {self.name!r}")
         with torch.inference_mode():
+            if self.fast is not None:
+                masks, scores = self.fast.generate(image)
+                return to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2])
             records = self.generator.generate(image)
         return to_proposals(
             [record["segmentation"] for record in records],

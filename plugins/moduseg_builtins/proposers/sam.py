@@ -53,6 +53,12 @@ class GeneratorOptions(Options):
     min_mask_region_area: int = Field(
         0, ge=0, description="remove holes and islands smaller than this many pixels (needs opencv); 0 = off"
     )
+    engine: Literal["library", "fast"] = Field(
+        "library",
+        description="library = the package's own generator; fast = the same steps with the filtering on the device and "
+        "only IoU-passing candidates upsampled (identical masks and scores at the same points_per_batch; one crop "
+        "layer, no m2m, no small-region removal)",
+    )
 
 
 class SamOptions(GeneratorOptions):

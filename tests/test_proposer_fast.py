@@ -1,0 +1,124 @@
+"""``engine=fast`` of the ``sam`` and ``sam2`` proposers against the libraries' own generators: the real
+segment-anything and sam2 model classes (small random-initialised configs, one model shared by both engines)
+on real coco-mini photos must give the same masks and the same scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("segment_anything")
+pytest.importorskip("sam2")
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from conftest import plugins_only  # noqa: E402
+from moduseg_builtins.proposers._sam2_impl import Sam2Proposer, build_model  # noqa: E402
+from moduseg_builtins.proposers._sam_impl import SamProposer  # noqa: E402
+from moduseg_core import ModusegError  # noqa: E402
+from moduseg_core.io import read_image  # noqa: E402
+from moduseg_core.plugins import build_options  # noqa: E402
+from test_proposer_sam import tiny_sam  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+#: what the engines are compared under: every candidate kept (no NMS either), with the box NMS, each threshold
+#: set where it splits these random models' candidates (about their median; stability with a small offset,
+#: as random logits sit near 0), and the library defaults (random weights: nothing passes them)
+SETTINGS = {
+    "everything": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0},
+    "nms": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+    "iou": {"pred_iou_thresh": {"sam": 0.17, "sam2": 0.506}, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0},
+    "stability": {"pred_iou_thresh": 0.0, "stability_score_thresh": {"sam": 0.017, "sam2": 0.7},
+                  "stability_score_offset": 0.02, "box_nms_thresh": 1.0},
+    "defaults": {},
+}
+
+
+def setting(name: str, key: str) -> dict:
+    return {k: (v[name] if isinstance(v, dict) else v) for k, v in SETTINGS[key].items()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _env():
+    with plugins_only("proposers"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def images(coco_mini) -> list[np.ndarray]:
+    ids = (coco_mini / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:2]
+    out = []
+    for i in ids:
+        image = Image.fromarray(read_image(coco_mini / "JPEGImages" / f"{i}.jpg"))
+        out.append(np.asarray(image.resize((image.width // 2, image.height // 2), Image.BILINEAR)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {"sam": tiny_sam(), "sam2": build_model("configs/sam2.1/sam2.1_hiera_t.yaml", 256)}
+
+
+def make(models, name: str, engine: str, **values):
+    options = build_options("proposer", name, {"points_per_side": 8, "points_per_batch": 16, "device": "cpu",
+                                               "engine": engine, **values})
+    cls = SamProposer if name == "sam" else Sam2Proposer
+    return cls(options, model=models[name])
+
+
+@pytest.mark.parametrize("key", list(SETTINGS))
+@pytest.mark.parametrize("name", ["sam", "sam2"])
+def test_fast_gives_the_librarys_masks_and_scores(models, images, name, key):
+    library = make(models, name, "library", **setting(name, key))
+    fast = make(models, name, "fast", **setting(name, key))
+    for image in images:
+        want, got = library.propose(image), fast.propose(image)
+        assert got.masks.shape == want.masks.shape
+        assert np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
+        if key == "everything":  # 8×8 points × 3 candidates, none dropped
+            assert len(want) == 192
+        if key in ("iou", "stability"):  # the threshold drops some candidates and keeps others
+            assert 0 < len(want) < 192
+
+
+def test_bfloat16_fast_equals_the_library_in_bfloat16(models, images):
+    values = {**setting("sam2", "everything"), "dtype": "bfloat16"}
+    library, fast = make(models, "sam2", "library", **values), make(models, "sam2", "fast", **values)
+    full = make(models, "sam2", "fast", **setting("sam2", "everything"))
+    for image in images:
+        want, got = library.propose(image), fast.propose(image)
+        assert np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
+        # against float32: the same candidates; per pixel the number of masks covering it moves by a small
+        # fraction of the masks (random logits sit near the threshold, where bfloat16's rounding flips them)
+        reference = full.propose(image)
+        assert len(reference) == len(got)
+        moved = np.abs(reference.masks.sum(0).astype(int) - got.masks.sum(0)).mean() / len(got)
+        print(f"bfloat16 vs float32: {moved:.4%} of mask-pixel memberships differ")
+        assert moved < 0.02
+
+
+def test_a_larger_point_batch_agrees(models, images):
+    """The whole grid in one decoder call: the decoder sums in other batches, so the result is the library's up
+    to float rounding — the same number of masks, pixels equal up to a few flips at the threshold."""
+    library = make(models, "sam2", "library", **setting("sam2", "everything"))
+    fast = make(models, "sam2", "fast", points_per_batch=64, **setting("sam2", "everything"))
+    for image in images:
+        want, got = library.propose(image), fast.propose(image)
+        assert len(want) == len(got)
+        np.testing.assert_allclose(np.sort(got.scores), np.sort(want.scores), atol=1e-5)
+        assert np.count_nonzero(got.masks.sum(0) != want.masks.sum(0)) <= 1e-4 * want.masks[0].size
+
+
+@pytest.mark.parametrize("values,named", [
+    ({"crop_n_layers": 1}, "crop_n_layers=1"),
+    ({"min_mask_region_area": 50}, "min_mask_region_area=50"),
+])
+def test_settings_the_fast_engine_does_not_implement_are_refused(models, values, named):
+    with pytest.raises(ModusegError, match=rf"engine=fast .* not {named}; set --set proposer.engine=library"):
+        make(models, "sam", "fast", **values)
+    with pytest.raises(ModusegError, match="use_m2m=true"):
+        make(models, "sam2", "fast", use_m2m=True)
