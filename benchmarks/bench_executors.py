@@ -54,6 +54,7 @@ def main() -> None:
     runs = {"local": [], "ray, 1 worker": ["--executor", "ray", "--set", "ray.actors=1"],
             "ray, 2 workers": ["--executor", "ray", "--set", "ray.actors=2"]}
     results = {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="moduseg-bench-") as tmp:
         for i, (name, extra) in enumerate(runs.items()):
             results[name] = build(args.data, Path(tmp) / f"bank{i}", args.limit, extra)
@@ -62,7 +63,8 @@ def main() -> None:
     local = results["local"]["wall_s"]
     identical = len({json.dumps(r["sha256"], sort_keys=True) for r in results.values()}) == 1
     per_image = local / images
-    print(f"\n{images} images on {os.cpu_count()} CPU cores; banks byte-identical: {identical}")
+    print(f"\n{images} images on {os.cpu_count()} CPU cores (1-min load average {load_before[0]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after); banks byte-identical: {identical}")
     for name, r in results.items():
         if name != "local":
             print(f"{name}: {r['wall_s'] / local:.2f}x the local wall time ({r['wall_s'] - local:+.1f} s)")
@@ -75,7 +77,8 @@ def main() -> None:
         print(f"COCO train2014 ({COCO_TRAIN2014:,} images) on {n:2d} workers: {cpu_h:7.2f} h like this machine's "
               f"workers, {gpu_min:6.1f} min at {args.gpu_seconds} s/image per GPU")
     if args.out:
-        args.out.write_text(json.dumps({"images": images, "cpus": os.cpu_count(), "runs": results, "identical": identical,
+        args.out.write_text(json.dumps({"images": images, "cpus": os.cpu_count(), "load_average": [load_before, os.getloadavg()],
+                                        "runs": results, "identical": identical,
                                         "per_image_s": per_image, "gpu_seconds": args.gpu_seconds,
                                         "projection": projection}, indent=1) + "\n")
 

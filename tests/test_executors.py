@@ -111,6 +111,20 @@ def test_an_unknown_executor_is_one_line_and_exit_2(tmp_path, capsys):
     assert "did you mean 'actors'" in capsys.readouterr().err
 
 
+def test_ray_missing_is_one_line_and_nothing_is_written(coco_mini, tmp_path):
+    code = (
+        "import sys\n"
+        "sys.modules['ray'] = None  # as if the ray extra were not installed\n"
+        "from moduseg_core.cli import main\n"
+        f"sys.exit(main(['build-bank', *{tiny(coco_mini)!r}, '--executor', 'ray', '--out', {str(tmp_path / 'b')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MODUSEG_PROGRESS": "0"})
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1, done.stderr[-2000:]
+    assert "needs Ray" in err[0] and "pip install 'moduseg[ray]'" in err[0] and "--executor local" in err[0]
+    assert not (tmp_path / "b").exists()
+
+
 def test_ablate_on_ray_is_refused_for_now(tmp_path, capsys):
     assert main(["ablate", "--grid", "method.top_k=1,5", "--executor", "ray", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
