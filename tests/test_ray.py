@@ -130,6 +130,29 @@ def test_ray_follows_on_error(local_ray, coco_mini, tmp_path, capsys):
     same_bank(tmp_path / "skip-ray", tmp_path / "skip-local")
 
 
+def test_run_on_ray_skips_a_broken_eval_image_like_local(local_ray, coco_mini, tmp_path, capsys):
+    root = tmp_path / "voc"
+    _broken_copy(coco_mini, root)
+    ids = (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:3]
+    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids) + "\n")
+    for i in ids:
+        shutil.copy(coco_mini / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
+        shutil.copy(coco_mini / "SegmentationClassVOC" / f"{i}.png", root / "SegmentationClassVOC")
+    (root / "JPEGImages" / f"{ids[1]}.jpg").write_bytes(b"not a jpeg")
+    args = [*tiny(root, bank=5), "--set", "proposer.n_segments=[20]", "--set", "overlays=false", "--on-error", "skip"]
+    reports = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        assert main(["run", *args, "--executor", executor, "--out", str(out)]) == EXIT_SKIPPED
+        rows = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+        assert {(r["split"], r["stage"]) for r in rows} == {("train", "read"), ("val", "read")}
+        assert [r["image"] for r in rows if r["split"] == "val"] == [ids[1]]
+        assert sorted(p.stem for p in (out / "predictions").iterdir()) == sorted([ids[0], ids[2]])
+        reports[executor] = _without_timings(json.loads((out / "report.json").read_text()))
+    capsys.readouterr()
+    assert reports["ray"] == reports["local"]
+
+
 def test_a_killed_worker_is_retried_and_the_bank_is_identical(reference, coco_mini, tmp_path):
     flag, out = tmp_path / "worker-killed", tmp_path / "bank"
     done = moduseg(["build-bank", *tiny(coco_mini), "--executor", "ray", "--set", "ray.actors=2", "--out", str(out)],
