@@ -94,6 +94,7 @@ def build_into(config: RunConfig, out: Path, job: tuple[Any, list[Sample]], *, e
     store = ShardStore(out / SHARDS, settings)
     if add:
         sources = _check_addable(store, settings, samples, class_names, out)
+        store.repair()
         source = next((i for i, s in enumerate(sources) if s["key"] == settings["dataset"]), len(sources))
         sources = sources[:source] + [{"key": settings["dataset"], "dataset": info, "images": len(samples)}]
     else:

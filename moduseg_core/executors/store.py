@@ -122,10 +122,10 @@ class ShardStore:
                     remove_path(self.folder / name)
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(self.settings, indent=1, sort_keys=True) + "\n")
-        self._repair_done()
+        self.repair()
         return discarded
 
-    def _repair_done(self) -> None:
+    def repair(self) -> None:
         """A driver killed while appending leaves a torn last line: rewrite the manifest without it."""
         path = self.folder / DONE
         if not path.is_file():
