@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from .bank import Bank
 from .bank_build import build_bank
-from .components import Built, Timer, build, describe_config, is_oracle, package_versions, validate
+from .components import Built, Timer, build, describe_config, package_versions, validate
 from .config import Choice, RunConfig
 from .errors import ModusegError
 from .failures import ERRORS_FILE, ErrorLog, Failure
@@ -22,12 +22,12 @@ from .legend import with_legend
 from .kinds import BANK_KINDS, RUN_KINDS
 from .outputs import OutputDir
 from .streaming import stream_predictions
-from .io import IMAGE_SUFFIXES, overlay, read_image, read_mask, write_jpeg, write_json, write_png, write_text
-from .method.metrics import Accumulator, Scores, miou_note
+from .io import IMAGE_SUFFIXES, overlay, read_mask, write_jpeg, write_json, write_png, write_text
+from .method.metrics import Accumulator, Scores
 from .progress import Bar, progress
+from .report_text import ORACLE_NOTE, boundary_tolerance_text, report_markdown, score_table  # noqa: F401 (re-exported)
 from .types import Sample
 
-ORACLE_NOTE = "ORACLE labeler: the bank was built from ground-truth masks (an upper bound, not weak supervision)"
 
 
 def open_dataset(config: RunConfig, split: str, limit: int | None = None) -> tuple[Built, list[Sample]]:
@@ -306,60 +306,6 @@ def write_html(out_dir: Path, report: dict[str, Any], samples: Sequence[Sample],
         import sys
 
         print(f"warning: report.html not written: {type(exc).__name__}: {exc}", file=sys.stderr)
-
-
-def report_markdown(report: dict[str, Any]) -> str:
-    cfg = report["config"]
-    lines = ["# ModuSeg report", ""]
-    if report["oracle"]:
-        lines += [f"> **{ORACLE_NOTE}.**", ""]
-    parts = ", ".join(f"{k}: `{cfg[k]['name']}`" for k in RUN_KINDS)
-    lines += [f"Components — {parts}", ""]
-    ev = report["eval"]
-    lines += [f"Evaluated {ev['images']} images of `{ev['name']}` split `{ev['split']}`; bank of {report['bank']['size']} vectors.", ""]
-    skipped = report.get("skipped") or {}
-    if skipped.get("bank") or skipped.get("eval"):
-        lines += [f"**Skipped images** (on_error: skip; reasons in `{skipped.get('log', ERRORS_FILE)}`): "
-                  f"{skipped.get('bank', 0)} of the bank split, {skipped.get('eval', 0)} of the eval split "
-                  "(left out of the bank and the scores).", ""]
-    if "miou" in report:
-        lines += [f"**mIoU: {100 * report['miou']:.2f}**  ({miou_note(report)}; pixel accuracy {100 * report['pixel_accuracy']:.2f})", ""]
-        lines += score_table(report)
-        lines.append("")
-    lines += ["| stage | seconds |", "|---|---:|"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in report["seconds"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None or value != value else f"{100 * value:.2f}"
-
-
-def score_table(report: dict[str, Any]) -> list[str]:
-    """Markdown rows: per-class IoU, and boundary F-score / Boundary IoU when the report has them."""
-    boundary = report.get("boundary")
-    if not boundary:
-        rows = ["| class | IoU |", "|---|---:|"]
-        rows += [f"| {name} | {_pct(value)} |" for name, value in report["per_class_iou"].items()]
-        return rows
-    rows = [
-        (
-            f"Boundary F-score **{_pct(boundary['f_score'])}** (tolerance {boundary_tolerance_text(boundary['tolerance'])}), "
-            f"Boundary IoU **{_pct(boundary['iou'])}** (dilation {boundary['dilation_ratio']:g} of the diagonal)."
-        ),
-        "",
-        "| class | IoU | boundary F | Boundary IoU |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, value in report["per_class_iou"].items():
-        rows.append(
-            f"| {name} | {_pct(value)} | {_pct(boundary['per_class_f'].get(name))} | {_pct(boundary['per_class_iou'].get(name))} |"
-        )
-    return rows
-
-
-def boundary_tolerance_text(tolerance: float) -> str:
-    return f"{tolerance:g} px" if tolerance >= 1 else f"{100 * tolerance:g} % of the diagonal"
 
 
 def image_paths(inputs: Sequence[Path]) -> list[Path]:
