@@ -122,5 +122,6 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_no_module_over_the_limit():
-    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    modules = [*PACKAGE.rglob("*.py"), *(ROOT / "moduseg_core").rglob("*.py")]  # the plugins and the core
+    long = {str(p.relative_to(ROOT)): n for p in modules if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"split these by backend or family: {long}"
