@@ -27,7 +27,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/moduseg demo --data $(DATA) --out $(OUT)
 
-# `make test`: every test not marked slow or ray (about 2.5 minutes on two cores); `make test-slow`: the
+# `make test`: every test not marked slow or ray (about 1.5 minutes on two idle cores); `make test-slow`: the
 # rest (real models on real images, killed processes, the bench, Ray clusters); `make test-all`: both.
 # CI (.ci/run) runs `make test` and then `make test-slow`.
 FAST := not slow and not ray
