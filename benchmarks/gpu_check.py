@@ -558,6 +558,57 @@ def check_bench(setting: Setting, data: Path, proposer: str, images: int, bank_i
     return out
 
 
+def check_fast_engine(setting: Setting, name: str, images: list[np.ndarray]) -> dict[str, Any]:
+    """``engine=fast`` against the library generator on the device: identical masks and scores at the library's
+    64 prompts per decoder call (both in float32, one model), then the fast engine's speed with the whole
+    32×32 grid per decoder call, in float32 and in the half dtype. Thresholds at 0 with random weights keep
+    every candidate (the library's pathological case: it run-length encodes them all)."""
+    import moduseg_core as ms
+
+    options = {**setting.proposers()[name](), "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    options.pop("points_per_batch", None)
+    library = ms.get_component("proposer", name, **options, device=setting.device)
+    fast = ms.get_component("proposer", name, **options, device=setting.device, engine="fast")
+    fast.model.load_state_dict(library.model.state_dict())  # one set of random weights for both engines
+    out: dict[str, Any] = {}
+    image = images[0]
+    t0 = time.perf_counter()
+    want = library.propose(image)
+    _sync(setting.device)
+    t1 = time.perf_counter()
+    got = fast.propose(image)
+    _sync(setting.device)
+    t2 = time.perf_counter()
+    same = got.masks.shape == want.masks.shape and np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
+    out["identical_at_64_per_batch"] = bool(same)
+    out["masks"] = len(want)
+    out["library_s_per_image"], out["fast_s_per_image_at_64"] = round(t1 - t0, 3), round(t2 - t1, 3)
+    if not same:
+        raise AssertionError(f"{name} engine=fast differs from the library: {len(got)} vs {len(want)} masks")
+    del library
+    _free_gpu()
+    dtypes = ("float32", setting.half) if "dtype" in get_spec("proposer", name).options.model_fields else ("float32",)
+    for dtype in dtypes:
+        extra = {"dtype": dtype} if len(dtypes) > 1 else {}
+        whole = ms.get_component("proposer", name, **options, device=setting.device, engine="fast",
+                                 points_per_batch=options.get("points_per_side", 32) ** 2, **extra)
+        whole.model.load_state_dict(fast.model.state_dict())
+        whole.propose(image)  # warm-up
+        _sync(setting.device)
+        whole.fast.seconds = dict.fromkeys(whole.fast.seconds, 0.0)
+        _peak_reset()
+        t0 = time.perf_counter()
+        counts = [len(whole.propose(im)) for im in images[1:]]
+        _sync(setting.device)
+        seconds = (time.perf_counter() - t0) / max(1, len(images[1:]))
+        out[f"fast_whole_grid_{dtype}"] = {"s_per_image": round(seconds, 3), "images_per_s": round(1 / seconds, 2),
+                                           "masks_per_image": round(float(np.mean(counts)), 1), "peak_gpu_gib": _peak_gib(),
+                                           "seconds_by_part": {k: round(v, 3) for k, v in whole.fast.seconds.items()}}
+        del whole
+        _free_gpu()
+    return out
+
+
 def check_ray(setting: Setting) -> dict[str, Any]:
     from moduseg_core.cli import main  # noqa: F401 - the CLI is where --executor would be
 
@@ -642,6 +693,8 @@ def main() -> int:
         check.run(f"encoder.{name}", lambda n=name: _encoder_check(setting, n, setting.encoders()[n](), train_image, False), needs=15)
     for name in PROPOSERS:
         check.run(f"proposer.{name}", lambda n=name: check_proposer(setting, n, setting.proposers()[n](), val), needs=30)
+    for name in ("sam2", "sam"):
+        check.run(f"fast.{name}", lambda n=name: check_fast_engine(setting, n, val), needs=90)
     check.run("pipeline", lambda: check_pipeline(setting, data, args.proposer), needs=60)
     n = 2 if setting.smoke else args.bench_images
     check.run(f"bench.{args.proposer}", lambda: check_bench(setting, data, args.proposer, n, 2 * n, compile_=False), needs=120)
