@@ -20,10 +20,14 @@ for i in ids:
     rles=mu.encode(np.asfortranarray(m.transpose(1,2,0).astype(np.uint8)))
     tot["rle_json"]+=len(json.dumps([r["counts"].decode() for r in rles]))
     # boxes + cropped packbits, deflated
-    parts=[]
+    parts, boxes = [], []
     for k in range(len(m)):
-        ys,xs=np.nonzero(m[k]); y0,y1,x0,x1=ys.min(),ys.max()+1,xs.min(),xs.max()+1
-        parts.append(np.packbits(m[k,y0:y1,x0:x1]))
-    b2=io.BytesIO(); np.savez_compressed(b2, bits=np.concatenate(parts), boxes=np.zeros((len(m),4),np.int32), scores=pr.scores); tot["crops"]+=len(b2.getvalue())
+        ys, xs = np.nonzero(m[k])
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        parts.append(np.packbits(m[k, y0:y1, x0:x1]))
+        boxes.append((y0, y1, x0, x1))
+    b2 = io.BytesIO()
+    np.savez_compressed(b2, bits=np.concatenate(parts), boxes=np.array(boxes, np.int32), scores=pr.scores)
+    tot["crops"] += len(b2.getvalue())
     print(i, len(m), m.shape)
 print({k: f"{v/1e6:.3f} MB" for k,v in tot.items()})
