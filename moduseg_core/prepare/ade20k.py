@@ -21,7 +21,6 @@ import numpy as np
 from ..errors import ModusegError
 from ..io import read_mask, write_png
 from ..progress import progress
-from ..writing import write_json
 from .common import (
     DATASET_NOTE,
     LABELS,
@@ -29,10 +28,9 @@ from .common import (
     begin_output,
     builtin_class_names,
     check_dir,
+    finish_scene,
     link,
     stems,
-    write_labels,
-    write_summary,
 )
 
 SPLITS = ("training", "validation")
@@ -77,16 +75,5 @@ def prepare_ade20k(root: Path, out: Path, *, unlabeled: str = "ignore", overwrit
                 write_png(out / "annotations" / split / path.name, mask)
                 labels[path.stem] = summary.add(mask)
             summaries.append(summary)
-        write_labels(out / LABELS, labels)
-        write_json(out / DATASET_NOTE, {"dataset": "ade20k", "unlabeled": unlabeled, "background": unlabeled == "background"})
-        result = {
-            "dataset": "ade20k",
-            "root": str(root),
-            "unlabeled": unlabeled,
-            "class_names": names,
-            "splits": {s.name: s.as_dict(names) for s in summaries},
-        }
-        write_summary(out, result)
-        output.finish()
-    result["lines"] = [s.line(names) for s in summaries]
-    return result
+        return finish_scene(out, output, dataset="ade20k", root=root, option="unlabeled", value=unlabeled, names=names,
+                            labels=labels, summaries=summaries)

@@ -24,8 +24,7 @@ import numpy as np
 from ..errors import ModusegError
 from ..io import read_mask, write_png
 from ..progress import progress
-from ..writing import write_json
-from .common import DATASET_NOTE, LABELS, SplitSummary, begin_output, builtin_class_names, check_dir, link, write_labels, write_summary
+from .common import DATASET_NOTE, LABELS, SplitSummary, begin_output, builtin_class_names, check_dir, finish_scene, link
 
 #: label id → train id of the 19 evaluated classes (every other label id is void)
 TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
@@ -82,16 +81,5 @@ def prepare_cityscapes(root: Path, out: Path, *, void: str = "ignore", overwrite
                 write_png(out / "gtFine" / split / path.parent.name / f"{image_id}_gtFine_moduseg.png", mask)
                 labels[image_id] = summary.add(mask)
             summaries.append(summary)
-        write_labels(out / LABELS, labels)
-        write_json(out / DATASET_NOTE, {"dataset": "cityscapes", "void": void, "background": void == "background"})
-        result = {
-            "dataset": "cityscapes",
-            "root": str(root),
-            "void": void,
-            "class_names": names,
-            "splits": {s.name: s.as_dict(names) for s in summaries},
-        }
-        write_summary(out, result)
-        output.finish()
-    result["lines"] = [s.line(names) for s in summaries]
-    return result
+        return finish_scene(out, output, dataset="cityscapes", root=root, option="void", value=void, names=names,
+                            labels=labels, summaries=summaries)

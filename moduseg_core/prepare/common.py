@@ -112,6 +112,27 @@ def write_summary(out: Path, data: dict[str, Any]) -> None:
     write_json(out / SUMMARY, data)
 
 
+def finish_scene(
+    out: Path, output: OutputDir, *, dataset: str, root: Path, option: str, value: str, names: list[str],
+    labels: dict[str, tuple[int, ...]], summaries: list[SplitSummary],
+) -> dict[str, Any]:
+    """The end of ``prepare ade20k`` / ``prepare cityscapes``: labels, the dataset note (how the unlabelled
+    pixels were written, ``option`` = ``value``), the summary, the output marker; the result with its lines."""
+    write_labels(out / LABELS, labels)
+    write_json(out / DATASET_NOTE, {"dataset": dataset, option: value, "background": value == "background"})
+    result = {
+        "dataset": dataset,
+        "root": str(root),
+        option: value,
+        "class_names": names,
+        "splits": {s.name: s.as_dict(names) for s in summaries},
+    }
+    write_summary(out, result)
+    output.finish()
+    result["lines"] = [s.line(names) for s in summaries]
+    return result
+
+
 def builtin_class_names(name: str) -> list[str]:
     """The class list the built-in dataset plugins ship as ``<name>_classes.txt`` (background first)."""
     from importlib.resources import files
