@@ -45,18 +45,11 @@ class CachedProposer(_Lazy):
         return self.cache.key("proposals", {"proposer": self.identity, "image": image_digest(image), "id": image_id})
 
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
-        key = self.entry_key(image, image_id)
-        hit = self.cache.get("proposals", key)
-        if hit is not None:
-            return load_proposals(hit)
-        found = self.inner.propose(image, image_id=image_id)
-        self.computed += 1
-        with self.cache.put("proposals", key) as tmp:
-            save_proposals(tmp, found)
-        return found
+        return self.propose_batch([image], [image_id])[0]
 
     def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None]) -> list[Proposals]:
-        """``propose`` per image; the misses go to the proposer together (its ``propose_batch`` when it has one)."""
+        """Each image's proposals from the ``proposals`` stage; the misses go to the proposer together (its
+        ``propose_batch`` when it has one, ``propose`` for a single miss) and are stored."""
         from ..inference import propose_many
 
         keys = [self.entry_key(image, image_id) for image, image_id in zip(images, image_ids)]
