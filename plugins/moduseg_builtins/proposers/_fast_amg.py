@@ -25,7 +25,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from moduseg_core import ModusegError
+from moduseg_core import ModusegError, Proposals
+
+from ._torch_common import to_proposals
 
 #: candidates upsampled to the image's size at once (memory: chunk × H × W float32)
 _UPSAMPLE_CHUNK = 64
@@ -110,6 +112,11 @@ class FastGenerator:
         return low.flatten(0, 1), iou.flatten(0, 1), upsample
 
     # -- the generator --------------------------------------------------------------------------------------
+
+    def propose(self, image: np.ndarray) -> Proposals:
+        """``generate`` as the proposers return it: numpy masks and scores, sorted by score."""
+        masks, scores = self.generate(image)
+        return to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2])
 
     def generate(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         from torchvision.ops import batched_nms

@@ -81,8 +81,7 @@ class SamProposer:
         image = check_image(image, f"proposer {self.name!r}")
         with torch.inference_mode():
             if self.fast is not None:
-                masks, scores = self.fast.generate(image)
-                return to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2])
+                return self.fast.propose(image)
             records = self.generator.generate(image)
         return to_proposals(
             [record["segmentation"] for record in records],
