@@ -3,6 +3,7 @@ cached stage never loads a model."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from ..components import Built
 from ..config import Choice
 from ..types import FeatureMap, Proposals
+from .claims import fill
 from .formats import load_features, load_proposals, save_features, save_proposals
 from .store import StageCache, component_key, image_digest
 
@@ -60,13 +62,18 @@ class CachedProposer(_Lazy):
             out.append(load_proposals(hit) if hit is not None else None)
             if hit is None:
                 missing.append(i)
-        if missing:
-            found = propose_many(self.inner, [images[i] for i in missing], [image_ids[i] for i in missing])
-            for i, proposals in zip(missing, found):
+        def compute(mine: list[int]) -> None:
+            found = propose_many(self.inner, [images[i] for i in mine], [image_ids[i] for i in mine])
+            for i, proposals in zip(mine, found):
                 self.computed += 1
                 with self.cache.put("proposals", keys[i]) as tmp:
                     save_proposals(tmp, proposals)
                 out[i] = proposals
+
+        def load(i: int, path: Path) -> None:  # written by another worker meanwhile
+            out[i] = load_proposals(path)
+
+        fill([self.cache.path("proposals", key) for key in keys], missing, compute, load)
         return out  # type: ignore[return-value]
 
 
@@ -99,13 +106,19 @@ class CachedEncoder(_Lazy):
             else:
                 out[i] = load_features(hit)
                 self.served += 1
-        if missing:
-            encoded = self.inner.encode_batch([images[i] for i in missing])
-            self.passes += len(missing)
-            for i, features in zip(missing, encoded):
+        def compute(mine: list[int]) -> None:
+            encoded = self.inner.encode_batch([images[i] for i in mine])
+            self.passes += len(mine)
+            for i, features in zip(mine, encoded):
                 with self.cache.put("features", keys[i]) as tmp:
                     save_features(tmp, features)
                 out[i] = features
+
+        def load(i: int, path: Path) -> None:  # encoded by another worker meanwhile
+            out[i] = load_features(path)
+            self.served += 1
+
+        fill([self.cache.path("features", key) for key in keys], missing, compute, load)
         return out  # type: ignore[return-value]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ from ..components import Built
 from ..config import MethodConfig
 from ..inference import Predictor
 from ..types import Prediction, Proposals
+from .claims import fill
 from .formats import load_pooled, load_prediction, save_pooled, save_prediction
 from .store import StageCache, image_digest
 
@@ -81,18 +83,25 @@ class CachingPredictor(Predictor):
             self.masks_seen += seen
             self.masks_kept += len(out[i].labels)
         self.timer.add("cached_predictions", time.perf_counter() - t0)
-        if missing:
+        def compute(mine: list[int]) -> None:
             # the parent's predict_batch, step by step, to keep how many masks each image saw
-            todo = [images[i] for i in missing]
-            todo_ids = [ids[i] for i in missing]
+            todo = [images[i] for i in mine]
+            todo_ids = [ids[i] for i in mine]
             work, proposals = self.propose_batch(todo, todo_ids)
             described = self.describe(work, todo_ids, proposals)
-            for i, image, found, (masks, vectors) in zip(missing, todo, proposals, described):
+            for i, image, found, (masks, vectors) in zip(mine, todo, proposals, described):
                 prediction = self.decide(image.shape[:2], masks, vectors)
                 with self.cache.put("predictions", keys[i]) as tmp:
                     save_prediction(tmp, prediction, len(found))
                 out[i] = prediction
-            self.computed["predictions"] += len(missing)
+            self.computed["predictions"] += len(mine)
+
+        def load(i: int, path: Path) -> None:  # predicted by another worker meanwhile
+            out[i], seen = load_prediction(path)
+            self.masks_seen += seen
+            self.masks_kept += len(out[i].labels)  # type: ignore[union-attr]
+
+        fill([self.cache.path("predictions", key) for key in keys], missing, compute, load)
         return out  # type: ignore[return-value]
 
     def decide(self, image_hw: tuple[int, int], masks: np.ndarray, vectors: np.ndarray) -> Prediction:
@@ -122,9 +131,11 @@ class CachingPredictor(Predictor):
             self.masks_seen += len(proposals[i])
             out[i] = (proposals[i].masks[ok], vectors)
         self.timer.add("cached_pool", time.perf_counter() - t0)
-        if missing:
-            pooled = self.pool_batch([images[i] for i in missing], [proposals[i] for i in missing])
-            for i, result in zip(missing, pooled):
+        paths = [self.cache.path("pooled", key) for key in keys]
+
+        def compute(mine: list[int]) -> None:
+            pooled = self.pool_batch([images[i] for i in mine], [proposals[i] for i in mine])
+            for i, result in zip(mine, pooled):
                 found = proposals[i]
                 if result is None:  # no proposals: nothing to pool or to store
                     out[i] = (np.zeros((0, *images[i].shape[:2]), bool), np.zeros((0, 0), np.float32))
@@ -134,4 +145,18 @@ class CachingPredictor(Predictor):
                 with self.cache.put("pooled", keys[i]) as tmp:
                     save_pooled(tmp, ok, vectors)
                 self.computed["pooled"] += 1
+
+        def load(i: int, path: Path) -> None:  # pooled by another worker meanwhile
+            ok, vectors = load_pooled(path)
+            if len(ok) != len(proposals[i]):
+                compute([i])
+                return
+            self.masks_seen += len(proposals[i])
+            out[i] = (proposals[i].masks[ok], vectors)
+
+        # no proposals (nothing is stored) or an entry that did not fit: computed here, unclaimed
+        direct = [i for i in missing if not len(proposals[i]) or paths[i].exists()]
+        if direct:
+            compute(direct)
+        fill(paths, [i for i in missing if i not in direct], compute, load)
         return out  # type: ignore[return-value]

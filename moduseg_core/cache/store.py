@@ -22,6 +22,7 @@ import numpy as np
 from ..config import Choice
 from ..errors import ModusegError
 from ..io import atomic_path, remove_path, temp_writer_alive
+from .claims import is_claim_file
 
 #: Bump when an entry's layout or a key's meaning changes: old entries are then never read.
 FORMAT = 1
@@ -138,6 +139,8 @@ class StageCache:
                 if not shard.is_dir():
                     continue
                 for item in sorted(shard.iterdir()):
+                    if is_claim_file(item.name):  # a worker computing the entry right now (claims.py)
+                        continue
                     partial = item.name.startswith(".")
                     key = item.name.split(".")[1] if partial else item.name.split(".")[0]
                     try:
