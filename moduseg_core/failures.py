@@ -107,6 +107,12 @@ class ErrorLog:
         where = "".join(f"{k} {v}, " for k, v in self.context.items())
         note(f"skipped image {sample.id} ({where}{stage}): {record['reason']}")
 
+    def extend(self, records: list[dict[str, Any]]) -> None:
+        """Add failures another process logged (a Ray worker's records, already in this log's format)."""
+        with self._lock:
+            self.records.extend(records)
+            self._flush()
+
     def check_some_succeeded(self, total: int, since: int = 0) -> None:
         """Refuse a job whose every image (of the ``total`` processed since record ``since``) failed."""
         failed = self.records[since:]

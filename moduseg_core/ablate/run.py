@@ -17,53 +17,27 @@ results files are rewritten after every point.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..bank import Bank
-from ..cache import CachedEncoder, CachedProposer, CachingPredictor, StageCache, cached_built, component_key, fingerprint
+from ..cache import STAGES, CachedEncoder, CachedProposer, CachingPredictor, StageCache, cached_built, component_key, fingerprint
+from ..cache.claims import claimed
 from ..components import Built, Timer, build, describe_config, package_versions
 from ..config import RunConfig
 from ..errors import ModusegError
 from ..failures import ERRORS_FILE, ErrorLog
 from ..faults import crash_point
-from ..io import write_json, write_text
-from ..kinds import BANK_KINDS
 from ..outputs import OutputDir
-from ..method.boundary import BF_TOLERANCE, BIOU_DILATION
-from ..runner import ORACLE_NOTE, dataset_info, bank_from_config, open_dataset, predict_samples, report_markdown, score_rules
-from ..types import Sample
+from ..progress import note
+from ..runner import ORACLE_NOTE, dataset_info, bank_from_config, open_dataset, predict_samples, score_rules
+from .point import (METRICS_VERSION, PointKeys, Split, bank_summary, delta, files_digest, is_oracle, point_fields,
+                    point_keys, write_point)
 from .sweep import Point, Sweep, expand
 
-#: Bump when the evaluation changes, so cached scores are recomputed.
-METRICS_VERSION = 1
-
-
-def files_digest(samples: Sequence[Sample]) -> str:
-    """Short hash of each sample's image and mask file (path, size, modification time): a cheap
-    guard that re-keys a bank or a score when a file of its split is replaced."""
-    h = hashlib.sha256()
-    for s in samples:
-        for path in (s.image_path, s.mask_path):
-            if path is None:
-                h.update(b"-\n")
-                continue
-            try:
-                st = Path(path).stat()
-                h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-            except OSError:
-                h.update(f"{path}|missing\n".encode())
-    return h.hexdigest()[:16]
-
-
-@dataclass
-class _Split:
-    dataset: Built
-    samples: list[Sample]
-    info: dict[str, Any]
+__all__ = ["METRICS_VERSION", "SweepRun", "files_digest", "run_sweep"]
 
 
 @dataclass
@@ -81,12 +55,12 @@ class SweepRun:
     _skipped_banks: dict[str, tuple[Bank, list[str]]] = field(default_factory=dict)
     _encoders: dict[str, CachedEncoder] = field(default_factory=dict)
     _proposers: dict[str, CachedProposer] = field(default_factory=dict)
-    _splits: dict[str, _Split] = field(default_factory=dict)
+    _splits: dict[str, Split] = field(default_factory=dict)
 
-    def run(self, points: list[Point] | None = None) -> list[dict[str, Any]]:
-        from .results import write_results
-
-        from .results import PLOTS
+    def run(self, points: list[Point] | None = None, *, executor: str = "local") -> list[dict[str, Any]]:
+        """Run ``points`` (default: the sweep's) here or, with ``executor="ray"``, as Ray tasks over the
+        shared cache (``ray_sweep``); the tables are rewritten after every finished point, in point order."""
+        from .results import PLOTS, write_results
 
         points = expand(self.sweep) if points is None else points
         for point in points:  # every dataset split opens (roots, split lists, labels) before any work
@@ -96,24 +70,39 @@ class SweepRun:
         output = self.output or OutputDir(self.out_dir, "ablate")
         planned = ["results.csv", "results.json", "results.md", "report.html", ERRORS_FILE, *(f"plots/{name}" for name in PLOTS)]
         planned += [f"points/{point.slug}/" for point in points]
+        if resumed := self.scored(points):
+            note(f"resuming: {resumed} of {len(points)} points already scored (read back from the stage cache)")
+        run_elsewhere = None
+        if executor == "ray":
+            from .ray_sweep import RaySweep
+
+            run_elsewhere = RaySweep(self)  # connects to the cluster before anything is written
         with output:
             output.begin(planned)
             self.errors.open(self.out_dir)
             started = time.perf_counter()
-            for point in points:
-                before = len(self.errors)
-                self.errors.context = {"point": point.index}
-                report = self.run_point(point, total=len(points))
-                report["skipped"] = len(self.errors) - before
+
+            def record(report: dict[str, Any]) -> None:
                 self.reports.append(report)
+                self.reports.sort(key=lambda r: r["point"])
                 # tables after every point (a killed sweep leaves what it finished); plots at the end
-                last = point is points[-1]
+                last = len(self.reports) == len(points)
                 write_results(self.out_dir, self.sweep, self.reports, self.summary(time.perf_counter() - started), plots=last)
                 if last:
                     self.write_html(points[0])
                 crash_point("ablate-point")
                 if self.on_point is not None:
                     self.on_point(report)
+
+            if run_elsewhere is not None:
+                run_elsewhere.run(points, record)
+            else:
+                for point in points:
+                    before = len(self.errors)
+                    self.errors.context = {"point": point.index}
+                    report = self.run_point(point, total=len(points))
+                    report["skipped"] = len(self.errors) - before
+                    record(report)
             output.finish()
         return self.reports
 
@@ -150,19 +139,24 @@ class SweepRun:
                 "saved_fraction": (1 - passes / uncached) if uncached else None,
             },
         }
-        if self.cache is not None:
+        if self.cache is not None:  # summed over the points (computed here or by Ray workers)
+            counts = {stage: {"hit": 0, "miss": 0} for stage in STAGES}
+            for report in self.reports:
+                for stage, count in report.get("cache", {}).items():
+                    counts[stage]["hit"] += count["hit"]
+                    counts[stage]["miss"] += count["miss"]
             out["cache_root"] = str(self.cache.root)
-            out["cache"] = self.cache.counts()
+            out["cache"] = {stage: count for stage, count in counts.items() if count["hit"] or count["miss"]}
         return out
 
     # -- one point ---------------------------------------------------------------------------------
 
-    def _split(self, config: RunConfig, split: str, limit: int | None) -> _Split:
+    def _split(self, config: RunConfig, split: str, limit: int | None) -> Split:
         key = fingerprint({"dataset": config.dataset.model_dump(mode="json"), "split": split, "limit": limit})
         if key not in self._splits:
             dataset, samples = open_dataset(config, split, limit)
             info = dataset_info(dataset, samples) | {"files": files_digest(samples)}
-            self._splits[key] = _Split(dataset, samples, info)
+            self._splits[key] = Split(dataset, samples, info)
         return self._splits[key]
 
     def _encoder(self, config: RunConfig) -> Built:
@@ -198,66 +192,83 @@ class SweepRun:
         report = run_job(config, out, errors=self.errors)
         bank = self._split(config, config.bank_split, config.bank_limit)
         evals = self._split(config, config.eval_split, config.eval_limit)
-        report |= _point_fields(point) | {
+        report |= point_fields(point) | {
             "encoder": {"passes": len(bank.samples) + len(evals.samples), "uncached_passes": len(bank.samples) + len(evals.samples)},
         }
-        _write_point(out, report)
+        write_point(out, report)
         return report
+
+    def point_keys(self, point: Point) -> PointKeys:
+        assert self.cache is not None
+        config = point.config
+        bank_split = self._split(config, config.bank_split, config.bank_limit)
+        eval_split = self._split(config, config.eval_split, config.eval_limit)
+        return point_keys(self.cache, config, bank_split, eval_split)
+
+    def scored(self, points: Sequence[Point]) -> int:
+        """How many of ``points`` have their scores in the cache already (a rerun reads them back)."""
+        if self.cache is None:
+            return 0
+        return sum(self.cache.path("scores", self.point_keys(point).scores).exists() for point in points)
 
     def _run_cached(self, point: Point, total: int) -> dict[str, Any]:
         cache = self.cache
         assert cache is not None
-        config = point.config
         started = time.perf_counter()
         hits0, misses0 = cache.hits.copy(), cache.misses.copy()
+        keys = self.point_keys(point)
+        stored = cache.get("scores", keys.scores)
+        if stored is None:  # claimed while it is computed: a worker scoring the same point meanwhile is waited for
+            with claimed(cache.path("scores", keys.scores), on_wait=lambda: note(f"point {point.index}: waiting for "
+                                                                             "another worker scoring it")) as stored:
+                if stored is None:
+                    return self._compute_point(point, total, keys, started, hits0, misses0)
+                cache.written_meanwhile("scores")
+        import json
+
+        report = json.loads(stored.read_text())
+        report["config"] = describe_config(point.config)  # runtime options may differ from the first run's
+        report["first_seconds"] = report.get("seconds", {})
+        report["seconds"] = {"wall": round(time.perf_counter() - started, 3)}
+        report["encoder"] = dict(report.get("encoder", {}), passes=0)
+        report |= point_fields(point) | {"cache": delta(cache, hits0, misses0), "scores_cached": True,
+                                         "keys": {"bank": keys.bank, "scores": keys.scores}}
+        write_point(self.point_dir(point), report)
+        return report
+
+    def _compute_point(self, point: Point, total: int, keys: PointKeys, started: float, hits0, misses0) -> dict[str, Any]:
+        cache = self.cache
+        assert cache is not None
+        config = point.config
         passes0 = self.encoder_passes()
         timer = Timer()
-
         bank_split = self._split(config, config.bank_split, config.bank_limit)
         eval_split = self._split(config, config.eval_split, config.eval_limit)
         class_names = list(eval_split.dataset.component.class_names)
-
-        bank_key = cache.key("banks", {
-            "dataset": bank_split.info,
-            **{kind: component_key(kind, config.choice(kind)) for kind in BANK_KINDS},
-            "method": {k: getattr(config.method, k) for k in ("min_region_area", "filter_ratio", "work_pixels")},
-        })
+        bank_key, prediction_base = keys.bank, keys.prediction_base
         encoder = self._encoder(config)
         proposer = self._proposer(config)
-        pooled_base = {
-            "proposer": component_key("proposer", config.proposer),
-            "min_mask_area": config.method.min_mask_area,
-            "encoder": component_key("encoder", config.encoder),
-            "aggregator": component_key("aggregator", config.aggregator),
-        }
-        prediction_base = {
-            "bank": bank_key,
-            "proposer": component_key("proposer", config.proposer),
-            "index": component_key("index", config.index),
-            "method": {k: getattr(config.method, k) for k in ("top_k", "nms_iou", "min_mask_area", "work_pixels")},
-        }
-        scores_key = cache.key("scores", {
-            "predictions": fingerprint(prediction_base),
-            "eval": eval_split.info,
-            "metrics": {"version": METRICS_VERSION, "tolerance": BF_TOLERANCE, "dilation_ratio": BIOU_DILATION,
-                        **score_rules(config, eval_split.dataset.component)},
-        })
-        keys = {"bank": bank_key, "scores": scores_key}
-
-        stored = cache.get("scores", scores_key)
-        if stored is not None:
-            import json
-
-            report = json.loads(stored.read_text())
-            report["config"] = describe_config(config)  # runtime options may differ from the first run's
-            report["first_seconds"] = report.get("seconds", {})
-            report["seconds"] = {"wall": round(time.perf_counter() - started, 3)}
-            report["encoder"] = dict(report.get("encoder", {}), passes=0)
-            report |= _point_fields(point) | {"cache": _delta(cache, hits0, misses0), "scores_cached": True, "keys": keys}
-            _write_point(self.point_dir(point), report)
-            return report
-
         loaded: list[Bank] = []
+
+        def build_bank() -> Bank:
+            t0 = time.perf_counter()
+            with claimed(cache.path("banks", bank_key), on_wait=lambda: note(f"point {point.index}: waiting for "
+                                                                             "another worker building its bank")) as ready:
+                if ready is not None:  # built by another worker while this one waited
+                    cache.written_meanwhile("banks")
+                    bank = Bank.load(ready, index=config.index)
+                    timer.add("bank_load", time.perf_counter() - t0)
+                    return bank
+                skipped_before = len(self.errors)
+                bank = bank_from_config(config, timer, encoder=encoder, errors=self.errors)
+                if len(self.errors) > skipped_before:  # not cached: a later sweep retries the skipped images
+                    ids = sorted(r["image"] for r in self.errors.records[skipped_before:])
+                    self._skipped_banks[bank_key] = (bank, ids)
+                else:
+                    with cache.put("banks", bank_key) as tmp:  # the entry appears whole or not at all
+                        bank.save(tmp)
+            timer.add("bank_build", time.perf_counter() - t0)
+            return bank
 
         def load_bank() -> Bank:
             if loaded:
@@ -270,15 +281,7 @@ class SweepRun:
                 bank = Bank.load(hit, index=config.index)
                 timer.add("bank_load", time.perf_counter() - t0)
             else:
-                skipped_before = len(self.errors)
-                bank = bank_from_config(config, timer, encoder=encoder, errors=self.errors)
-                if len(self.errors) > skipped_before:  # not cached: a later sweep retries the skipped images
-                    ids = sorted(r["image"] for r in self.errors.records[skipped_before:])
-                    self._skipped_banks[bank_key] = (bank, ids)
-                else:
-                    with cache.put("banks", bank_key) as tmp:  # the entry appears whole or not at all
-                        bank.save(tmp)
-                timer.add("bank_build", time.perf_counter() - t0)
+                bank = build_bank()
             loaded.append(bank)
             bank.check_encoder(config.encoder, config.aggregator)
             if class_names != bank.class_names:
@@ -294,7 +297,7 @@ class SweepRun:
             prediction_base = {**prediction_base, "bank_skipped": self._skipped_banks[bank_key][1]}
         predictor = CachingPredictor(
             load_bank, proposer, encoder, build("aggregator", config.aggregator), config.method,
-            cache=cache, pooled_base=pooled_base, prediction_base=prediction_base,
+            cache=cache, pooled_base=keys.pooled_base, prediction_base=prediction_base,
         )
         t0 = time.perf_counter()
         errors_before = len(self.errors)
@@ -314,8 +317,8 @@ class SweepRun:
                 "set eval_split to a split with masks"
             )
         result = evaluation.scores(**score_rules(config, eval_split.dataset.component))
-        bank_info = _bank_summary(cache, bank_key, predictor)
-        oracle = bool(bank_info.get("components", {}).get("labeler", {}).get("oracle")) or _is_oracle(config)
+        bank_info = bank_summary(cache, bank_key, predictor)
+        oracle = bool(bank_info.get("components", {}).get("labeler", {}).get("oracle")) or is_oracle(config)
         report: dict[str, Any] = {
             "oracle": oracle,
             "note": ORACLE_NOTE if oracle else "weakly supervised: the bank saw image-level labels only",
@@ -333,54 +336,14 @@ class SweepRun:
         }
         report.update(result.as_dict(class_names))
         if not skipped_any:  # scores with skipped images are not kept: a rerun retries those images
-            with cache.put("scores", scores_key) as tmp:
+            with cache.put("scores", keys.scores) as tmp:
                 import json
 
                 tmp.write_text(json.dumps(report, indent=1) + "\n")
-        report |= _point_fields(point) | {"cache": _delta(cache, hits0, misses0), "scores_cached": False, "keys": keys}
-        _write_point(self.point_dir(point), report)
+        report |= point_fields(point) | {"cache": delta(cache, hits0, misses0), "scores_cached": False,
+                                         "keys": {"bank": bank_key, "scores": keys.scores}}
+        write_point(self.point_dir(point), report)
         return report
-
-
-def _is_oracle(config: RunConfig) -> bool:
-    from ..components import is_oracle
-
-    return is_oracle(config.labeler)
-
-
-def _bank_summary(cache: StageCache, bank_key: str, predictor: CachingPredictor) -> dict[str, Any]:
-    """Size, per-class counts and components of the point's bank, read from its manifest
-    (the bank itself is not loaded when every prediction came from the cache)."""
-    import json
-
-    if predictor.bank_loaded:
-        bank = predictor.bank
-        return {"size": len(bank), "per_class": bank.counts(), "dataset": bank.manifest["dataset"],
-                "components": bank.manifest["components"]}
-    manifest_path = cache.path("banks", bank_key) / "manifest.json"
-    if not manifest_path.is_file():
-        return {"size": None}
-    manifest = json.loads(manifest_path.read_text())
-    return {"size": sum(manifest["counts"]["vectors"].values()), "per_class": manifest["counts"]["vectors"],
-            "dataset": manifest["dataset"], "components": manifest["components"]}
-
-
-def _delta(cache: StageCache, hits0, misses0) -> dict[str, dict[str, int]]:
-    out = {}
-    for stage in set(cache.hits) | set(cache.misses):
-        hit, miss = cache.hits[stage] - hits0[stage], cache.misses[stage] - misses0[stage]
-        if hit or miss:
-            out[stage] = {"hit": hit, "miss": miss}
-    return out
-
-
-def _point_fields(point: Point) -> dict[str, Any]:
-    return {"point": point.index, "slug": point.slug, "label": point.label, "axes": point.values}
-
-
-def _write_point(out: Path, report: dict[str, Any]) -> None:
-    write_json(out / "report.json", report)
-    write_text(out / "report.md", report_markdown(report))
 
 
 def run_sweep(
@@ -390,11 +353,12 @@ def run_sweep(
     cache: StageCache | None,
     on_point: Callable[[dict[str, Any]], None] | None = None,
     output: OutputDir | None = None,
+    executor: str = "local",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Validate every point, then run them in order; returns the point reports and the summary.
     ``out_dir`` follows the output-folder rules (``output``: the caller's checked ``OutputDir``)."""
     points = expand(sweep)
     started = time.perf_counter()
     runner = SweepRun(sweep, Path(out_dir), cache, on_point=on_point, output=output)
-    reports = runner.run(points)
+    reports = runner.run(points, executor=executor)
     return reports, runner.summary(time.perf_counter() - started)

@@ -71,6 +71,7 @@ class CachedProposer(_Lazy):
                 out[i] = proposals
 
         def load(i: int, path: Path) -> None:  # written by another worker meanwhile
+            self.cache.written_meanwhile("proposals")
             out[i] = load_proposals(path)
 
         fill([self.cache.path("proposals", key) for key in keys], missing, compute, load)
@@ -115,6 +116,7 @@ class CachedEncoder(_Lazy):
                 out[i] = features
 
         def load(i: int, path: Path) -> None:  # encoded by another worker meanwhile
+            self.cache.written_meanwhile("features")
             out[i] = load_features(path)
             self.served += 1
 

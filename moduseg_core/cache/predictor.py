@@ -97,6 +97,7 @@ class CachingPredictor(Predictor):
             self.computed["predictions"] += len(mine)
 
         def load(i: int, path: Path) -> None:  # predicted by another worker meanwhile
+            self.cache.written_meanwhile("predictions")
             out[i], seen = load_prediction(path)
             self.masks_seen += seen
             self.masks_kept += len(out[i].labels)  # type: ignore[union-attr]
@@ -151,6 +152,7 @@ class CachingPredictor(Predictor):
             if len(ok) != len(proposals[i]):
                 compute([i])
                 return
+            self.cache.written_meanwhile("pooled")
             self.masks_seen += len(proposals[i])
             out[i] = (proposals[i].masks[ok], vectors)
 

@@ -112,6 +112,12 @@ class StageCache:
         self.misses[stage] += 1
         return None
 
+    def written_meanwhile(self, stage: str) -> None:
+        """A miss whose entry another worker wrote while this one waited for its claim (``claims``):
+        counted as the hit it turned out to be, so that misses count the entries this process computed."""
+        self.misses[stage] -= 1
+        self.hits[stage] += 1
+
     @contextmanager
     def put(self, stage: str, key: str) -> Iterator[Path]:
         """Write an entry: yields a temporary path that becomes the entry only on success.

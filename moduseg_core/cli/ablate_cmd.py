@@ -53,14 +53,10 @@ def ablate(
     from ..outputs import prepare
 
     if executor is not None:
-        from ..errors import ModusegError
         from ..executors import check_executor
 
-        if check_executor(executor) == "ray":
-            raise ModusegError(
-                "ablate --executor ray is not supported yet (sweeps run their points in this process); "
-                "use --executor local, or build the bank with `moduseg build-bank --executor ray`"
-            )
+        check_executor(executor)
+        sets = [*(sets or []), f"executor={executor}"]
     sweep = compose_sweep(
         sweep_file, config, grid=grid, zip_axes=zip_axes, sets=sets, name=name,
         on_error=on_error.value if on_error is not None else None,
@@ -75,7 +71,8 @@ def ablate(
         return 0
     cache = None if no_cache else _cache(cache_dir)
     reports, summary = run_sweep(
-        sweep, out, cache=cache, on_point=lambda report: typer.echo(point_line(report, len(points))), output=output
+        sweep, out, cache=cache, on_point=lambda report: typer.echo(point_line(report, len(points))), output=output,
+        executor=sweep.base.executor,
     )
     if any(r.get("oracle") for r in reports):
         typer.secho("NOTE: labeler 'gt' is the ORACLE (ground-truth masks); these mIoUs are upper bounds.", fg="yellow", err=True)
