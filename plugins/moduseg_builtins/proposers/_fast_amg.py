@@ -1,17 +1,22 @@
 """``engine=fast``: SAM / SAM 2 automatic mask generation with the filtering done on the device.
 
-The library generators upsample every candidate mask (3 per point prompt) to the image's size, score
-its stability, threshold it, run-length encode it on the CPU and decode it again for binary masks. This
-generator takes the same steps in the same order on the same tensors, with two changes that do not
-change the result:
+The library generators decode and upsample every candidate mask (3 per point prompt) to the image's
+size, score its stability, threshold it, run-length encode it on the CPU and decode it again for binary
+masks. This generator takes the same steps in the same order, with changes that do not change the result:
 
-- a candidate is upsampled only after its predicted IoU passed ``pred_iou_thresh`` (upsampling is per
-  mask, so the survivors' logits are the same numbers), in chunks that bound the memory;
+- the mask decoder runs in two stages (``_sam_decoder``): the transformer and the IoU head for every
+  prompt, then the decoder's upscaling and hypernetworks only for the candidates whose predicted IoU
+  passed ``pred_iou_thresh``; those candidates are upsampled to the image's size in chunks that bound
+  the memory (both steps are per mask: the survivors' logits are the same numbers);
 - the kept masks stay bool tensors on the device (no run-length round trip, which is lossless).
 
-Point batches are ``points_per_batch`` prompts per decoder call, as in the library, so with the same
-setting the decoder sees the same batches and every mask and score is identical; a larger batch (up to the
-whole grid) is faster on a GPU and may differ from the library's batches by float rounding only.
+``fast_decoder=library`` runs the decoder's transformer as the library does: every mask and score is
+identical to the library generator's at the same ``points_per_batch`` (tests/test_proposer_fast.py).
+``fast_decoder=factored`` (the default) computes the same transformer with the repeated image's work done
+once and the attention's projections folded into the few prompt tokens (about 4× fewer multiply-adds):
+the same arithmetic in another order, so logits differ by float rounding (docs/proposers.md gives the
+measured agreement). A larger ``points_per_batch`` (up to the whole grid) is faster on a GPU and may
+differ from the library's batches by float rounding only.
 Duplicates are removed with the library's box NMS (``torchvision.ops.batched_nms``) on the same boxes and
 scores in the same order. One crop layer (``crop_n_layers=0``), no mask-to-mask refinement and no small-
 region post-processing: other settings are refused in one line (``engine=library`` runs them).
@@ -27,6 +32,7 @@ import torch
 
 from moduseg_core import ModusegError, Proposals
 
+from ._sam_decoder import TokenState, TwoStageDecoder
 from ._torch_common import to_proposals
 
 #: candidates upsampled to the image's size at once (memory: chunk × H × W float32)
@@ -53,16 +59,19 @@ class FastGenerator:
     """Wraps a library generator (for its settings, point grid and predictor); ``generate`` returns
     ``(masks bool N×H×W tensor on the device, scores float N tensor)`` in the library's output order."""
 
-    def __init__(self, generator: Any, sam2: bool):
+    def __init__(self, generator: Any, sam2: bool, decoder: str = "factored"):
         self.generator = generator
         self.sam2 = sam2
         self.predictor = generator.predictor
         if sam2:
             self.mask_threshold = float(generator.mask_threshold)
-            self.multimask = bool(generator.multimask_output)
+            multimask = bool(generator.multimask_output)
+            module = self.predictor.model.sam_mask_decoder
         else:
             self.mask_threshold = float(self.predictor.model.mask_threshold)
-            self.multimask = True
+            multimask = True
+            module = self.predictor.model.mask_decoder
+        self.decoder = TwoStageDecoder(module, multimask, factored=decoder == "factored")
         #: seconds spent per part, summed over ``generate`` calls (``benchmarks/bench_proposals.py`` prints them)
         self.seconds = {"encoder": 0.0, "decoder": 0.0, "post-processing": 0.0}
 
@@ -73,25 +82,22 @@ class FastGenerator:
         self.seconds[part] += now - since
         return now
 
-    # -- the two libraries' decoders, as their own predictors call them ----------------------------------
+    # -- the two libraries' prompt encoders, then the two-stage decoder (_sam_decoder) ---------------------
 
-    def _decode_sam(self, points: np.ndarray, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, Callable]:
+    def _decode_sam(self, points: np.ndarray, size: tuple[int, int]) -> tuple[TokenState, Callable]:
         predictor = self.predictor
         model = predictor.model
         coords = torch.as_tensor(predictor.transform.apply_coords(points, size), device=predictor.device)
         labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
         sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
-        low, iou = model.mask_decoder(
-            image_embeddings=predictor.features, image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=self.multimask,
-        )
+        state = self.decoder.tokens(predictor.features, model.prompt_encoder.get_dense_pe(), sparse, dense)
 
         def upsample(chosen: torch.Tensor) -> torch.Tensor:
             return model.postprocess_masks(chosen[:, None], predictor.input_size, predictor.original_size)[:, 0]
 
-        return low.flatten(0, 1), iou.flatten(0, 1), upsample
+        return state, upsample
 
-    def _decode_sam2(self, points: np.ndarray, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, Callable]:
+    def _decode_sam2(self, points: np.ndarray, size: tuple[int, int]) -> tuple[TokenState, Callable]:
         predictor = self.predictor
         model = predictor.model
         tensor = torch.as_tensor(points, dtype=torch.float32, device=predictor.device)
@@ -99,17 +105,13 @@ class FastGenerator:
         labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
         sparse, dense = model.sam_prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
         high_res = [level[-1].unsqueeze(0) for level in predictor._features["high_res_feats"]]
-        low, iou, _, _ = model.sam_mask_decoder(
-            image_embeddings=predictor._features["image_embed"][-1].unsqueeze(0),
-            image_pe=model.sam_prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=self.multimask, repeat_image=coords.shape[0] > 1,
-            high_res_features=high_res,
-        )
+        state = self.decoder.tokens(predictor._features["image_embed"][-1].unsqueeze(0),
+                                    model.sam_prompt_encoder.get_dense_pe(), sparse, dense, high_res)
 
         def upsample(chosen: torch.Tensor) -> torch.Tensor:
             return predictor._transforms.postprocess_masks(chosen[:, None], size)[:, 0]
 
-        return low.flatten(0, 1), iou.flatten(0, 1), upsample
+        return state, upsample
 
     # -- the generator --------------------------------------------------------------------------------------
 
@@ -135,14 +137,18 @@ class FastGenerator:
         decode = self._decode_sam2 if self.sam2 else self._decode_sam
         masks, scores, boxes = [], [], []
         for start in range(0, len(points), g.points_per_batch):
-            low, iou, upsample = decode(points[start : start + g.points_per_batch], (height, width))
-            t = self._lap("decoder", t)
+            state, upsample = decode(points[start : start + g.points_per_batch], (height, width))
+            iou = state.iou.flatten()
+            chosen = torch.arange(len(iou), device=iou.device)
             if g.pred_iou_thresh > 0.0:
-                keep = iou > g.pred_iou_thresh
-                low, iou = low[keep], iou[keep]
-            for first in range(0, len(low), _UPSAMPLE_CHUNK):
-                logits = upsample(low[first : first + _UPSAMPLE_CHUNK])
-                chunk_iou = iou[first : first + _UPSAMPLE_CHUNK]
+                chosen = chosen[iou > g.pred_iou_thresh]
+            t = self._lap("decoder", t)
+            for first in range(0, len(chosen), _UPSAMPLE_CHUNK):
+                part = chosen[first : first + _UPSAMPLE_CHUNK]
+                low = self.decoder.masks(state, part)
+                t = self._lap("decoder", t)
+                logits = upsample(low)
+                chunk_iou = iou[part]
                 if g.stability_score_thresh > 0.0:
                     stable = calculate_stability_score(logits, self.mask_threshold, g.stability_score_offset)
                     keep = stable >= g.stability_score_thresh
@@ -151,7 +157,7 @@ class FastGenerator:
                 masks.append(binary)
                 scores.append(chunk_iou)
                 boxes.append(batched_mask_to_box(binary))
-            t = self._lap("post-processing", t)
+                t = self._lap("post-processing", t)
         self.predictor.reset_predictor() if self.sam2 else self.predictor.reset_image()
         device = self.predictor.device
         if not masks:

@@ -175,7 +175,7 @@ class Sam2Proposer:
         # the model so configs with another image_size run too (identical values at 1024).
         side = int(self.model.sam_image_embedding_size)
         self.generator.predictor._bb_feat_sizes = [(4 * side, 4 * side), (2 * side, 2 * side), (side, side)]
-        self.fast = FastGenerator(self.generator, sam2=True) if options.engine == "fast" else None
+        self.fast = FastGenerator(self.generator, sam2=True, decoder=options.fast_decoder) if options.engine == "fast" else None
 
     def __repr__(self) -> str:
         return (

@@ -71,7 +71,7 @@ class SamProposer:
             model = load_sam(options.model_type, options.checkpoint)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.generator = mask_generator(SamAutomaticMaskGenerator, self.model, options, self.name)
-        self.fast = FastGenerator(self.generator, sam2=False) if options.engine == "fast" else None
+        self.fast = FastGenerator(self.generator, sam2=False, decoder=options.fast_decoder) if options.engine == "fast" else None
 
     def __repr__(self) -> str:
         return f"SamProposer(model_type={self.options.model_type!r}, points_per_side={self.options.points_per_side}, device={self.device})"

@@ -69,7 +69,7 @@ def hub_download(url: str, what: str) -> Path:
 
 #: keyword arguments of ``SamAutomaticMaskGenerator`` and ``SAM2AutomaticMaskGenerator`` that both
 #: proposers expose as options of the same names (``sam.GeneratorOptions``)
-GENERATOR_OPTIONS = tuple(name for name in GeneratorOptions.model_fields if name != "engine")  # engine is ours
+GENERATOR_OPTIONS = tuple(name for name in GeneratorOptions.model_fields if name not in ("engine", "fast_decoder"))  # ours
 
 
 def mask_generator(generator_class: type, model: torch.nn.Module, options: object, name: str, *extra: str) -> object:
