@@ -65,16 +65,19 @@ def predict_files(
         output.protect(path)  # inputs inside the output folder are never removed as stale
     errors = ErrorLog(config.on_error)
     planned = ["report.json", ERRORS_FILE, *(f"predictions/{s.id}.png" for s in samples)]
+    planned += ["chunks/"] if predictor is None else []  # Ray: the finished chunks' records (a rerun resumes)
     planned += [f"overlays/{s.id}.jpg" for s in samples] if overlays else []
     with output:
         output.begin(planned)
         errors.open(out)
         if predictor is None:
             from .executors.ray_predict import predict_on_ray
+            from .executors.run_job import CHUNKS, prediction_key
 
+            key = prediction_key(config, Path(bank_dir), samples) | {"overlays": overlays, "index_set": "index" in named}
             _, masks = predict_on_ray(config, Path(bank_dir), samples, out, n_classes=len(loaded.class_names),
                                       overlays=overlays, errors=errors, class_names=loaded.class_names,
-                                      index=config.index if "index" in named else None)
+                                      index=config.index if "index" in named else None, state=out / CHUNKS, key=key)
         else:
             predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays, errors=errors,
                             class_names=loaded.class_names)

@@ -325,9 +325,10 @@ def image_paths(inputs: Sequence[Path]) -> list[Path]:
 
 
 def write_evaluation(output: OutputDir, predictions: Path, result: Scores, dataset: Built, samples: Sequence[Sample],
-                     class_names: list[str]) -> dict[str, Any]:
+                     class_names: list[str], *, begun: bool = False) -> dict[str, Any]:
     """``moduseg evaluate --out``: report.json (the scores, the split, the predictions folder) and
-    report.html (charts and the gallery of ``predictions``) in ``output``'s folder; the report."""
+    report.html (charts and the gallery of ``predictions``) in ``output``'s folder; the report.
+    ``begun``: the caller began ``output`` already (its planned files listed), so it is only finished here."""
     earlier = Path(predictions).parent / "report.json"  # a run's folder says whether its bank was an oracle's
     try:
         import json
@@ -343,7 +344,8 @@ def write_evaluation(output: OutputDir, predictions: Path, result: Scores, datas
     }
     out = output.root
     with output:
-        output.begin(["report.json", "report.html"])
+        if not begun:
+            output.begin(["report.json", "report.html"])
         write_json(out / "report.json", report)
         write_html(out, report, samples, class_names, predictions=Path(predictions))
         output.finish()

@@ -125,11 +125,19 @@ def test_ray_missing_is_one_line_and_nothing_is_written(coco_mini, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_ablate_on_ray_is_refused_for_now(tmp_path, capsys):
-    assert main(["ablate", "--grid", "method.top_k=1,5", "--executor", "ray", "--out", str(tmp_path / "s")]) == 2
+def test_ablate_executor_is_checked_and_a_missing_ray_writes_nothing(coco_mini, tmp_path, capsys):
+    assert main(["ablate", "--grid", "method.top_k=1,5", "--executor", "rey", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not supported yet" in err[0] and "--executor local" in err[0]
+    assert len(err) == 1 and "'rey'" in err[0] and "did you mean 'ray'" in err[0] and "--executor local" in err[0]
     assert not (tmp_path / "s").exists()
+    sweep = ["ablate", *tiny(coco_mini), "--grid", "method.top_k=1,5",
+             "--executor", "ray", "--out", str(tmp_path / "s"), "--cache-dir", str(tmp_path / "cache")]
+    code = ("import sys\nsys.modules['ray'] = None\nfrom moduseg_core.cli import main\n"
+            f"sys.exit(main({sweep!r}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MODUSEG_PROGRESS": "0"})
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "needs Ray" in err[-1] and "--executor local" in err[-1], done.stderr[-2000:]
+    assert not (tmp_path / "s").exists() and not (tmp_path / "cache").exists()
 
 
 # -- the local executor resumes --------------------------------------------------------------------

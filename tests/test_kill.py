@@ -166,6 +166,17 @@ def test_run_killed_then_rerun_is_byte_identical(crash, run_reference, coco_mini
     assert marker_state(out) == "complete"
 
 
+def test_run_killed_while_building_its_bank_resumes_it(run_reference, coco_mini, tmp_path):
+    """`run --executor local` keeps its bank's finished chunks (OUT/bank/shards/): a rerun computes the rest only."""
+    _, reference = run_reference
+    out = tmp_path / "run"
+    killed(moduseg(["run", *tiny(coco_mini), "--out", str(out)], "bank-collect:2"))  # 2 of 3 chunks recorded
+    again = moduseg(["run", *tiny(coco_mini), "--out", str(out)])
+    ok(again)
+    assert "resuming: 4 of 6 images already in the bank" in again.stderr
+    assert tree(out) == reference
+
+
 def test_run_rerun_with_fewer_images_removes_its_stale_predictions(coco_mini, tmp_path):
     out = tmp_path / "run"
     ok(moduseg(["run", *tiny(coco_mini), "--out", str(out)]))

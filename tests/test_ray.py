@@ -239,6 +239,31 @@ def test_run_on_ray_killed_then_resumed(coco_mini, tmp_path):
         assert sha(out / "predictions" / png.name) == sha(png), png.name
 
 
+def test_predict_and_evaluate_on_ray_resume(local_ray, reference, coco_mini, tmp_path, capsys):
+    """Their finished chunks are recorded (OUT/chunks/): a rerun takes them, computes the rest, same files."""
+    ids = (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:3]
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in ids:
+        shutil.copy(coco_mini / "JPEGImages" / f"{i}.jpg", images)
+    out = tmp_path / "pred"
+    predict = ["predict", str(images), "--bank", str(reference), "--set", "proposer.n_segments=[20]", "--executor", "ray",
+               "--set", "ray.actors=2", "--set", "method.batch_images=2", "--no-overlays", "--out", str(out)]
+    assert main(predict) == 0
+    first = {p.name: sha(p) for p in (out / "predictions").iterdir()}
+    (out / "chunks" / "00000001.json").unlink()  # as if the driver was killed before the last chunk
+    assert main(predict) == 0
+    assert "resuming: 2 of 3 images already predicted" in capsys.readouterr().err
+    assert {p.name: sha(p) for p in (out / "predictions").iterdir()} == first and len(first) == 3
+    evaluate = ["evaluate", str(out / "predictions"), *tiny(coco_mini), "--set", "eval_limit=3", "--executor", "ray",
+                "--out", str(tmp_path / "eval")]
+    assert main(evaluate) == 0
+    scores = json.loads((tmp_path / "eval" / "report.json").read_text())["per_class_iou"]
+    assert main(evaluate) == 0
+    assert "resuming: 3 of 3 images already scored" in capsys.readouterr().err
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["per_class_iou"] == scores
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

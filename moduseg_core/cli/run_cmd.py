@@ -74,11 +74,9 @@ def run(
     output = prepare(out, "run", overwrite=overwrite)
     cfg = compose(config, sets, on_error, executor=executor, dataset=dataset, labeler=labeler, proposer=proposer,
                   purifier=purifier, encoder=encoder, aggregator=aggregator, index=index)
-    if cfg.executor == "local":
-        from ..runner import run as run_job
-    else:
-        from ..executors.run_job import run_distributed as run_job
-    report = run_job(cfg, out, bank_dir=bank, output=output)
+    from ..executors.run_job import run_distributed  # the bank resumable (OUT/bank/shards/), with either executor
+
+    report = run_distributed(cfg, out, bank_dir=bank, output=output)
     _print_scores(report, out)
     return exit_code(report["skipped"]["bank"] + report["skipped"]["eval"])
 
@@ -179,14 +177,21 @@ def evaluate(
     names = list(ds.component.class_names)
     if cfg.executor == "local":
         result = evaluate_dir(predictions, samples, names, score_rules(cfg, ds.component))
-    else:
+        if output is not None:
+            write_evaluation(output, predictions, result, ds, samples, names)
+    else:  # with --out, the finished chunks' counts are kept in OUT/chunks/: a rerun resumes
         from ..executors import make_executor
         from ..executors.ray_predict import evaluate_on_ray
 
         make_executor(cfg)
-        result = evaluate_on_ray(cfg, predictions, samples, len(names)).scores(**score_rules(cfg, ds.component))
-    if output is not None:
-        write_evaluation(output, predictions, result, ds, samples, names)
+        if output is None:
+            result = evaluate_on_ray(cfg, predictions, samples, len(names)).scores(**score_rules(cfg, ds.component))
+        else:
+            with output:
+                output.begin(["report.json", "report.html", "chunks/"])
+                totals = evaluate_on_ray(cfg, predictions, samples, len(names), state=output.root / "chunks")
+                result = totals.scores(**score_rules(cfg, ds.component))
+                write_evaluation(output, predictions, result, ds, samples, names, begun=True)
     def cell(value: float) -> str:
         return "     –" if value != value else f"{100 * value:6.2f}"
 
@@ -238,11 +243,17 @@ def bench(
     bank_images: Annotated[int, typer.Option("--bank-images", min=0, help="Also time bank building on this many bank images and project it to VOC train_aug (0 = skip).")] = 0,
     loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Also run (a), the released code's per-image, per-mask loop.")] = True,
     max_masks: Annotated[Optional[int], typer.Option("--max-masks", min=1, help="Keep at most N best-scoring masks per image on both sides (random weights can return far more than trained ones).")] = None,
+    engines: Annotated[str, typer.Option("--engines", help=(
+        "Proposal stage of proposer sam/sam2 split into encoder / decoder / post-processing s/img per engine, on the "
+        "same model and images, interleaved, with fast/library ratios and whether masks and scores agree. "
+        "auto = library,fast for sam/sam2 (an engine the settings rule out is skipped with its reason), "
+        "nothing for other proposers; none = skip; or library,fast / library / fast."))] = "auto",
     out: OutOpt = Path("runs/bench"),
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Released-code loop vs ModuSeg pipeline on the same images and components: images/s per stage, ratio, FLOP floor."""
-    from ..bench import bench_markdown, run_bench
+    """Released-code loop vs ModuSeg pipeline on the same images and components: images/s per stage, ratio, FLOP floor;
+    for sam/sam2 the proposal stage split per engine (--engines)."""
+    from ..bench import bench_markdown, parse_engines, run_bench
     from ..config import coco_mini_preset
     from ..io import write_json, write_text
     from ..outputs import prepare
@@ -251,8 +262,10 @@ def bench(
     if config is None:
         config, sets = coco_mini_preset(data, sets, "pass --data PATH or --config FILE")
     cfg = compose(config, sets, proposer=proposer, encoder=encoder, aggregator=aggregator, index=index)
+    split_engines, explicit = parse_engines(engines, cfg.proposer.name)
     report = run_bench(cfg, images=images, bank_size=bank_size, batch=batch, warmup=warmup, loop=loop,
-                       bank_images=bank_images, floor_batch=floor_batch, max_masks=max_masks, out=None)
+                       bank_images=bank_images, floor_batch=floor_batch, max_masks=max_masks,
+                       engines=split_engines, engines_explicit=explicit, out=None)
     with output:
         output.begin(["bench.json", "bench.md"])
         write_json(out / "bench.json", report)

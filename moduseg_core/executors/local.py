@@ -30,6 +30,7 @@ class LocalExecutor:
         if not todo:
             return {"workers": 0}
         parts = {kind: build(kind, config.choice(kind)) for kind in WORK_KINDS}
+        self.parts = parts  # kept: `run` predicts with the encoder the bank was built with
         fit_labeler(parts, samples, timer)
         worker = BankWorker(parts, config.method, n_classes, timer)
         index = {chunk.start: c for c, chunk in todo}

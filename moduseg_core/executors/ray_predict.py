@@ -159,7 +159,7 @@ def predict_on_ray(
 
 
 def _resume(state: Path, key: dict[str, Any] | None, work: list[range], samples: Sequence[Sample], out: Path | None,
-            overlays: bool, total: Accumulator, masks: dict[str, int]) -> set[int]:
+            overlays: bool, total: Accumulator, masks: dict[str, int], *, what: str = "predicted") -> set[int]:
     """The chunks an earlier run with the same ``key`` recorded in ``state`` (their sums added to
     ``total`` and ``masks``); records of another key are removed (only the records this writes)."""
     import json
@@ -182,12 +182,12 @@ def _resume(state: Path, key: dict[str, Any] | None, work: list[range], samples:
     for c, chunk in enumerate(work):
         path = state / f"{c:08d}.json"
         ids = [samples[p].id for p in chunk]
-        files = [f"predictions/{i}.png" for i in ids] + ([f"overlays/{i}.jpg" for i in ids] if overlays else [])
+        files = [] if out is None else [f"predictions/{i}.png" for i in ids] + ([f"overlays/{i}.jpg" for i in ids] if overlays else [])
         try:
             record = json.loads(path.read_text()) if path.is_file() else None
         except (OSError, ValueError):
             record = None
-        if record is None or record.get("images") != ids or (out is not None and not all((out / f).is_file() for f in files)):
+        if record is None or record.get("images") != ids or not all((out / f).is_file() for f in files):  # type: ignore[operator]
             continue
         total.matrix += np.asarray(record["matrix"], np.int64).reshape(n, n)
         total.boundary += np.asarray(record["boundary"], np.int64).reshape(6, n)  # type: ignore[operator]
@@ -199,7 +199,7 @@ def _resume(state: Path, key: dict[str, Any] | None, work: list[range], samples:
         notify_written(path)
         done.add(c)
     if done:
-        note(f"resuming: {sum(len(work[c]) for c in done)} of {len(samples)} images already predicted")
+        note(f"resuming: {sum(len(work[c]) for c in done)} of {len(samples)} images already {what}")
     return done
 
 
@@ -214,11 +214,16 @@ def _score_chunk(pred_dir: str, samples: list[Sample], n_classes: int) -> dict[s
     return {"matrix": accumulator.matrix.tobytes(), "boundary": accumulator.boundary.tobytes(), "scored": accumulator.images}
 
 
-def evaluate_on_ray(config: RunConfig, pred_dir: Path, samples: Sequence[Sample], n_classes: int) -> Accumulator:
-    """``runner.evaluate_dir``'s sums, one Ray task per chunk of images (checks first, in the driver)."""
+def evaluate_on_ray(config: RunConfig, pred_dir: Path, samples: Sequence[Sample], n_classes: int, *,
+                    state: Path | None = None) -> Accumulator:
+    """``runner.evaluate_dir``'s sums, one Ray task per chunk of images (checks first, in the driver).
+    With ``state`` (a folder: ``evaluate --out``'s ``chunks/``) each finished chunk's counts are recorded
+    there, and a rerun over the same files (paths, sizes, times) takes them as they are."""
     import ray
 
     from ..errors import ModusegError
+    from ..io import write_json
+    from .run_job import files_digest
 
     for sample in samples:
         if sample.mask_path is None:
@@ -228,11 +233,26 @@ def evaluate_on_ray(config: RunConfig, pred_dir: Path, samples: Sequence[Sample]
     task = ray.remote(num_cpus=config.ray.num_cpus)(_score_chunk)
     work = chunks(len(samples), config.method.batch_images)
     whole = absolute(samples)
-    pending = {task.remote(os.path.abspath(pred_dir), whole[r.start:r.stop], n_classes): len(r) for r in work}
     total = Accumulator(n_classes)
+    done: set[int] = set()
+    if state is not None:
+        files = [p for s in whole for p in (s.mask_path, Path(pred_dir) / f"{s.id}.png")]
+        key = {"evaluate": os.path.abspath(pred_dir), "files": files_digest(files), "classes": n_classes,
+               "batch": config.method.batch_images}
+        done = _resume(state, key, work, samples, None, False, total, {"proposed": 0, "kept": 0}, what="scored")
+    pending = {task.remote(os.path.abspath(pred_dir), whole[r.start:r.stop], n_classes): c
+               for c, r in enumerate(work) if c not in done}
     with Bar(len(samples), "evaluate") as bar:
+        bar.update(sum(len(work[c]) for c in done))
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            _merge(total, ray.get(ready[0]))
-            bar.update(pending.pop(ready[0]))
+            c = pending.pop(ready[0])
+            row = ray.get(ready[0])
+            _merge(total, row)
+            if state is not None:  # the chunk's record (written here: a killed driver loses only chunks in flight)
+                write_json(state / f"{c:08d}.json", {
+                    "images": [samples[p].id for p in work[c]], "scored": int(row["scored"]), "masks": [0, 0],
+                    "matrix": np.frombuffer(row["matrix"], np.int64).tolist(),
+                    "boundary": np.frombuffer(row["boundary"], np.int64).tolist()})
+            bar.update(len(work[c]))
     return total

@@ -1,6 +1,7 @@
-"""``moduseg run --executor ray``: the bank through the shard store (resumable), the eval split
-predicted by Ray workers (each writing its images' PNGs and overlays), the scores summed from the
-workers' integer counts: the same report and predictions as ``runner.run``'s local path."""
+"""``moduseg run``: the bank through the shard store (``OUT/bank/shards/``: a killed run resumes it,
+with either executor), then the eval split predicted here (``--executor local``, ``runner.predict_samples``)
+or by Ray workers (each writing its images' PNGs and overlays, the scores summed from their integer
+counts, finished chunks recorded in ``OUT/chunks/``): the same report and predictions as ``runner.run``."""
 
 from __future__ import annotations
 
@@ -36,16 +37,30 @@ def prediction_key(config: RunConfig, bank: Path, samples: list) -> dict[str, An
         "components": {kind: identity(kind, config.choice(kind)) for kind in ("proposer", "encoder", "aggregator", "index")},
         "method": config.method.identity(),
         "images": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
+        "files": files_digest([s.image_path for s in samples]),
         "batch": config.method.batch_images, "overlays": config.overlays,
     }
 
 
+def files_digest(paths: list) -> str:
+    """A hash of each file's path, size and modification time: a replaced image re-keys the records."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            st = os.stat(path)
+            h.update(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except (OSError, TypeError):
+            h.update(f"{path}|missing\n".encode())
+    return h.hexdigest()
+
+
 def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None = None, output: Any) -> dict[str, Any]:
-    """``runner.run`` with the per-image work on ``config.executor`` (Ray)."""
+    """``runner.run`` with the per-image work on ``config.executor``, its bank resumable."""
     from ..runner import dataset_info, make_report, open_dataset, run_outputs, score_rules, write_html, write_report
     from . import make_executor
     from .bank_job import build_into, open_bank_job
-    from .ray_predict import predict_on_ray
 
     validate(config, RUN_KINDS)
     out_dir = Path(out_dir)
@@ -61,7 +76,8 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
     job = open_bank_job(config) if bank_dir is None else None
     executor = make_executor(config)
     with output:
-        output.begin([*run_outputs(samples, overlays=config.overlays, bank=bank_dir is None), f"{CHUNKS}/"])
+        chunks = [f"{CHUNKS}/"] if config.executor == "ray" else []
+        output.begin([*run_outputs(samples, overlays=config.overlays, bank=bank_dir is None), *chunks])
         errors.open(out_dir)
         errors.context = {"split": config.bank_split}
         if bank_dir is None:
@@ -80,10 +96,16 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
         bank.check_encoder(config.encoder, config.aggregator)
         errors.context = {"split": config.eval_split}
         t0 = time.perf_counter()
-        evaluation, masks = predict_on_ray(config, bank_dir, samples, out_dir, n_classes=len(class_names),
-                                           overlays=config.overlays, errors=errors, class_names=class_names,
-                                           index=config.index, state=out_dir / CHUNKS,
-                                           key=prediction_key(config, Path(bank_dir), samples))
+        if config.executor == "local":
+            evaluation, masks = _predict_here(config, bank, getattr(executor, "parts", None), samples, out_dir,
+                                              class_names, errors=errors, timer=timer)
+        else:
+            from .ray_predict import predict_on_ray
+
+            evaluation, masks = predict_on_ray(config, bank_dir, samples, out_dir, n_classes=len(class_names),
+                                               overlays=config.overlays, errors=errors, class_names=class_names,
+                                               index=config.index, state=out_dir / CHUNKS,
+                                               key=prediction_key(config, Path(bank_dir), samples))
         timer.add("predict_total", time.perf_counter() - t0)
         errors.check_some_succeeded(len(samples), since=bank_errors)
         skipped = {"bank": bank_errors, "eval": len(errors) - bank_errors}
@@ -99,3 +121,19 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
         write_html(out_dir, report, samples, class_names)
         output.finish()
     return report
+
+
+def _predict_here(config: RunConfig, bank: Bank, parts: dict | None, samples: list, out_dir: Path,
+                  class_names: list[str], *, errors: ErrorLog, timer: Timer) -> tuple[Any, dict[str, int]]:
+    """The eval split predicted in this process (``runner.run``'s path); the encoder the bank was just
+    built with is reused (``parts``: the local executor's components, None when every image was resumed)."""
+    from ..runner import make_predictor, predict_samples
+
+    if parts is not None:
+        bank.encoder_component = parts["encoder"]
+    predictor = make_predictor(config, bank)
+    evaluation = predict_samples(predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays,
+                                 timer=timer, errors=errors, class_names=class_names)
+    for stage, seconds in predictor.timer.seconds.items():
+        timer.add(f"predict_{stage}", seconds)
+    return evaluation, {"proposed": predictor.masks_seen, "kept": predictor.masks_kept}
