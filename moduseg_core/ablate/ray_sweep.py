@@ -82,7 +82,7 @@ class RaySweep:
 
         runner = self.runner
         cache = runner.cache
-        scored = {p.index for p in points if cache is not None and cache.path("scores", runner.point_keys(p).scores).exists()}
+        scored = {p.index for p in points if runner.is_scored(p)}
         with Bar(len(points), "points") as bar:
             for point in points:
                 if point.index in scored:

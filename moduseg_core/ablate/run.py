@@ -12,7 +12,8 @@ The stages are the pipeline's own (``runner.bank_from_config``, ``inference.Pred
   and encoder configuration in the whole sweep.
 
 A killed sweep resumes: entries are written atomically as they are computed, and the
-results files are rewritten after every point.
+results files are rewritten after every point. With ``executor="ray"`` the points run as Ray tasks
+over the same cache (``ray_sweep``); claims (``cache.claims``) keep two workers off one entry.
 """
 
 from __future__ import annotations
@@ -205,11 +206,12 @@ class SweepRun:
         eval_split = self._split(config, config.eval_split, config.eval_limit)
         return point_keys(self.cache, config, bank_split, eval_split)
 
+    def is_scored(self, point: Point) -> bool:
+        """Whether the point's scores are in the cache already (a rerun reads them back)."""
+        return self.cache is not None and self.cache.path("scores", self.point_keys(point).scores).exists()
+
     def scored(self, points: Sequence[Point]) -> int:
-        """How many of ``points`` have their scores in the cache already (a rerun reads them back)."""
-        if self.cache is None:
-            return 0
-        return sum(self.cache.path("scores", self.point_keys(point).scores).exists() for point in points)
+        return sum(self.is_scored(point) for point in points)
 
     def _run_cached(self, point: Point, total: int) -> dict[str, Any]:
         cache = self.cache
@@ -219,8 +221,8 @@ class SweepRun:
         keys = self.point_keys(point)
         stored = cache.get("scores", keys.scores)
         if stored is None:  # claimed while it is computed: a worker scoring the same point meanwhile is waited for
-            with claimed(cache.path("scores", keys.scores), on_wait=lambda: note(f"point {point.index}: waiting for "
-                                                                             "another worker scoring it")) as stored:
+            waiting = f"point {point.index}: waiting for another worker scoring it"
+            with claimed(cache.path("scores", keys.scores), on_wait=lambda: note(waiting)) as stored:
                 if stored is None:
                     return self._compute_point(point, total, keys, started, hits0, misses0)
                 cache.written_meanwhile("scores")
@@ -236,7 +238,8 @@ class SweepRun:
         write_point(self.point_dir(point), report)
         return report
 
-    def _compute_point(self, point: Point, total: int, keys: PointKeys, started: float, hits0, misses0) -> dict[str, Any]:
+    def _compute_point(self, point: Point, total: int, keys: PointKeys, started: float, hits0,
+                       misses0) -> dict[str, Any]:
         cache = self.cache
         assert cache is not None
         config = point.config
@@ -252,8 +255,8 @@ class SweepRun:
 
         def build_bank() -> Bank:
             t0 = time.perf_counter()
-            with claimed(cache.path("banks", bank_key), on_wait=lambda: note(f"point {point.index}: waiting for "
-                                                                             "another worker building its bank")) as ready:
+            waiting = f"point {point.index}: waiting for another worker building its bank"
+            with claimed(cache.path("banks", bank_key), on_wait=lambda: note(waiting)) as ready:
                 if ready is not None:  # built by another worker while this one waited
                     cache.written_meanwhile("banks")
                     bank = Bank.load(ready, index=config.index)

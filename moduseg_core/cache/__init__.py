@@ -38,7 +38,9 @@ The package, one job per module:
 - ``components``: ``CachedProposer`` / ``CachedEncoder``, components served from the cache and
   built only on a miss;
 - ``predictor``: ``CachingPredictor``, the ``Predictor`` whose stages read and fill the cache;
-- ``listing``: the text of ``moduseg cache list | size | prune``.
+- ``listing``: the text of ``moduseg cache list | size | prune``;
+- ``claims``: claim files beside the entries, so that processes sharing the cache (the workers of
+  ``ablate --executor ray``) never compute one entry at once; stale claims are taken over.
 """
 
 from .components import CachedEncoder, CachedProposer, cached_built

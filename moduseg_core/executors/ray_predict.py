@@ -182,12 +182,13 @@ def _resume(state: Path, key: dict[str, Any] | None, work: list[range], samples:
     for c, chunk in enumerate(work):
         path = state / f"{c:08d}.json"
         ids = [samples[p].id for p in chunk]
-        files = [] if out is None else [f"predictions/{i}.png" for i in ids] + ([f"overlays/{i}.jpg" for i in ids] if overlays else [])
+        files = [f"predictions/{i}.png" for i in ids] + ([f"overlays/{i}.jpg" for i in ids] if overlays else [])
+        files = files if out is not None else []  # evaluate's records: no files of its own
         try:
             record = json.loads(path.read_text()) if path.is_file() else None
         except (OSError, ValueError):
             record = None
-        if record is None or record.get("images") != ids or not all((out / f).is_file() for f in files):  # type: ignore[operator]
+        if record is None or record.get("images") != ids or not all((out / f).is_file() for f in files):  # type: ignore
             continue
         total.matrix += np.asarray(record["matrix"], np.int64).reshape(n, n)
         total.boundary += np.asarray(record["boundary"], np.int64).reshape(6, n)  # type: ignore[operator]
