@@ -140,3 +140,28 @@ def test_settings_the_fast_engine_does_not_implement_are_refused(models, values,
         make(models, "sam", "fast", **values)
     with pytest.raises(ModusegError, match="use_m2m=true"):
         make(models, "sam2", "fast", use_m2m=True)
+
+
+@pytest.mark.parametrize("name", ["sam", "sam2"])
+def test_several_images_per_encoder_call(models, images, name):
+    """``propose_batch``: three photos (two sizes), two per image-encoder call. Batch size 1 is each image's own
+    call exactly; two per call is the same up to float rounding in the encoder (same masks, scores within 1e-5,
+    pixels equal up to a few flips at the threshold). engine=library proposes image by image."""
+    photos = [images[0], images[1], images[0][:, ::-1].copy()]
+    values = setting(name, "everything")
+    alone = make(models, name, "fast", fast_decoder="library", **values)
+    want = [alone.propose(image) for image in photos]
+    one = make(models, name, "fast", fast_decoder="library", batch_size=1, **values).propose_batch(photos)
+    for w, g in zip(want, one):
+        assert np.array_equal(g.masks, w.masks) and np.array_equal(g.scores, w.scores)
+    two = make(models, name, "fast", fast_decoder="library", batch_size=2, **values)
+    two.fast.seconds = dict.fromkeys(two.fast.seconds, 0.0)
+    got = two.propose_batch(photos)
+    assert len(got) == 3 and all(s > 0 for s in two.fast.seconds.values())
+    for w, g in zip(want, got):
+        assert len(g) == len(w) == 192
+        np.testing.assert_allclose(g.scores, w.scores, rtol=0, atol=1e-5)
+        assert np.count_nonzero(g.masks != w.masks) <= 1e-5 * w.masks.size
+    library = make(models, name, "library", **values)
+    for w, g in zip([library.propose(image) for image in photos[:2]], library.propose_batch(photos[:2])):
+        assert np.array_equal(g.masks, w.masks)

@@ -83,7 +83,7 @@ def check_proposals(proposals, image):
 
 def test_options_are_the_generators_with_its_defaults():
     signature = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
-    exposed = set(SamOptions.model_fields) - {"model_type", "checkpoint", "device", "engine", "fast_decoder"}  # ours
+    exposed = set(SamOptions.model_fields) - {"model_type", "checkpoint", "device", "engine", "fast_decoder", "batch_size"}  # ours
     assert exposed == set(signature) - {"self", "model", "point_grids", "output_mode"}
     for name in exposed:
         assert SamOptions.model_fields[name].default == signature[name].default, name

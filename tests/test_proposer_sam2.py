@@ -72,7 +72,8 @@ def check_proposals(proposals, image):
 
 def test_options_are_the_generators_with_its_defaults():
     signature = inspect.signature(SAM2AutomaticMaskGenerator.__init__).parameters
-    exposed = set(Sam2Options.model_fields) - {"model", "config", "image_size", "device", "dtype", "engine", "fast_decoder"}
+    exposed = set(Sam2Options.model_fields) - {"model", "config", "image_size", "device", "dtype", "engine", "fast_decoder",
+                                                  "batch_size"}  # ours
     assert exposed == set(signature) - {"self", "model", "point_grids", "output_mode", "kwargs"}
     for name in exposed:
         assert Sam2Options.model_fields[name].default == signature[name].default, name

@@ -74,6 +74,7 @@ class FastGenerator:
         self.decoder = TwoStageDecoder(module, multimask, factored=decoder == "factored")
         #: seconds spent per part, summed over ``generate`` calls (``benchmarks/bench_proposals.py`` prints them)
         self.seconds = {"encoder": 0.0, "decoder": 0.0, "post-processing": 0.0}
+        self._index = 0  # which of the encoded images SAM 2's features are read for
 
     def _lap(self, part: str, since: float) -> float:
         if self.predictor.device.type == "cuda":
@@ -104,8 +105,9 @@ class FastGenerator:
         coords = predictor._transforms.transform_coords(tensor, normalize=True, orig_hw=size)
         labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
         sparse, dense = model.sam_prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
-        high_res = [level[-1].unsqueeze(0) for level in predictor._features["high_res_feats"]]
-        state = self.decoder.tokens(predictor._features["image_embed"][-1].unsqueeze(0),
+        i = self._index
+        high_res = [level[i : i + 1] for level in predictor._features["high_res_feats"]]
+        state = self.decoder.tokens(predictor._features["image_embed"][i : i + 1],
                                     model.sam_prompt_encoder.get_dense_pe(), sparse, dense, high_res)
 
         def upsample(chosen: torch.Tensor) -> torch.Tensor:
@@ -113,14 +115,69 @@ class FastGenerator:
 
         return state, upsample
 
+    # -- the image encoder, several images per call ------------------------------------------------------
+
+    def _encode(self, images: list[np.ndarray]) -> Callable[[int], None]:
+        """Encode the images in one image-encoder call; returns ``select(i)``, which points the predictor at
+        image ``i``'s features (the library's own transforms; its ``set_image`` for a single image)."""
+        predictor = self.predictor
+        if self.sam2:
+            if len(images) == 1:
+                predictor.set_image(images[0])
+            else:
+                predictor.set_image_batch(images)
+
+            def select(i: int) -> None:
+                self._index = i
+
+            return select
+        if len(images) == 1:
+            predictor.set_image(images[0])
+            return lambda i: None
+        model = predictor.model
+        inputs = []
+        for image in images:
+            if model.image_format != "RGB":
+                image = image[..., ::-1]
+            resized = torch.as_tensor(predictor.transform.apply_image(image), device=predictor.device)
+            inputs.append(resized.permute(2, 0, 1).contiguous()[None])
+        features = model.image_encoder(torch.cat([model.preprocess(x) for x in inputs]))  # padded to one size
+
+        def select_sam(i: int) -> None:
+            predictor.reset_image()
+            predictor.original_size, predictor.input_size = images[i].shape[:2], tuple(inputs[i].shape[-2:])
+            predictor.features, predictor.is_image_set = features[i : i + 1], True
+
+        return select_sam
+
     # -- the generator --------------------------------------------------------------------------------------
 
     def propose(self, image: np.ndarray) -> Proposals:
         """``generate`` as the proposers return it: numpy masks and scores, sorted by score."""
-        masks, scores = self.generate(image)
-        return to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2])
+        return self.propose_many([image], 1)[0]
 
-    def generate(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def propose_many(self, images: list[np.ndarray], batch_size: int) -> list[Proposals]:
+        """``propose`` for several images, ``batch_size`` per image-encoder call (the decoder runs per image)."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            t = time.perf_counter()
+            select = self._encode(chunk)
+            self._lap("encoder", t)
+            for i, image in enumerate(chunk):
+                select(i)
+                masks, scores = self.generate(image, encoded=True)
+                out.append(to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2]))
+            self._reset()
+        return out
+
+    def _reset(self) -> None:
+        self._index = 0
+        self.predictor.reset_predictor() if self.sam2 else self.predictor.reset_image()
+
+    def generate(self, image: np.ndarray, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image's masks (bool N×H×W on the device) and scores, in the library's output order; ``encoded``:
+        the predictor already holds the image's features (``propose_many``)."""
         from torchvision.ops import batched_nms
 
         if self.sam2:
@@ -131,8 +188,9 @@ class FastGenerator:
         g = self.generator
         height, width = image.shape[:2]
         t = time.perf_counter()
-        self.predictor.set_image(image)
-        t = self._lap("encoder", t)
+        if not encoded:
+            self._encode([image])
+            t = self._lap("encoder", t)
         points = g.point_grids[0] * np.array((height, width))[None, ::-1]
         decode = self._decode_sam2 if self.sam2 else self._decode_sam
         masks, scores, boxes = [], [], []
@@ -158,7 +216,8 @@ class FastGenerator:
                 scores.append(chunk_iou)
                 boxes.append(batched_mask_to_box(binary))
                 t = self._lap("post-processing", t)
-        self.predictor.reset_predictor() if self.sam2 else self.predictor.reset_image()
+        if not encoded:
+            self._reset()
         device = self.predictor.device
         if not masks:
             return torch.zeros((0, height, width), dtype=torch.bool, device=device), torch.zeros(0, device=device)

@@ -11,6 +11,7 @@ match the config key for key.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -182,6 +183,14 @@ class Sam2Proposer:
             f"Sam2Proposer(model={self.options.model!r}, image_size={self.model.image_size}, "
             f"points_per_side={self.options.points_per_side}, device={self.device}, dtype={self.options.dtype})"
         )
+
+    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None) -> list[Proposals]:
+        """``propose`` for several images; engine=fast encodes ``batch_size`` of them per image-encoder call."""
+        if self.fast is None:
+            return [self.propose(image) for image in images]
+        images = [check_image(image, f"proposer {self.name!r}") for image in images]
+        with torch.inference_mode(), autocast(self.device, self.options.dtype):
+            return self.fast.propose_many(images, self.options.batch_size)
 
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
         """Masks at the image's size; score = predicted IoU (in [0, 1]); sorted by score."""

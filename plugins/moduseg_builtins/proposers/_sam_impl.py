@@ -9,6 +9,7 @@ helper into ``torch.hub.get_dir()/checkpoints`` and are reused from there.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -75,6 +76,14 @@ class SamProposer:
 
     def __repr__(self) -> str:
         return f"SamProposer(model_type={self.options.model_type!r}, points_per_side={self.options.points_per_side}, device={self.device})"
+
+    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None) -> list[Proposals]:
+        """``propose`` for several images; engine=fast encodes ``batch_size`` of them per image-encoder call."""
+        if self.fast is None:
+            return [self.propose(image) for image in images]
+        images = [check_image(image, f"proposer {self.name!r}") for image in images]
+        with torch.inference_mode():
+            return self.fast.propose_many(images, self.options.batch_size)
 
     def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
         """Masks at the image's size; score = predicted IoU clipped to [0, 1]; sorted by score."""

@@ -69,7 +69,9 @@ def hub_download(url: str, what: str) -> Path:
 
 #: keyword arguments of ``SamAutomaticMaskGenerator`` and ``SAM2AutomaticMaskGenerator`` that both
 #: proposers expose as options of the same names (``sam.GeneratorOptions``)
-GENERATOR_OPTIONS = tuple(name for name in GeneratorOptions.model_fields if name not in ("engine", "fast_decoder"))  # ours
+#: GeneratorOptions fields that are ModuSeg's own (not the library generators' keyword arguments)
+OURS = ("engine", "fast_decoder", "batch_size")
+GENERATOR_OPTIONS = tuple(name for name in GeneratorOptions.model_fields if name not in OURS)
 
 
 def mask_generator(generator_class: type, model: torch.nn.Module, options: object, name: str, *extra: str) -> object:

@@ -64,6 +64,10 @@ class GeneratorOptions(Options):
         "work shared across prompts (about 4x fewer operations; equal up to float rounding); library = the "
         "library's transformer as is (identical masks and scores at the same points_per_batch)",
     )
+    batch_size: int = Field(
+        4, ge=1, description="engine=fast: images per image-encoder call when several images are proposed together "
+        "(each image's masks equal its own call's up to float rounding)",
+    )
 
 
 class SamOptions(GeneratorOptions):
@@ -81,7 +85,7 @@ class SamOptions(GeneratorOptions):
     )
     device: Device = device_field()
 
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "points_per_batch"})
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "points_per_batch", "batch_size"})
 
     @field_validator("checkpoint")
     @classmethod

@@ -56,7 +56,7 @@ class Sam2Options(GeneratorOptions):
     device: Device = device_field()
     dtype: Dtype = dtype_field()
 
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "points_per_batch"})
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "points_per_batch", "batch_size"})
 
     @field_validator("model")
     @classmethod
