@@ -91,3 +91,17 @@ def test_killed_sweep_on_ray_resumes(sweep, tmp_path):
     assert summary["encoder"]["passes"] == 0  # every image was encoded before the kill: nothing again
     assert results(out) == results(local)
     assert not list(cache.rglob("*.claim"))  # the killed workers' claims were taken over and released
+
+
+def test_a_killed_worker_leaves_a_stale_claim_that_is_taken_over(sweep, tmp_path):
+    """kill -9 of a worker while it holds its point's claim (after its first class map): Ray restarts the
+    actor, the retried point finds the dead process's claim, takes it over, and the sweep ends as locally."""
+    path, local = sweep
+    flag, out, cache = tmp_path / "worker-killed", tmp_path / "ray", tmp_path / "cache"
+    done = moduseg(["ablate", str(path), "--executor", "ray", "--set", "ray.actors=2", "--out", str(out),
+                    "--cache-dir", str(cache)], MODUSEG_CRASH_AT="prediction:1", MODUSEG_CRASH_ONCE=str(flag))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert flag.is_file(), "no worker was killed"
+    assert "taking over the stale claim of process" in done.stderr, done.stderr[-3000:]
+    assert results(out) == results(local)
+    assert not list(cache.rglob("*.claim"))

@@ -124,6 +124,8 @@ def _alive(pid: int) -> bool:
 def take_over(path: Path, owner: dict[str, Any]) -> None:
     """Remove the stale claim ``path`` whose content was ``owner``: renamed aside first (atomic, so one
     worker wins); a claim that is not the stale one (renewed meanwhile) is put back."""
+    from ..progress import note
+
     aside = path.parent / f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.stale"
     try:
         os.rename(path, aside)
@@ -133,6 +135,9 @@ def take_over(path: Path, owner: dict[str, Any]) -> None:
         if read_owner(aside).get("token") != owner.get("token"):
             with contextlib.suppress(FileExistsError):
                 os.link(aside, path)  # someone's fresh claim: back where it was
+        else:
+            note(f"taking over the stale claim of process {owner.get('pid', '?')} on {owner.get('host', '?')} "
+                 f"({path.parent.parent.name}/{path.name[1:-len(CLAIM_SUFFIX)][:16]}...)")
     finally:
         with contextlib.suppress(FileNotFoundError):
             aside.unlink()
