@@ -7,8 +7,9 @@ scores are checked to be identical before any time is printed. Two settings: the
 thresholds (random weights: no candidate passes them, so the time is the model and the filtering) and
 thresholds at 0 (every candidate passes, then box NMS).
 
-The library's time is split into its image encoder (``set_image``, timed by wrapping it) and the rest
-(decoder + post-processing); ``engine=fast`` reports encoder, decoder and post-processing itself.
+Both engines' time is split into encoder, decoder and post-processing by ``moduseg_core.bench.proposal_split``
+(what ``moduseg bench --engines`` reports): the library's by wrapping ``set_image`` and hooking the prompt encoder
+and mask decoder, ``engine=fast``'s from ``FastGenerator.seconds``; post-processing is the rest of ``propose``.
 
     .venv/bin/python benchmarks/bench_proposals.py --images 3
     .venv/bin/python benchmarks/bench_proposals.py --images 3 --device cuda --dtype bfloat16 --points-per-batch 1024
@@ -17,12 +18,11 @@ The library's time is split into its image encoder (``set_image``, timed by wrap
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from moduseg_core.bench.proposal_split import ENGINES, split_propose
 from moduseg_core.io import read_image
 from moduseg_core.plugins import build_options
 
@@ -41,24 +41,6 @@ def build(name: str, engine: str, model: torch.nn.Module, args, values: dict):
     if name == "sam2":
         options["dtype"] = args.dtype
     return (SamProposer if name == "sam" else Sam2Proposer)(build_options("proposer", name, options), model=model)
-
-
-def timed_set_image(proposer) -> dict:
-    """Wrap the library predictor's ``set_image`` so that its seconds are summed (the library's encoder)."""
-    predictor = proposer.generator.predictor
-    original = predictor.set_image
-    spent = {"encoder": 0.0}
-
-    def set_image(*a, **k):
-        t0 = time.perf_counter()
-        out = original(*a, **k)
-        if proposer.device.type == "cuda":
-            torch.cuda.synchronize(proposer.device)
-        spent["encoder"] += time.perf_counter() - t0
-        return out
-
-    predictor.set_image = set_image
-    return spent
 
 
 def main() -> None:
@@ -81,37 +63,21 @@ def main() -> None:
     models = {"sam": lambda: sam_model_registry["vit_b"](), "sam2": lambda: build_model("configs/sam2.1/sam2.1_hiera_t.yaml", None)}
     print(f"{len(images)} coco-mini val images, 32×32 points, {args.points_per_batch} per decoder call, "
           f"device {args.device}, sam2 dtype {args.dtype}; random weights")
-    print("| proposer | setting | engine | encoder s/img | decoder + post s/img | total s/img | masks/img | fast / library |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| proposer | setting | engine | encoder s/img | decoder s/img | post-processing s/img | total s/img | masks/img "
+          "| fast / library (time) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.only.split(","):
         model = models[name]()
         for label, values in SETTINGS.items():
-            library = build(name, "library", model, args, values)
-            fast = build(name, "fast", model, args, values)
-            library.propose(images[0]), fast.propose(images[0])  # warm-up, untimed
-            spent = timed_set_image(library)
-            fast.fast.seconds = dict.fromkeys(fast.fast.seconds, 0.0)
-            lib_total = fast_total = 0.0
-            masks = 0
-            for image in images:
-                t0 = time.perf_counter()
-                want = library.propose(image)
-                t1 = time.perf_counter()
-                got = fast.propose(image)
-                t2 = time.perf_counter()
-                assert np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores), (
-                    f"{name} {label}: engine=fast differs from the library")
-                lib_total += t1 - t0
-                fast_total += t2 - t1
-                masks += len(want)
-            n = len(images)
-            parts = fast.fast.seconds
-            print(f"| {name} | {label} | library | {spent['encoder'] / n:.2f} | {(lib_total - spent['encoder']) / n:.2f} | "
-                  f"{lib_total / n:.2f} | {masks / n:.1f} | |")
-            print(f"| {name} | {label} | fast | {parts['encoder'] / n:.2f} | "
-                  f"{(parts['decoder'] + parts['post-processing']) / n:.2f} (decoder {parts['decoder'] / n:.2f}, "
-                  f"post {parts['post-processing'] / n:.2f}) | {fast_total / n:.2f} | {masks / n:.1f} | "
-                  f"**{lib_total / fast_total:.1f}×** |")
+            proposers = {engine: build(name, engine, model, args, values) for engine in ENGINES}
+            split = split_propose(proposers, images, warmup=images[:1])
+            agree = split["agreement"]
+            assert agree["identical"], f"{name} {label}: engine=fast differs from the library: {agree}"
+            for engine, row in split["engines"].items():
+                s = row["seconds_per_image"]
+                ratio = f"**{split['ratio_fast_over_library']['total']:.2f}**" if engine == "fast" else ""
+                print(f"| {name} | {label} | {engine} | {s['encoder']:.2f} | {s['decoder']:.2f} | "
+                      f"{s['post-processing']:.2f} | {s['total']:.2f} | {row['masks_per_image']:.1f} | {ratio} |")
     print("masks and scores identical for every image: yes")
 
 

@@ -25,11 +25,15 @@ The package, one job per module:
 - ``released``: (a), the released code's loop, one image and one mask at a time;
 - ``measure``: the encoder's FLOP floor, the device's matmul rate, peak GPU memory, the bank-build
   projection and the device's description;
+- ``proposal_split``: the ``sam``/``sam2`` proposal stage split into encoder, decoder and
+  post-processing for ``engine=library`` and ``engine=fast`` on one model, and their agreement
+  (``--engines``; ``benchmarks/bench_proposals.py`` uses it too);
 - ``run``: ``run_bench``, which builds the components once and times (b) then (a) on them;
 - ``report``: the Markdown table of docs/performance.md.
 """
 
 from .measure import VOC_TRAIN_AUG, bank_projection, encoder_flops, encoder_floor, matmul_rate
+from .proposal_split import library_split, parse_engines, split_propose
 from .released import LOOP_STAGES, released_loop
 from .report import bench_markdown
 from .run import framework, run_bench
@@ -42,7 +46,10 @@ __all__ = [
     "encoder_flops",
     "encoder_floor",
     "framework",
+    "library_split",
+    "parse_engines",
     "matmul_rate",
     "released_loop",
     "run_bench",
+    "split_propose",
 ]

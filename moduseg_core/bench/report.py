@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .proposal_split import split_markdown
 from .released import LOOP_STAGES
 
 
@@ -53,6 +54,8 @@ def bench_markdown(report: dict[str, Any]) -> str:
             f"encoder {floor['images_per_s']:.2f} img/s = {floor['achieved_flops_per_s'] / 1e12:.2f} TFLOP/s = "
             f"**{100 * floor['fraction_of_floor']:.0f}% of the floor** ({floor['floor_images_per_s']:.1f} img/s at 100%).",
         ]
+    if report.get("proposal_split"):
+        lines += split_markdown(report["proposal_split"])
     bank = report.get("bank_build")
     if bank:
         lines += [

@@ -1,5 +1,6 @@
 """``run_bench``: the components built once, (b) ModuSeg's streamed pipeline and (a) the released
-loop timed on the same images against the same synthetic bank; the floor and projection added."""
+loop timed on the same images against the same synthetic bank; the proposal-stage split per engine
+(sam/sam2), the floor and projection added."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ..progress import progress
 from ..streaming import stream_predictions
 from ..types import Sample
 from .measure import bank_projection, device_text, encoder_floor, gpu_memory
+from .proposal_split import engine_proposers, split_propose
 from .released import released_loop
 from .report import bench_markdown
 
@@ -59,6 +61,16 @@ class SyntheticBank:
         return self.size
 
 
+def proposal_stage(component: Any, engines: Sequence[str], explicit: bool, warm: Sequence[Sample],
+                   timed: Sequence[Sample]) -> dict[str, Any]:
+    """The proposal stage split per engine on the pipeline proposer's model and the bench's images."""
+    proposers, skipped = engine_proposers(component, engines, explicit)
+    split = split_propose(proposers, [read_image(s.image_path) for s in timed], [read_image(s.image_path) for s in warm])
+    if skipped:
+        split["skipped"] = skipped
+    return split
+
+
 # -- (b) the framework -----------------------------------------------------------------------
 
 
@@ -80,9 +92,12 @@ def run_bench(
     bank_images: int = 0,
     floor_batch: int = 16,
     max_masks: int | None = None,
+    engines: Sequence[str] = (),
+    engines_explicit: bool = True,
     out: Path | None = None,
 ) -> dict[str, Any]:
-    """Measure (a) and (b) on the first ``images`` of the eval split; see the module doc."""
+    """Measure (a) and (b) on the first ``images`` of the eval split; see the module doc. ``engines``
+    (of a ``sam``/``sam2`` proposer): also split its proposal stage per engine (``proposal_split``)."""
     from ..runner import open_dataset
 
     if batch:
@@ -159,6 +174,9 @@ def run_bench(
         report["speedup_pool_retrieve_nms"] = post_a / post_b if post_b else None
         report["identical_maps"] = f"{same}/{len(timed)}"
         report["pixel_agreement"] = agree
+
+    if engines:
+        report["proposal_split"] = proposal_stage(proposer.component, engines, engines_explicit, warm, timed)
 
     probe = read_image(timed[0].image_path)
     report["floor"] = encoder_floor(encoder, probe, floor_batch) if "torch" in sys.modules else None

@@ -1,0 +1,142 @@
+"""`moduseg bench --engines`: the sam / sam2 proposal stage split into encoder, decoder and post-processing for
+engine=library and engine=fast, on real (tiny, random-initialised) segment-anything and sam2 models and real
+coco-mini photos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from moduseg_core.cli import main
+
+PARTS = ("encoder", "decoder", "post-processing")
+
+
+def check_split(split: dict, images: int, identical: bool = True) -> None:
+    assert split["images"] == images and set(split["engines"]) == {"library", "fast"}
+    for engine, row in split["engines"].items():
+        seconds = row["seconds_per_image"]
+        assert all(seconds[p] > 0 for p in PARTS), (engine, seconds)
+        assert sum(seconds[p] for p in PARTS) == pytest.approx(seconds["total"], rel=1e-6)
+    assert set(split["ratio_fast_over_library"]) == {*PARTS, "total"}
+    agree = split["agreement"]
+    assert set(agree) == {"identical_images", "identical", "pixels_differing", "max_score_difference"}
+    if identical:
+        assert agree["identical_images"] == f"{images}/{images}" and agree["identical"]
+        assert agree["pixels_differing"] == 0.0 and agree["max_score_difference"] == 0.0
+    else:  # engine=fast's default decoder may differ from the library's by float rounding: reported, and small
+        assert agree["identical_images"].endswith(f"/{images}") and 0.0 <= agree["pixels_differing"] < 0.01
+
+
+def test_bench_refuses_an_unknown_engine(coco_mini, tmp_path, capsys):
+    argv = ["bench", "--data", str(coco_mini), "--engines", "library,turbo", "--out", str(tmp_path / "b")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'library,turbo'" in err and "library, fast" in err and "--engines library,fast" in err
+
+
+def test_bench_refuses_engines_for_a_proposer_without_them(coco_mini, tmp_path, capsys):
+    argv = ["bench", "--data", str(coco_mini), "--engines", "library,fast", "--out", str(tmp_path / "b")]
+    assert main(argv) == 2  # the default config's proposer is slic
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not 'slic'" in err and "--proposer sam2" in err
+
+
+def test_engines_auto_means_both_for_sam_only():
+    from moduseg_core.bench import parse_engines
+
+    assert parse_engines("auto", "sam2") == (("library", "fast"), False)
+    assert parse_engines("auto", "slic") == ((), False)
+    assert parse_engines("none", "sam") == ((), True)
+    assert parse_engines("fast, library", "sam") == (("library", "fast"), True)
+
+
+@pytest.fixture(scope="module")
+def photos(coco_mini) -> list[np.ndarray]:
+    from PIL import Image
+
+    from moduseg_core.io import read_image
+
+    ids = (coco_mini / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:3]
+    out = []
+    for i in ids:
+        image = Image.fromarray(read_image(coco_mini / "JPEGImages" / f"{i}.jpg"))
+        out.append(np.asarray(image.resize((image.width // 2, image.height // 2), Image.BILINEAR)))
+    return out
+
+
+@pytest.mark.parametrize("decoder", [None, "library"])
+def test_split_of_a_tiny_sam_on_both_engines(photos, decoder):
+    """Both engines on one tiny real SAM; with engine=fast's ``fast_decoder=library`` (where the option exists)
+    masks and scores must be identical, with its default decoder the agreement is reported."""
+    pytest.importorskip("segment_anything")
+    from conftest import plugins_only
+    from moduseg_builtins.proposers._sam_impl import SamProposer
+    from moduseg_builtins.proposers.sam import SamOptions
+    from moduseg_core.bench.proposal_split import engine_proposers, split_propose
+    from moduseg_core.plugins import build_options
+    from test_proposer_sam import tiny_sam
+
+    values = {"points_per_side": 4, "points_per_batch": 8, "device": "cpu", "pred_iou_thresh": 0.0,
+              "stability_score_thresh": 0.0}
+    if decoder is not None:
+        if "fast_decoder" not in SamOptions.model_fields:
+            pytest.skip("engine=fast has one decoder here")
+        values["fast_decoder"] = decoder
+    with plugins_only("proposers"):
+        library = SamProposer(build_options("proposer", "sam", values), model=tiny_sam())
+        proposers, skipped = engine_proposers(library, ("library", "fast"))
+        assert not skipped and proposers["library"] is library and proposers["fast"].model is library.model
+        split = split_propose(proposers, photos[1:], warmup=photos[:1])
+    print(split["agreement"])
+    exact = decoder == "library" or "fast_decoder" not in SamOptions.model_fields
+    check_split(split, 2, identical=True if exact else False)
+    assert split["engines"]["library"]["masks_per_image"] > 0
+    # the wrappers are gone afterwards: the shared model's modules carry no hooks, set_image is the class's
+    assert "set_image" not in vars(library.generator.predictor)
+    assert not library.model.mask_decoder._forward_hooks and not library.model.prompt_encoder._forward_pre_hooks
+
+
+@pytest.mark.slow
+def test_bench_splits_the_sam2_proposal_stage(coco_mini, tmp_path, capsys):
+    """``moduseg bench`` with a random-weight SAM 2.1 hiera-tiny: both engines, split, agreement, in JSON and text."""
+    pytest.importorskip("sam2")
+    out = tmp_path / "bench"
+    argv = [
+        "bench", "--data", str(coco_mini), "--images", "1", "--warmup", "1", "--bank-size", "500", "--floor-batch", "1",
+        "--no-loop", "--proposer", "sam2", "--set", "proposer.model=random", "--set", "proposer.config=sam2.1_hiera_t",
+        "--set", "proposer.image_size=256", "--set", "proposer.points_per_side=4", "--set", "proposer.pred_iou_thresh=0",
+        "--set", "proposer.stability_score_thresh=0", "--set", "encoder.model=random:facebook/dinov2-small",
+        "--set", "encoder.resize=224", "--out", str(out),
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "bench.json").read_text())
+    check_split(report["proposal_split"], 1, identical=False)  # the default fast decoder: up to float rounding
+    assert report["proposal_split"]["proposer"] == "sam2"
+    assert "engine=library vs engine=fast" in printed and "| fast / library (time) |" in printed
+    assert "Masks and scores identical on " in (out / "bench.md").read_text()
+
+
+def test_an_engine_the_settings_rule_out_is_skipped_under_auto_and_refused_when_asked_for():
+    pytest.importorskip("segment_anything")
+    from conftest import plugins_only
+    from moduseg_builtins.proposers._sam_impl import SamProposer
+    from moduseg_core import ModusegError
+    from moduseg_core.bench.proposal_split import engine_proposers, split_markdown
+    from moduseg_core.plugins import build_options
+    from test_proposer_sam import tiny_sam
+
+    with plugins_only("proposers"):
+        options = build_options("proposer", "sam", {"points_per_side": 2, "device": "cpu", "crop_n_layers": 1})
+        library = SamProposer(options, model=tiny_sam())
+        proposers, skipped = engine_proposers(library, ("library", "fast"), explicit=False)
+        assert list(proposers) == ["library"] and "crop_n_layers=1" in skipped["fast"]
+        with pytest.raises(ModusegError, match="engine=fast .* not crop_n_layers=1"):
+            engine_proposers(library, ("library", "fast"), explicit=True)
+    split = {"proposer": "sam", "images": 1, "warmup": 0, "skipped": skipped,
+             "engines": {"library": {"seconds_per_image": dict.fromkeys((*PARTS, "total"), 1.0), "masks_per_image": 0}}}
+    assert any(line.startswith("engine=fast not run: ") for line in split_markdown(split))
