@@ -81,7 +81,7 @@ class Predictor:
             raise ValueError(
                 f"proposer {self.proposer.name!r} returned {found.masks.shape[1:]} masks for a {image.shape[:2]} image"
             )
-        area = found.masks.reshape(len(found), -1).sum(axis=1)
+        area = found.masks.sum(axis=(1, 2))  # (a proposer may find no mask: shape 0×H×W)
         return found.select(area >= self.method.min_mask_area)
 
     def describe(

@@ -318,3 +318,22 @@ def test_intersections_exact_on_noisy_masks_and_beyond_float32_counts():
     expected = np.array([[np.count_nonzero(a & b) for b in big] for a in big])
     assert expected[0, 0] > 2**24
     assert np.array_equal(intersections(big), expected)
+
+
+def test_an_image_without_proposals_is_checked_not_refused():
+    """A proposer that finds no mask (SAM at its default thresholds on a flat image) gives 0×H×W proposals: the
+    predictor's size/area check passes them on empty, and keeps masks of at least ``min_mask_area`` pixels."""
+    from types import SimpleNamespace
+
+    from moduseg_core import Proposals
+    from moduseg_core.config import MethodConfig
+    from moduseg_core.inference import Predictor
+
+    image = np.zeros((6, 8, 3), np.uint8)
+    method = MethodConfig(min_mask_area=3)
+    predictor = Predictor(None, SimpleNamespace(name="sam"), None, None, method)  # type: ignore[arg-type]
+    assert len(predictor.checked(Proposals.empty(6, 8), image)) == 0
+    masks = np.zeros((2, 6, 8), bool)
+    masks[0, :1, :2], masks[1, :2, :2] = True, True  # 2 and 4 pixels
+    kept = predictor.checked(Proposals(masks, np.array([0.9, 0.5], np.float32)), image)
+    assert len(kept) == 1 and kept.masks[0].sum() == 4
