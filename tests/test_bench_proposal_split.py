@@ -72,70 +72,19 @@ def photos(coco_mini) -> list[np.ndarray]:
 def test_split_of_a_tiny_sam_on_both_engines(photos, decoder):
     """Both engines on one tiny real SAM; with engine=fast's ``fast_decoder=library`` (where the option exists)
     masks and scores must be identical, with its default decoder the agreement is reported."""
-    pytest.importorskip("segment_anything")
-    from conftest import plugins_only
-    from moduseg_builtins.proposers._sam_impl import SamProposer
-    from moduseg_builtins.proposers.sam import SamOptions
-    from moduseg_core.bench.proposal_split import engine_proposers, split_propose
-    from moduseg_core.plugins import build_options
-    from test_proposer_sam import tiny_sam
-
-    values = {"points_per_side": 4, "points_per_batch": 8, "device": "cpu", "pred_iou_thresh": 0.0,
-              "stability_score_thresh": 0.0}
-    if decoder is not None:
-        if "fast_decoder" not in SamOptions.model_fields:
-            pytest.skip("engine=fast has one decoder here")
-        values["fast_decoder"] = decoder
-    with plugins_only("proposers"):
-        library = SamProposer(build_options("proposer", "sam", values), model=tiny_sam())
-        proposers, skipped = engine_proposers(library, ("library", "fast"))
-        assert not skipped and proposers["library"] is library and proposers["fast"].model is library.model
-        split = split_propose(proposers, photos[1:], warmup=photos[:1])
-    print(split["agreement"])
-    exact = decoder == "library" or "fast_decoder" not in SamOptions.model_fields
-    check_split(split, 2, identical=True if exact else False)
-    assert split["engines"]["library"]["masks_per_image"] > 0
-    # the wrappers are gone afterwards: the shared model's modules carry no hooks, set_image is the class's
-    assert "set_image" not in vars(library.generator.predictor)
-    assert not library.model.mask_decoder._forward_hooks and not library.model.prompt_encoder._forward_pre_hooks
-
-
-@pytest.mark.slow
-def test_bench_splits_the_sam2_proposal_stage(coco_mini, tmp_path, capsys):
-    """``moduseg bench`` with a random-weight SAM 2.1 hiera-tiny: both engines, split, agreement, in JSON and text."""
     pytest.importorskip("sam2")
-    out = tmp_path / "bench"
-    argv = [
-        "bench", "--data", str(coco_mini), "--images", "1", "--warmup", "1", "--bank-size", "500", "--floor-batch", "1",
-        "--no-loop", "--proposer", "sam2", "--set", "proposer.model=random", "--set", "proposer.config=sam2.1_hiera_t",
-        "--set", "proposer.image_size=256", "--set", "proposer.points_per_side=4", "--set", "proposer.pred_iou_thresh=0",
-        "--set", "proposer.stability_score_thresh=0", "--set", "encoder.model=random:facebook/dinov2-small",
-        "--set", "encoder.resize=224", "--out", str(out),
-    ]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    report = json.loads((out / "bench.json").read_text())
-    check_split(report["proposal_split"], 1, identical=False)  # the default fast decoder: up to float rounding
-    assert report["proposal_split"]["proposer"] == "sam2"
-    assert "engine=library vs engine=fast" in printed and "| fast / library (time) |" in printed
-    assert "Masks and scores identical on " in (out / "bench.md").read_text()
-
-
-def test_an_engine_the_settings_rule_out_is_skipped_under_auto_and_refused_when_asked_for():
-    pytest.importorskip("segment_anything")
     from conftest import plugins_only
-    from moduseg_builtins.proposers._sam_impl import SamProposer
+    from moduseg_builtins.proposers._sam2_impl import Sam2Proposer, build_model
     from moduseg_core import ModusegError
     from moduseg_core.bench.proposal_split import engine_proposers, split_markdown
     from moduseg_core.plugins import build_options
-    from test_proposer_sam import tiny_sam
 
     with plugins_only("proposers"):
-        options = build_options("proposer", "sam", {"points_per_side": 2, "device": "cpu", "crop_n_layers": 1})
-        library = SamProposer(options, model=tiny_sam())
+        options = build_options("proposer", "sam2", {"points_per_side": 2, "device": "cpu", "use_m2m": True})
+        library = Sam2Proposer(options, model=build_model("configs/sam2.1/sam2.1_hiera_t.yaml", 256))
         proposers, skipped = engine_proposers(library, ("library", "fast"), explicit=False)
-        assert list(proposers) == ["library"] and "crop_n_layers=1" in skipped["fast"]
-        with pytest.raises(ModusegError, match="engine=fast .* not crop_n_layers=1"):
+        assert list(proposers) == ["library"] and "use_m2m=true" in skipped["fast"]
+        with pytest.raises(ModusegError, match="engine=fast has no mask-to-mask refinement, not use_m2m=true"):
             engine_proposers(library, ("library", "fast"), explicit=True)
     split = {"proposer": "sam", "images": 1, "warmup": 0, "skipped": skipped,
              "engines": {"library": {"seconds_per_image": dict.fromkeys((*PARTS, "total"), 1.0), "masks_per_image": 0}}}

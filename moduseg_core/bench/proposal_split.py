@@ -122,8 +122,8 @@ def engine_proposers(
     component: Any, engines: Sequence[str], explicit: bool = True
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """One proposer per engine on ``component``'s model (the same weights, random ones included):
-    (proposers, skipped engine → reason). An engine the settings rule out (``engine=fast`` with crop layers,
-    m2m or small-region removal) is an error when asked for explicitly, a skip with its reason otherwise."""
+    (proposers, skipped engine → reason). An engine the settings rule out (``engine=fast`` with SAM 2's
+    ``use_m2m``) is an error when asked for explicitly, a skip with its reason otherwise."""
     from ..plugins import build_options
 
     base = _unwrap(component)

@@ -18,8 +18,11 @@ the same arithmetic in another order, so logits differ by float rounding (docs/p
 measured agreement). A larger ``points_per_batch`` (up to the whole grid) is faster on a GPU and may
 differ from the library's batches by float rounding only.
 Duplicates are removed with the library's box NMS (``torchvision.ops.batched_nms``) on the same boxes and
-scores in the same order. One crop layer (``crop_n_layers=0``), no mask-to-mask refinement and no small-
-region post-processing: other settings are refused in one line (``engine=library`` runs them).
+scores in the same order. Crop layers (``crop_n_layers``) run as the library's: each crop encoded on its own,
+masks touching a crop's inner edge dropped, NMS within the crop, uncropped, then NMS between crops favouring
+the smaller crop. Small-region post-processing (``min_mask_region_area``) is the library's own: SAM's runs
+OpenCV on the CPU then box NMS; SAM 2's predictor does it on the device in the upsampling both engines call. SAM 2's mask-to-mask refinement (``use_m2m``) is refused in one line
+(``engine=library`` runs it).
 """
 
 from __future__ import annotations
@@ -40,18 +43,11 @@ _UPSAMPLE_CHUNK = 64
 
 
 def check_fast(options: Any, name: str) -> None:
-    """Refuse the settings the fast engine does not implement, in one line."""
-    unsupported = []
-    if options.crop_n_layers:
-        unsupported.append(f"crop_n_layers={options.crop_n_layers}")
+    """Refuse the settings the fast engine does not implement (SAM 2's mask-to-mask refinement), in one line."""
     if getattr(options, "use_m2m", False):
-        unsupported.append("use_m2m=true")
-    if options.min_mask_region_area:
-        unsupported.append(f"min_mask_region_area={options.min_mask_region_area}")
-    if unsupported:
         raise ModusegError(
-            f"proposer {name!r} engine=fast handles one crop layer, no mask-to-mask refinement and no small-region "
-            f"post-processing, not {', '.join(unsupported)}; set --set proposer.engine=library for these settings"
+            f"proposer {name!r} engine=fast has no mask-to-mask refinement, not use_m2m=true; "
+            "set --set proposer.engine=library for it"
         )
 
 
@@ -159,6 +155,11 @@ class FastGenerator:
     def propose_many(self, images: list[np.ndarray], batch_size: int) -> list[Proposals]:
         """``propose`` for several images, ``batch_size`` per image-encoder call (the decoder runs per image)."""
         out = []
+        if self.generator.crop_n_layers:  # crops are encoded one by one
+            for image in images:
+                masks, scores = self.generate(image)
+                out.append(to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2]))
+            return out
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             t = time.perf_counter()
@@ -177,25 +178,55 @@ class FastGenerator:
 
     def generate(self, image: np.ndarray, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The image's masks (bool N×H×W on the device) and scores, in the library's output order; ``encoded``:
-        the predictor already holds the image's features (``propose_many``)."""
-        from torchvision.ops import batched_nms
+        the predictor already holds the image's features (``propose_many``; one crop layer)."""
+        from torchvision.ops import batched_nms, box_area
 
-        if self.sam2:
-            from sam2.utils.amg import batched_mask_to_box, calculate_stability_score
-        else:
-            from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
-
+        (generate_crop_boxes,) = self._amg("generate_crop_boxes")
         g = self.generator
         height, width = image.shape[:2]
+        crop_boxes, layers = generate_crop_boxes((height, width), g.crop_n_layers, g.crop_overlap_ratio)
+        found = []
+        for crop_box, layer in zip(crop_boxes, layers):
+            x0, y0, x1, y1 = crop_box
+            crop = image[y0:y1, x0:x1]
+            if not encoded or len(crop_boxes) > 1:
+                t = time.perf_counter()
+                self._encode([crop])
+                self._lap("encoder", t)
+            masks, scores, boxes = self._crop(crop, g.point_grids[layer], crop_box, (height, width))
+            if not encoded or len(crop_boxes) > 1:
+                self._reset()
+            crop_box_t = torch.as_tensor([crop_box], device=boxes.device).expand(len(boxes), 4)
+            found.append((masks, scores, boxes, crop_box_t))
         t = time.perf_counter()
-        if not encoded:
-            self._encode([image])
-            t = self._lap("encoder", t)
-        points = g.point_grids[0] * np.array((height, width))[None, ::-1]
+        masks_t, scores_t, boxes_t, crops_t = (torch.cat(parts) for parts in zip(*found))
+        if len(crop_boxes) > 1 and len(masks_t):  # duplicates between crops: the smaller crop's mask wins
+            keep = batched_nms(boxes_t.float(), (1 / box_area(crops_t)).to(boxes_t.device),
+                               torch.zeros_like(boxes_t[:, 0]), iou_threshold=g.crop_nms_thresh)
+            masks_t, scores_t, boxes_t = masks_t[keep], scores_t[keep], boxes_t[keep]
+        if g.min_mask_region_area > 0 and not self.sam2 and len(masks_t):
+            # (SAM 2's predictor fills holes and removes specks itself, when it upsamples: the same call here)
+            masks_t, scores_t = self._small_regions(masks_t, scores_t)
+        self._lap("post-processing", t)
+        return masks_t, scores_t
+
+    def _crop(self, crop: np.ndarray, grid: np.ndarray, crop_box: list[int],
+              size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One crop's kept masks (at the image's size), scores and boxes (in the image), the predictor holding the
+        crop's features: point batches, IoU and stability filters, crop-edge filter, box NMS, uncropping."""
+        from torchvision.ops import batched_nms
+
+        batched_mask_to_box, calculate_stability_score, is_box_near_crop_edge = self._amg(
+            "batched_mask_to_box", "calculate_stability_score", "is_box_near_crop_edge")
+        g = self.generator
+        h, w = crop.shape[:2]
+        height, width = size
+        points = grid * np.array((h, w))[None, ::-1]
         decode = self._decode_sam2 if self.sam2 else self._decode_sam
         masks, scores, boxes = [], [], []
+        t = time.perf_counter()
         for start in range(0, len(points), g.points_per_batch):
-            state, upsample = decode(points[start : start + g.points_per_batch], (height, width))
+            state, upsample = decode(points[start : start + g.points_per_batch], (h, w))
             iou = state.iou.flatten()
             chosen = torch.arange(len(iou), device=iou.device)
             if g.pred_iou_thresh > 0.0:
@@ -212,19 +243,51 @@ class FastGenerator:
                     keep = stable >= g.stability_score_thresh
                     logits, chunk_iou = logits[keep], chunk_iou[keep]
                 binary = logits > self.mask_threshold
+                box = batched_mask_to_box(binary)
+                inside = ~is_box_near_crop_edge(box, crop_box, [0, 0, width, height])
+                if not torch.all(inside):
+                    binary, chunk_iou, box = binary[inside], chunk_iou[inside], box[inside]
                 masks.append(binary)
                 scores.append(chunk_iou)
-                boxes.append(batched_mask_to_box(binary))
+                boxes.append(box)
                 t = self._lap("post-processing", t)
-        if not encoded:
-            self._reset()
         device = self.predictor.device
-        if not masks:
-            return torch.zeros((0, height, width), dtype=torch.bool, device=device), torch.zeros(0, device=device)
+        if not masks or not sum(len(m) for m in masks):
+            empty = torch.zeros((0, height, width), dtype=torch.bool, device=device)
+            return empty, torch.zeros(0, device=device), torch.zeros((0, 4), dtype=torch.int64, device=device)
         masks_t, scores_t, boxes_t = torch.cat(masks), torch.cat(scores), torch.cat(boxes)
-        if not len(masks_t):
-            return masks_t, scores_t
         keep = batched_nms(boxes_t.float(), scores_t, torch.zeros_like(boxes_t[:, 0]), iou_threshold=g.box_nms_thresh)
-        masks_t, scores_t = masks_t[keep], scores_t[keep]
+        masks_t, scores_t, boxes_t = masks_t[keep], scores_t[keep], boxes_t[keep]
+        x0, y0, x1, y1 = crop_box
+        if (x0, y0, x1, y1) != (0, 0, width, height):  # uncrop: the mask at the image's size, the box in the image
+            masks_t = torch.nn.functional.pad(masks_t, (x0, width - x1, y0, height - y1), value=False)
+            boxes_t = boxes_t + torch.as_tensor([x0, y0, x0, y0], device=boxes_t.device)
         self._lap("post-processing", t)
-        return masks_t, scores_t
+        return masks_t, scores_t, boxes_t
+
+    def _small_regions(self, masks: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The library's small-region post-processing (OpenCV on the CPU, as the library does): holes, then islands
+        under ``min_mask_region_area`` removed; box NMS preferring unchanged masks removes new duplicates."""
+        from torchvision.ops import batched_nms
+
+        batched_mask_to_box, remove_small_regions = self._amg("batched_mask_to_box", "remove_small_regions")
+        g = self.generator
+        area = g.min_mask_region_area
+        cleaned, unchanged = [], []
+        for mask in masks.cpu().numpy():
+            mask, holes = remove_small_regions(mask, area, mode="holes")
+            mask, islands = remove_small_regions(mask, area, mode="islands")
+            cleaned.append(torch.as_tensor(mask))
+            unchanged.append(float(not holes and not islands))
+        new = torch.stack(cleaned).to(masks.device)
+        boxes = batched_mask_to_box(new)
+        keep = batched_nms(boxes.float(), torch.as_tensor(unchanged, device=boxes.device),
+                           torch.zeros_like(boxes[:, 0]), iou_threshold=max(g.box_nms_thresh, g.crop_nms_thresh))
+        return new[keep], scores[keep]
+
+    def _amg(self, *names: str) -> list[Any]:
+        """The library's own mask-generation helpers (``segment_anything.utils.amg`` or ``sam2.utils.amg``)."""
+        import importlib
+
+        module = importlib.import_module("sam2.utils.amg" if self.sam2 else "segment_anything.utils.amg")
+        return [getattr(module, name) for name in names]

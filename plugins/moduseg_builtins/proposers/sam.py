@@ -56,7 +56,8 @@ class GeneratorOptions(Options):
     engine: Literal["library", "fast"] = Field(
         "library",
         description="library = the package's own generator; fast = the same steps with the filtering on the device and "
-        "only IoU-passing candidates upscaled (one crop layer, no m2m, no small-region removal; see fast_decoder)",
+        "only IoU-passing candidates upscaled (crop layers and small-region removal as the library; no use_m2m; "
+        "see fast_decoder)",
     )
     fast_decoder: Literal["factored", "library"] = Field(
         "factored",
