@@ -221,7 +221,11 @@ def test_run_skip_logs_counts_and_exits_3(broken_voc, tmp_path, capsys):
     root, bad_bank, bad_eval = broken_voc
     out = tmp_path / "run"
     assert main(["run", *_tiny(root), "--out", str(out)]) == 2, "on_error defaults to fail"
-    assert f"{bad_bank}.jpg" in capsys.readouterr().err.splitlines()[-1] and not out.exists()
+    assert f"{bad_bank}.jpg" in capsys.readouterr().err.splitlines()[-1]
+    # no result is half-written: the folder holds the bank's resumable store (OUT/bank/shards/, what the rerun
+    # below resumes) under a marker that says incomplete, and nothing else
+    assert read_marker(out)["state"] == "incomplete"
+    assert {p.name for p in out.iterdir()} <= {MARKER, "bank"} and not (out / "bank" / "manifest.json").exists()
     assert main(["run", *_tiny(root), "--on-error", "skip", "--out", str(out)]) == EXIT_SKIPPED
     rows = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
     assert [(r["image"], r["split"], r["stage"]) for r in rows] == [(bad_bank, "train", "read"), (bad_eval, "val", "read")]

@@ -71,7 +71,9 @@ def _reproducible():
 def local_ray(_reproducible):
     """One local Ray instance for the in-process tests of this module."""
     ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="error")
-    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+    # a new instance of one node on this machine (Ray advertises the machine's own address: loopback when it
+    # has no other route, else e.g. its eth0 address), not a cluster found elsewhere
+    assert [node["Alive"] for node in ray.nodes()] == [True]
     try:
         yield
     finally:
