@@ -51,6 +51,18 @@ def check_fast(options: Any, name: str) -> None:
         )
 
 
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Indices kept by class-agnostic box NMS (``torchvision.ops.batched_nms`` with one category, as the libraries)."""
+    from torchvision.ops import batched_nms
+
+    return batched_nms(boxes.float(), scores, torch.zeros_like(boxes[:, 0]), iou_threshold=threshold)
+
+
+def _as_proposals(found: tuple[torch.Tensor, torch.Tensor], image: np.ndarray) -> Proposals:
+    masks, scores = found
+    return to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2])
+
+
 class FastGenerator:
     """Wraps a library generator (for its settings, point grid and predictor); ``generate`` returns
     ``(masks bool N×H×W tensor on the device, scores float N tensor)`` in the library's output order."""
@@ -156,10 +168,7 @@ class FastGenerator:
         """``propose`` for several images, ``batch_size`` per image-encoder call (the decoder runs per image)."""
         out = []
         if self.generator.crop_n_layers:  # crops are encoded one by one
-            for image in images:
-                masks, scores = self.generate(image)
-                out.append(to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2]))
-            return out
+            return [_as_proposals(self.generate(image), image) for image in images]
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             t = time.perf_counter()
@@ -167,8 +176,7 @@ class FastGenerator:
             self._lap("encoder", t)
             for i, image in enumerate(chunk):
                 select(i)
-                masks, scores = self.generate(image, encoded=True)
-                out.append(to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2]))
+                out.append(_as_proposals(self.generate(image, encoded=True), image))
             self._reset()
         return out
 
@@ -179,30 +187,30 @@ class FastGenerator:
     def generate(self, image: np.ndarray, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The image's masks (bool N×H×W on the device) and scores, in the library's output order; ``encoded``:
         the predictor already holds the image's features (``propose_many``; one crop layer)."""
-        from torchvision.ops import batched_nms, box_area
+        from torchvision.ops import box_area
 
         (generate_crop_boxes,) = self._amg("generate_crop_boxes")
         g = self.generator
         height, width = image.shape[:2]
         crop_boxes, layers = generate_crop_boxes((height, width), g.crop_n_layers, g.crop_overlap_ratio)
+        encode = not encoded or len(crop_boxes) > 1  # each crop is encoded here, then released
         found = []
         for crop_box, layer in zip(crop_boxes, layers):
             x0, y0, x1, y1 = crop_box
             crop = image[y0:y1, x0:x1]
-            if not encoded or len(crop_boxes) > 1:
+            if encode:
                 t = time.perf_counter()
                 self._encode([crop])
                 self._lap("encoder", t)
             masks, scores, boxes = self._crop(crop, g.point_grids[layer], crop_box, (height, width))
-            if not encoded or len(crop_boxes) > 1:
+            if encode:
                 self._reset()
             crop_box_t = torch.as_tensor([crop_box], device=boxes.device).expand(len(boxes), 4)
             found.append((masks, scores, boxes, crop_box_t))
         t = time.perf_counter()
         masks_t, scores_t, boxes_t, crops_t = (torch.cat(parts) for parts in zip(*found))
         if len(crop_boxes) > 1 and len(masks_t):  # duplicates between crops: the smaller crop's mask wins
-            keep = batched_nms(boxes_t.float(), (1 / box_area(crops_t)).to(boxes_t.device),
-                               torch.zeros_like(boxes_t[:, 0]), iou_threshold=g.crop_nms_thresh)
+            keep = _nms(boxes_t, (1 / box_area(crops_t)).to(boxes_t.device), g.crop_nms_thresh)
             masks_t, scores_t, boxes_t = masks_t[keep], scores_t[keep], boxes_t[keep]
         if g.min_mask_region_area > 0 and not self.sam2 and len(masks_t):
             # (SAM 2's predictor fills holes and removes specks itself, when it upsamples: the same call here)
@@ -214,8 +222,6 @@ class FastGenerator:
               size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One crop's kept masks (at the image's size), scores and boxes (in the image), the predictor holding the
         crop's features: point batches, IoU and stability filters, crop-edge filter, box NMS, uncropping."""
-        from torchvision.ops import batched_nms
-
         batched_mask_to_box, calculate_stability_score, is_box_near_crop_edge = self._amg(
             "batched_mask_to_box", "calculate_stability_score", "is_box_near_crop_edge")
         g = self.generator
@@ -256,7 +262,7 @@ class FastGenerator:
             empty = torch.zeros((0, height, width), dtype=torch.bool, device=device)
             return empty, torch.zeros(0, device=device), torch.zeros((0, 4), dtype=torch.int64, device=device)
         masks_t, scores_t, boxes_t = torch.cat(masks), torch.cat(scores), torch.cat(boxes)
-        keep = batched_nms(boxes_t.float(), scores_t, torch.zeros_like(boxes_t[:, 0]), iou_threshold=g.box_nms_thresh)
+        keep = _nms(boxes_t, scores_t, g.box_nms_thresh)
         masks_t, scores_t, boxes_t = masks_t[keep], scores_t[keep], boxes_t[keep]
         x0, y0, x1, y1 = crop_box
         if (x0, y0, x1, y1) != (0, 0, width, height):  # uncrop: the mask at the image's size, the box in the image
@@ -268,8 +274,6 @@ class FastGenerator:
     def _small_regions(self, masks: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The library's small-region post-processing (OpenCV on the CPU, as the library does): holes, then islands
         under ``min_mask_region_area`` removed; box NMS preferring unchanged masks removes new duplicates."""
-        from torchvision.ops import batched_nms
-
         batched_mask_to_box, remove_small_regions = self._amg("batched_mask_to_box", "remove_small_regions")
         g = self.generator
         area = g.min_mask_region_area
@@ -281,8 +285,7 @@ class FastGenerator:
             unchanged.append(float(not holes and not islands))
         new = torch.stack(cleaned).to(masks.device)
         boxes = batched_mask_to_box(new)
-        keep = batched_nms(boxes.float(), torch.as_tensor(unchanged, device=boxes.device),
-                           torch.zeros_like(boxes[:, 0]), iou_threshold=max(g.box_nms_thresh, g.crop_nms_thresh))
+        keep = _nms(boxes, torch.as_tensor(unchanged, device=boxes.device), max(g.box_nms_thresh, g.crop_nms_thresh))
         return new[keep], scores[keep]
 
     def _amg(self, *names: str) -> list[Any]:
