@@ -46,6 +46,21 @@ def coco_mini_root() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-mini"
 
 
+def val_photos(root: Path, count: int, shrink: int) -> list:
+    """The first ``count`` photos of coco-mini's val split, each side divided by ``shrink`` (bilinear): real
+    images small enough for the proposers' tests, whose cost grows with the pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from moduseg_core.io import read_image
+
+    out = []
+    for i in (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:count]:
+        image = Image.fromarray(read_image(root / "JPEGImages" / f"{i}.jpg"))
+        out.append(np.asarray(image.resize((image.width // shrink, image.height // shrink), Image.BILINEAR)))
+    return out
+
+
 @pytest.fixture(scope="session")
 def coco_mini() -> Path:
     """coco-mini's root folder (JPEGImages/, SegmentationClass/, ImageSets/...).

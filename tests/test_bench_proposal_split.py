@@ -56,16 +56,9 @@ def test_engines_auto_means_both_for_sam_only():
 
 @pytest.fixture(scope="module")
 def photos(coco_mini) -> list[np.ndarray]:
-    from PIL import Image
+    from conftest import val_photos
 
-    from moduseg_core.io import read_image
-
-    ids = (coco_mini / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:3]
-    out = []
-    for i in ids:
-        image = Image.fromarray(read_image(coco_mini / "JPEGImages" / f"{i}.jpg"))
-        out.append(np.asarray(image.resize((image.width // 2, image.height // 2), Image.BILINEAR)))
-    return out
+    return val_photos(coco_mini, 3, 2)
 
 
 @pytest.mark.parametrize("decoder", [None, "library"])

@@ -12,13 +12,11 @@ pytest.importorskip("segment_anything")
 pytest.importorskip("sam2")
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from conftest import plugins_only  # noqa: E402
+from conftest import plugins_only, val_photos  # noqa: E402
 from moduseg_builtins.proposers._sam2_impl import Sam2Proposer, build_model  # noqa: E402
 from moduseg_builtins.proposers._sam_impl import SamProposer  # noqa: E402
 from moduseg_core import ModusegError  # noqa: E402
-from moduseg_core.io import read_image  # noqa: E402
 from moduseg_core.plugins import build_options  # noqa: E402
 from test_proposer_sam import tiny_sam  # noqa: E402
 
@@ -49,12 +47,7 @@ def _env():
 
 @pytest.fixture(scope="module")
 def images(coco_mini) -> list[np.ndarray]:
-    ids = (coco_mini / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:2]
-    out = []
-    for i in ids:
-        image = Image.fromarray(read_image(coco_mini / "JPEGImages" / f"{i}.jpg"))
-        out.append(np.asarray(image.resize((image.width // 2, image.height // 2), Image.BILINEAR)))
-    return out
+    return val_photos(coco_mini, 2, 2)
 
 
 @pytest.fixture(scope="module")

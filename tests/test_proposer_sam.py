@@ -19,13 +19,11 @@ pytest.importorskip("segment_anything")
 import torch  # noqa: E402
 from moduseg_builtins.proposers._sam_impl import SamProposer  # noqa: E402
 from moduseg_builtins.proposers.sam import SamOptions  # noqa: E402
-from PIL import Image  # noqa: E402
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry  # noqa: E402
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer  # noqa: E402
 
-from conftest import plugins_only  # noqa: E402
+from conftest import plugins_only, val_photos  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
-from moduseg_core.io import read_image  # noqa: E402
 from moduseg_core.options import parse_options  # noqa: E402
 
 LOOSE = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
@@ -43,12 +41,7 @@ def _env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(coco_mini) -> list[np.ndarray]:
     """Two real photos at half size (the masks' cost grows with the pixels, not the model's input)."""
-    ids = (coco_mini / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:2]
-    out = []
-    for i in ids:
-        image = Image.fromarray(read_image(coco_mini / "JPEGImages" / f"{i}.jpg"))
-        out.append(np.asarray(image.resize((image.width // 2, image.height // 2), Image.BILINEAR)))
-    return out
+    return val_photos(coco_mini, 2, 2)
 
 
 def tiny_sam(seed: int = 0, img_size: int = 256) -> Sam:

@@ -23,10 +23,9 @@ from moduseg_builtins.proposers.sam2 import Sam2Options  # noqa: E402
 from PIL import Image  # noqa: E402
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator  # noqa: E402
 
-from conftest import plugins_only  # noqa: E402
+from conftest import plugins_only, val_photos  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 from moduseg_core.cli import main  # noqa: E402
-from moduseg_core.io import read_image  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +47,7 @@ def _env(tmp_path_factory):
 def images(coco_mini) -> list[np.ndarray]:
     """Two real photos at a quarter of their size (with random weights the generator's run-length encoding of
     noisy masks dominates, and it grows with the pixels)."""
-    ids = (coco_mini / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:2]
-    out = []
-    for i in ids:
-        image = Image.fromarray(read_image(coco_mini / "JPEGImages" / f"{i}.jpg"))
-        out.append(np.asarray(image.resize((image.width // 4, image.height // 4), Image.BILINEAR)))
-    return out
+    return val_photos(coco_mini, 2, 4)
 
 
 @pytest.fixture(scope="module")

@@ -103,22 +103,23 @@ def test_ray_bank_is_byte_identical_to_local_and_resumes(local_ray, reference, c
     same_bank(out, reference)
 
 
-def _broken_copy(coco: Path, root: Path) -> str:
-    """The first 5 bank images of coco-mini, the second of them corrupt; its id."""
+def _broken_split(coco: Path, root: Path, split: str, count: int) -> list[str]:
+    """The first ``count`` images of coco-mini's ``split`` copied into ``root`` (VOC layout), the second of them
+    corrupt; their ids."""
     for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationClassVOC"):
-        (root / sub).mkdir(parents=True)
+        (root / sub).mkdir(parents=True, exist_ok=True)
     shutil.copy(coco / "image_labels_voc.json", root)
-    ids = (coco / "ImageSets/Segmentation/train.txt").read_text().split()[:5]
-    (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids) + "\n")
+    ids = (coco / f"ImageSets/Segmentation/{split}.txt").read_text().split()[:count]
+    (root / f"ImageSets/Segmentation/{split}.txt").write_text("\n".join(ids) + "\n")
     for i in ids:
         shutil.copy(coco / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
         shutil.copy(coco / "SegmentationClassVOC" / f"{i}.png", root / "SegmentationClassVOC")
     (root / "JPEGImages" / f"{ids[1]}.jpg").write_bytes(b"not a jpeg")
-    return ids[1]
+    return ids
 
 
 def test_ray_follows_on_error(local_ray, coco_mini, tmp_path, capsys):
-    bad = _broken_copy(coco_mini, tmp_path / "voc")
+    bad = _broken_split(coco_mini, tmp_path / "voc", "train", 5)[1]
     args = tiny(tmp_path / "voc", bank=5)
     assert main(["build-bank", *args, "--executor", "ray", "--out", str(tmp_path / "fail")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -134,13 +135,8 @@ def test_ray_follows_on_error(local_ray, coco_mini, tmp_path, capsys):
 
 def test_run_on_ray_skips_a_broken_eval_image_like_local(local_ray, coco_mini, tmp_path, capsys):
     root = tmp_path / "voc"
-    _broken_copy(coco_mini, root)
-    ids = (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:3]
-    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids) + "\n")
-    for i in ids:
-        shutil.copy(coco_mini / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
-        shutil.copy(coco_mini / "SegmentationClassVOC" / f"{i}.png", root / "SegmentationClassVOC")
-    (root / "JPEGImages" / f"{ids[1]}.jpg").write_bytes(b"not a jpeg")
+    _broken_split(coco_mini, root, "train", 5)
+    ids = _broken_split(coco_mini, root, "val", 3)
     args = [*tiny(root, bank=5), "--set", "proposer.n_segments=[20]", "--set", "overlays=false", "--on-error", "skip"]
     reports = {}
     for executor in ("local", "ray"):
