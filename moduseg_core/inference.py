@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -77,12 +77,11 @@ class Predictor:
 
     def checked(self, found: Proposals, image: np.ndarray) -> Proposals:
         """A proposer's masks for ``image`` checked for its size, those under ``min_mask_area`` dropped."""
-        if found.masks.shape[1:] != image.shape[:2]:
+        if found.shape[1:] != image.shape[:2]:
             raise ValueError(
-                f"proposer {self.proposer.name!r} returned {found.masks.shape[1:]} masks for a {image.shape[:2]} image"
+                f"proposer {self.proposer.name!r} returned {found.shape[1:]} masks for a {image.shape[:2]} image"
             )
-        area = found.masks.sum(axis=(1, 2))  # (a proposer may find no mask: shape 0×H×W)
-        return found.select(area >= self.method.min_mask_area)
+        return found.select(found.areas() >= self.method.min_mask_area)  # (where the masks are: host or device)
 
     def describe(
         self, images: Sequence[np.ndarray], ids: Sequence[str | None], proposals: Sequence[Proposals]
@@ -95,7 +94,7 @@ class Predictor:
                 out.append(_nothing(image.shape[:2]))
                 continue
             ok, vectors = pooled
-            out.append((found.masks if ok.all() else found.masks[ok], vectors))
+            out.append((found.select(ok).masks, vectors))  # (device masks: only the pooled ones are copied)
         return out
 
     def pool_batch(
@@ -116,11 +115,18 @@ class Predictor:
                 out.append(None)
                 continue
             t0 = time.perf_counter()
-            out.append(self.pool(features[i], found.masks))
+            out.append(self.pool(features[i], self.pool_input(found)))
             self.timer.add("pool", time.perf_counter() - t0)
         return out
 
-    def pool(self, features: FeatureMap, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def pool_input(self, found: Proposals) -> Any:
+        """The masks as the aggregator takes them: the proposer's device tensor, as it is, for an aggregator that
+        pools on a device (``takes_device_masks``), else the host array."""
+        if found.device_masks is not None and getattr(self.aggregator.component, "takes_device_masks", False):
+            return found.device_masks
+        return found.masks
+
+    def pool(self, features: FeatureMap, masks: Any) -> tuple[np.ndarray, np.ndarray]:
         """Pool every mask: which rows could be pooled (``bool N``) and their vectors."""
         vectors = self.aggregator.component.aggregate(features, masks)
         ok = valid_rows(vectors)

@@ -1,6 +1,7 @@
 """Small frozen result types passed between components.
 
-Every array is a numpy array; shapes and dtypes are checked on construction so a
+Every array is a numpy array (a proposer's masks may also stay a device tensor: ``Proposals``);
+shapes and dtypes are checked on construction so a
 plugin that returns the wrong thing fails at its own boundary, with its own name
 in the message, instead of deep inside the pipeline.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,33 +23,87 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-@dataclass(frozen=True)
 class Proposals:
     """Class-agnostic masks for one image.
 
     masks: ``bool N×H×W``; scores: ``float32 N`` (the proposer's confidence).
+
+    A proposer that runs on a GPU may hand over its masks as they are, a torch ``bool`` tensor on its
+    device: they stay there (``device_masks``) through the stages that work on the device — the area
+    check, ``select``, and pooling by an aggregator that takes device masks (``Aggregator``) — and are
+    copied to the host once, the first time ``masks`` is read, by then only the masks that survived.
+    The core does not import torch: a device tensor is recognised by its dtype, ``torch.bool``.
     """
 
-    masks: np.ndarray
-    scores: np.ndarray
+    __slots__ = ("_host", "_device", "_scores")
 
-    def __post_init__(self) -> None:
-        _check(self.masks.ndim == 3, f"Proposals.masks must be N×H×W, got shape {self.masks.shape}")
-        _check(self.masks.dtype == np.bool_, f"Proposals.masks must be bool, got {self.masks.dtype}")
-        _check(
-            self.scores.shape == (self.masks.shape[0],),
-            f"Proposals.scores must have shape ({self.masks.shape[0]},), got {self.scores.shape}",
-        )
-        _check(self.scores.dtype == np.float32, f"Proposals.scores must be float32, got {self.scores.dtype}")
+    def __init__(self, masks: Any, scores: np.ndarray):
+        if isinstance(masks, np.ndarray):
+            _check(masks.ndim == 3, f"Proposals.masks must be N×H×W, got shape {masks.shape}")
+            _check(masks.dtype == np.bool_, f"Proposals.masks must be bool, got {masks.dtype}")
+            self._host, self._device = masks, None
+        else:
+            _check(
+                str(getattr(masks, "dtype", None)) == "torch.bool",
+                f"Proposals.masks must be a bool numpy array or torch tensor, got {type(masks).__name__} "
+                f"of dtype {getattr(masks, 'dtype', None)}",
+            )
+            _check(len(masks.shape) == 3, f"Proposals.masks must be N×H×W, got shape {tuple(masks.shape)}")
+            self._host, self._device = None, masks
+        n = self.shape[0]
+        _check(scores.shape == (n,), f"Proposals.scores must have shape ({n},), got {scores.shape}")
+        _check(scores.dtype == np.float32, f"Proposals.scores must be float32, got {scores.dtype}")
+        self._scores = scores
+
+    @property
+    def masks(self) -> np.ndarray:
+        """``bool N×H×W`` on the host (a device tensor is copied on the first read)."""
+        if self._host is None:
+            self._host = np.ascontiguousarray(self._device.cpu().numpy())
+        return self._host
+
+    @property
+    def device_masks(self) -> Any:
+        """The masks as the proposer's device tensor, or None when they were given as a numpy array."""
+        return self._device
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self._scores
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(N, H, W)`` without copying anything."""
+        n, height, width = (self._host if self._host is not None else self._device).shape
+        return int(n), int(height), int(width)
 
     def __len__(self) -> int:
-        return int(self.masks.shape[0])
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        n, height, width = self.shape
+        where = "" if self._device is None else f", on {self._device.device}"
+        return f"Proposals({n} masks of {height}×{width}{where})"
+
+    def __reduce__(self) -> tuple:  # pickled (Ray, processes) with host masks
+        return Proposals, (self.masks, self.scores)
+
+    def areas(self) -> np.ndarray:
+        """``int64 N``: pixels per mask, counted where the masks are."""
+        if self._device is not None:
+            return self._device.sum(dim=(1, 2)).cpu().numpy().astype(np.int64, copy=False)
+        return self._host.sum(axis=(1, 2), dtype=np.int64)
 
     def select(self, keep: np.ndarray) -> "Proposals":
+        """The proposals at ``keep`` (a bool mask or indices), where the masks are; all of them is ``self``."""
         keep = np.asarray(keep)
+        if keep.dtype == np.bool_ and keep.all() and len(keep) == len(self):
+            return self
+        if self._device is not None:
+            return Proposals(self._device[keep], self._scores[keep])
         if keep.dtype != np.bool_:  # np.take: a fancy index along the first axis of a bool stack is ~3× slower
-            return Proposals(np.take(self.masks, keep, axis=0), self.scores[keep])
-        return Proposals(self.masks[keep], self.scores[keep])
+            return Proposals(np.take(self._host, keep, axis=0), self._scores[keep])
+        return Proposals(self._host[keep], self._scores[keep])
 
     @classmethod
     def empty(cls, height: int, width: int) -> "Proposals":

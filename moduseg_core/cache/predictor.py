@@ -130,7 +130,7 @@ class CachingPredictor(Predictor):
                 missing.append(i)
                 continue
             self.masks_seen += len(proposals[i])
-            out[i] = (proposals[i].masks[ok], vectors)
+            out[i] = (proposals[i].select(ok).masks, vectors)
         self.timer.add("cached_pool", time.perf_counter() - t0)
         paths = [self.cache.path("pooled", key) for key in keys]
 
@@ -142,7 +142,7 @@ class CachingPredictor(Predictor):
                     out[i] = (np.zeros((0, *images[i].shape[:2]), bool), np.zeros((0, 0), np.float32))
                     continue
                 ok, vectors = result
-                out[i] = (found.masks if ok.all() else found.masks[ok], vectors)
+                out[i] = (found.select(ok).masks, vectors)
                 with self.cache.put("pooled", keys[i]) as tmp:
                     save_pooled(tmp, ok, vectors)
                 self.computed["pooled"] += 1
@@ -154,7 +154,7 @@ class CachingPredictor(Predictor):
                 return
             self.cache.written_meanwhile("pooled")
             self.masks_seen += len(proposals[i])
-            out[i] = (proposals[i].masks[ok], vectors)
+            out[i] = (proposals[i].select(ok).masks, vectors)
 
         # no proposals (nothing is stored) or an entry that did not fit: computed here, unclaimed
         direct = [i for i in missing if not len(proposals[i]) or paths[i].exists()]

@@ -11,6 +11,10 @@ from ..types import FeatureMap
 
 @runtime_checkable
 class Aggregator(Protocol):
+    """An aggregator that pools on a device may say so with a true ``takes_device_masks`` attribute: the
+    pipeline then passes a GPU proposer's masks as they are (a torch ``bool`` tensor on the proposer's device,
+    ``Proposals.device_masks``) instead of copying them to the host and back. Without it, masks are numpy."""
+
     def aggregate(self, features: FeatureMap, masks: np.ndarray) -> np.ndarray:
         """``masks``: ``bool N×H×W`` in image pixels → ``float32 N×C``, rows L2-normalised.
 

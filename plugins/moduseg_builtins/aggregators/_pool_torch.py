@@ -29,9 +29,13 @@ def _overlaps(geometry: Geometry, device: str) -> tuple[torch.Tensor, torch.Tens
     return torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)
 
 
-def pool_on_device(features: FeatureMap, masks: np.ndarray, device: torch.device, threshold: float | None = None) -> np.ndarray:
-    """``float32 N×C`` pooled, L2-normalised vectors (zero rows where the rule skips or drops)."""
-    masks = np.asarray(masks)
+def pool_on_device(features: FeatureMap, masks: np.ndarray | torch.Tensor, device: torch.device,
+                   threshold: float | None = None) -> np.ndarray:
+    """``float32 N×C`` pooled, L2-normalised vectors (zero rows where the rule skips or drops). ``masks``: a numpy
+    array (copied to the device a chunk at a time) or a bool tensor (a proposer's, already on the device)."""
+    on_device = isinstance(masks, torch.Tensor)
+    if not on_device:
+        masks = np.asarray(masks)
     n, height, width = masks.shape
     if (height, width) != features.geometry.image_hw:
         raise ValueError(f"mask size {height}×{width} does not match the encoded image {features.geometry.image_hw}")
@@ -41,8 +45,11 @@ def pool_on_device(features: FeatureMap, masks: np.ndarray, device: torch.device
     out = torch.empty((n, features.dim), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for start in range(0, n, CHUNK):
-            part = torch.from_numpy(masks[start : start + CHUNK])
-            part = (part.pin_memory() if pinned else part).to(device, non_blocking=pinned)
+            if on_device:
+                part = masks[start : start + CHUNK].to(device)
+            else:
+                part = torch.from_numpy(masks[start : start + CHUNK])
+                part = (part.pin_memory() if pinned else part).to(device, non_blocking=pinned)
             weights = rows @ part.to(torch.float32) @ cols.T  # c×gh×gw
             if threshold is not None:
                 weights = (weights >= threshold).to(torch.float32)

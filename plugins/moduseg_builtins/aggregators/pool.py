@@ -35,6 +35,8 @@ class SoftAggregator:
 
     def __init__(self, options: PoolOptions):
         self.device = _pool_device(options.device)
+        #: on a device, a GPU proposer's masks are pooled where they are (``Aggregator``)
+        self.takes_device_masks = self.device is not None
 
     def aggregate(self, features: FeatureMap, masks: np.ndarray) -> np.ndarray:
         if self.device is not None:

@@ -28,16 +28,19 @@ def autocast(device: torch.device, dtype: str) -> Iterator[None]:
 
 
 def to_proposals(
-    masks: Sequence[np.ndarray] | np.ndarray, scores: Sequence[float] | np.ndarray, hw: tuple[int, int]
+    masks: Sequence[np.ndarray] | np.ndarray | torch.Tensor, scores: Sequence[float] | np.ndarray, hw: tuple[int, int]
 ) -> Proposals:
     """Masks + scores → ``Proposals`` sorted by descending score (stable), scores clipped to [0, 1].
 
-    Every mask must already be ``H×W``; a wrong size is a bug in the model wrapper, named here.
+    A ``bool`` tensor stays on its device (``Proposals.device_masks``: sorted there, copied to the host
+    only when read). Every mask must already be ``H×W``; a wrong size is a bug in the model wrapper, named here.
     """
     height, width = hw
     if len(masks) == 0:
         return Proposals.empty(height, width)
-    if isinstance(masks, np.ndarray):
+    if isinstance(masks, torch.Tensor):
+        stacked = masks.bool()
+    elif isinstance(masks, np.ndarray):
         stacked = np.ascontiguousarray(masks, dtype=bool)
     else:
         stacked = np.stack([np.asarray(m, dtype=bool) for m in masks])
@@ -45,6 +48,8 @@ def to_proposals(
         raise ValueError(f"masks of shape {stacked.shape[1:]} for a {height}×{width} image")
     values = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0), 0.0, 1.0).astype(np.float32)
     order = np.argsort(-values, kind="stable")
+    if isinstance(stacked, torch.Tensor):
+        return Proposals(stacked[torch.as_tensor(order, device=stacked.device)].contiguous(), values[order])
     return Proposals(stacked[order], values[order])
 
 

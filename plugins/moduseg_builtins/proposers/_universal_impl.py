@@ -278,8 +278,8 @@ class UniversalProposer:
             mask_score = (probability * inside).sum(dim=(1, 2)) / area.clamp(min=1)
             score = class_score[chunk] * mask_score
             keep = (area > 0) & (score >= threshold)
-            masks.append(inside[keep].cpu().numpy())
+            masks.append(inside[keep])  # (kept on the device: Proposals.device_masks)
             scores.append(score[keep].cpu().numpy())
         if not masks:
             return Proposals.empty(height, width)
-        return to_proposals(np.concatenate(masks), np.concatenate(scores), (height, width))
+        return to_proposals(torch.cat(masks), np.concatenate(scores), (height, width))
