@@ -14,11 +14,13 @@ its figures, and for a failure the error and the end of its traceback. The JSON 
 after every check, so a run stopped at its time limit still reports what it finished. Checks
 that would start after ``--budget`` seconds are recorded as skipped.
 
-Checks, in order: the device; the aggregators and the exact index on CUDA against numpy;
-faiss on the GPU; every encoder in bfloat16 against float32, then compiled against eager;
-every proposer on CUDA; ``moduseg run`` end to end on CUDA (overlap and pinned loader vs
-stages one after another: identical maps); ``moduseg bench`` (released loop vs ModuSeg, the
-encoder's FLOP floor, the bank-build projection); the Ray executor (when it exists).
+Checks, in order: the device; the aggregators (host and device-resident masks) and the exact
+index on CUDA against numpy; faiss on the GPU; every encoder in bfloat16 against float32, then
+compiled against eager; every proposer on CUDA; SAM / SAM 2 ``engine=fast`` against the library
+generators; ``moduseg run`` end to end on CUDA (overlap and pinned loader vs stages one after
+another: identical maps); ``moduseg bench`` (released loop vs ModuSeg, the encoder's FLOP floor,
+the bank-build projection); ``moduseg run --executor ray`` with two actors sharing the GPU against
+the local executor (identical maps; needs ray installed there).
 """
 
 from __future__ import annotations
@@ -241,6 +243,8 @@ def check_device(setting: Setting) -> dict[str, Any]:
 
 def check_aggregators(setting: Setting) -> dict[str, Any]:
     """soft/hard pooling on the GPU equal to numpy, on real tokens and real-shaped masks."""
+    import torch
+
     import moduseg_core as ms
     from moduseg_core.types import FeatureMap, Geometry
 
@@ -267,12 +271,22 @@ def check_aggregators(setting: Setting) -> dict[str, Any]:
             err = float(np.nanmax(np.abs(cpu - gpu)))
             if err > 1e-4:
                 raise AssertionError(f"aggregator {name!r} on {setting.device} differs from numpy by {err:.2e}")
-            _sync(setting.device)
-            t0 = time.perf_counter()
-            for _ in range(5):
-                gpu_agg.aggregate(features, masks)
-            _sync(setting.device)
-            figures[f"{name}_{gh}x{gw}"] = {"max_abs_diff": err, "ms_per_150_masks": round((time.perf_counter() - t0) / 5 * 1e3, 2)}
+            # a GPU proposer's masks as they are (Proposals.device_masks): the same vectors, no host round trip
+            # (--smoke on a machine without a GPU: the aggregator is numpy's, which takes host masks only)
+            on_device = torch.from_numpy(masks).to(setting.device)
+            if gpu_agg.takes_device_masks != (setting.device != "cpu"):
+                raise AssertionError(f"aggregator {name!r} on {setting.device}: takes_device_masks={gpu_agg.takes_device_masks}")
+            if gpu_agg.takes_device_masks and not np.array_equal(gpu_agg.aggregate(features, on_device), gpu):
+                raise AssertionError(f"aggregator {name!r}: device masks pool differently from host masks")
+            timings = {}
+            for label, given in (("host_masks", masks), ("device_masks", on_device))[: 1 + gpu_agg.takes_device_masks]:
+                _sync(setting.device)
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    gpu_agg.aggregate(features, given)
+                _sync(setting.device)
+                timings[f"ms_per_150_{label}"] = round((time.perf_counter() - t0) / 5 * 1e3, 2)
+            figures[f"{name}_{gh}x{gw}"] = {"max_abs_diff": err, **timings}
     return figures
 
 
@@ -582,6 +596,7 @@ def check_fast_engine(setting: Setting, name: str, images: list[np.ndarray]) -> 
     same = got.masks.shape == want.masks.shape and np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
     out["identical_at_64_per_batch"] = bool(same)
     out["masks"] = len(want)
+    out["masks_left_on"] = str(got.device_masks.device) if got.device_masks is not None else "host"
     out["library_s_per_image"], out["fast_s_per_image_at_64"] = round(t1 - t0, 3), round(t2 - t1, 3)
     if not same:
         raise AssertionError(f"{name} engine=fast differs from the library: {len(got)} vs {len(want)} masks")
@@ -609,14 +624,33 @@ def check_fast_engine(setting: Setting, name: str, images: list[np.ndarray]) -> 
     return out
 
 
-def check_ray(setting: Setting) -> dict[str, Any]:
-    from moduseg_core.cli import main  # noqa: F401 - the CLI is where --executor would be
-
-    import moduseg_core
-
-    if not hasattr(moduseg_core, "executors") and not (HERE.parent / "moduseg_core" / "executors").exists():
-        raise Unavailable("no Ray executor in this version of ModuSeg yet (the Ray issue); nothing to check")
-    raise Unavailable("the Ray executor check is not written yet")
+def check_ray(setting: Setting, data: Path, proposer: str) -> dict[str, Any]:
+    """``moduseg run --executor ray`` on the GPU (two actors sharing it, ``ray.num_gpus=0.5``) against the local
+    executor on the same inputs: the same prediction files; the wall time of each."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise Unavailable(f"ray is not installed on this machine ({exc}); pip install 'ray[data]>=2.60'") from exc
+    n_bank, n_eval = (4, 3) if setting.smoke else (8, 8)
+    base = _run_args(setting, data, n_bank, n_eval, proposer)
+    out: dict[str, Any] = {"proposer": proposer, "bank_images": n_bank, "eval_images": n_eval}
+    digests = {}
+    gpus = "0.5" if setting.device.startswith("cuda") else "0"  # (--smoke on a machine without a GPU)
+    ray_args = ["--executor", "ray", "--set", "ray.actors=2", "--set", f"ray.num_gpus={gpus}", "--set", "ray.num_cpus=1"]
+    for label, extra in (("local", []), ("ray", ray_args)):
+        folder = setting.scratch / f"run-{label}-executor"
+        shutil.rmtree(folder, ignore_errors=True)
+        t0 = time.perf_counter()
+        code, printed = _cli(["run", *base, *extra, "--out", str(folder)])
+        if code != 0:
+            raise AssertionError(f"moduseg run ({label} executor) exited {code}: {printed[-500:]}")
+        digests[label] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (folder / "predictions").glob("*.png")}
+        out[f"{label}_wall_s"] = round(time.perf_counter() - t0, 1)
+    same = sum(digests["ray"].get(k) == v for k, v in digests["local"].items())
+    out["identical_predictions"] = f"{same}/{len(digests['local'])}"
+    if same != n_eval or len(digests["ray"]) != n_eval:
+        raise AssertionError(f"the Ray executor's predictions differ from the local executor's: {same} of {n_eval} equal")
+    return out
 
 
 # -- the data subset that travels ------------------------------------------------------------------------------------
@@ -700,7 +734,7 @@ def main() -> int:
     check.run(f"bench.{args.proposer}", lambda: check_bench(setting, data, args.proposer, n, 2 * n, compile_=False), needs=120)
     check.run("bench.float32", lambda: check_bench(setting, data, args.proposer, max(2, n // 4), 0, compile_=False,
                                                    dtype="float32"), needs=60)
-    check.run("ray", lambda: check_ray(setting))
+    check.run("ray", lambda: check_ray(setting, data, args.proposer), needs=90)
     for name in ENCODERS:  # compiling takes a while: last, as time allows
         check.run(f"compile.{name}", lambda n=name: _encoder_check(setting, n, setting.encoders()[n](), train_image, True), needs=60)
     for other in (p for p in ("sam2", "sam") if p != args.proposer):  # SAM-family generators: slow with random weights

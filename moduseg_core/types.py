@@ -100,7 +100,9 @@ class Proposals:
         if keep.dtype == np.bool_ and keep.all() and len(keep) == len(self):
             return self
         if self._device is not None:
-            return Proposals(self._device[keep], self._scores[keep])
+            import torch  # (already loaded: it made the tensor)
+
+            return Proposals(self._device[torch.as_tensor(keep, device=self._device.device)], self._scores[keep])
         if keep.dtype != np.bool_:  # np.take: a fancy index along the first axis of a bool stack is ~3× slower
             return Proposals(np.take(self._host, keep, axis=0), self._scores[keep])
         return Proposals(self._host[keep], self._scores[keep])
