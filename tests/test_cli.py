@@ -85,6 +85,12 @@ def test_wrong_option_type(capsys, tmp_path):
     assert "iterations='lots' is invalid" in line and "expected int" in line
 
 
+def test_a_choice_outside_its_values_names_them_once(capsys, tmp_path):
+    line = _error(capsys, ["run", "--proposer", "sam2", "--set", "proposer.engine=fastt", "--out", str(tmp_path / "x")])
+    assert "option engine='fastt' is invalid: Input should be 'library' or 'fast'; fix it with --set proposer.engine=" in line
+    assert line.count("'library' or 'fast'") == 1
+
+
 def test_bad_set_syntax_and_method_key(capsys):
     assert "is not KEY=VALUE" in _error(capsys, ["run", "--set", "topk"])
     assert "method has no setting 'topk'; did you mean 'top_k'?" in _error(capsys, ["run", "--set", "method.topk=3"])
