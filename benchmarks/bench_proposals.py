@@ -6,7 +6,8 @@ grid, on real coco-mini photos. Each image is proposed by both engines, interlea
 ``--fast-decoder library`` the masks and scores are checked to be identical before any time is printed, with
 the default ``factored`` decoder (equal up to float rounding) their agreement is printed and bounded. Two settings: the libraries' default
 thresholds (random weights: no candidate passes them, so the time is the model and the filtering) and
-thresholds at 0 (every candidate passes, then box NMS).
+thresholds at 0 (every candidate passes, then box NMS). ``--m2m``: SAM 2's mask-to-mask refinement on both
+engines (``use_m2m=true``; sam2 only).
 
 Both engines' time is split into encoder, decoder and post-processing by ``moduseg_core.bench.proposal_split``
 (what ``moduseg bench --engines`` reports): the library's by wrapping ``set_image`` and hooking the prompt encoder
@@ -15,6 +16,7 @@ and mask decoder, ``engine=fast``'s from ``FastGenerator.seconds``; post-process
     .venv/bin/python benchmarks/bench_proposals.py --images 2 --settings "library defaults"
     .venv/bin/python benchmarks/bench_proposals.py --images 2 --fast-decoder library
     .venv/bin/python benchmarks/bench_proposals.py --images 3 --device cuda --dtype bfloat16 --points-per-batch 1024
+    .venv/bin/python benchmarks/bench_proposals.py --images 1 --only sam2 --m2m --fast-decoder library
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def build(name: str, engine: str, model: torch.nn.Module, args, values: dict):
     options = {"points_per_side": 32, "points_per_batch": args.points_per_batch, "device": args.device,
                "engine": engine, "fast_decoder": args.fast_decoder, **values}
     if name == "sam2":
-        options["dtype"] = args.dtype
+        options.update(dtype=args.dtype, use_m2m=args.m2m)
     return (SamProposer if name == "sam" else Sam2Proposer)(build_options("proposer", name, options), model=model)
 
 
@@ -57,7 +59,10 @@ def main() -> None:
     parser.add_argument("--fast-decoder", default="factored", choices=["factored", "library"],
                         help="engine=fast's decoder: factored (the default; equal up to rounding) or library (identical)")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
+    parser.add_argument("--m2m", action="store_true", help="SAM 2's mask-to-mask refinement (use_m2m=true; sam2 only)")
     args = parser.parse_args()
+    if args.m2m and args.only != "sam2":
+        parser.error(f"--m2m is SAM 2's use_m2m, not for --only {args.only}; pass --only sam2")
     chosen = [label.strip() for label in args.settings.split(",")]
     if unknown := [label for label in chosen if label not in SETTINGS]:
         parser.error(f"--settings {', '.join(unknown)}: not one of {', '.join(SETTINGS)}")
@@ -70,7 +75,8 @@ def main() -> None:
     torch.manual_seed(0)
     models = {"sam": lambda: sam_model_registry["vit_b"](), "sam2": lambda: build_model("configs/sam2.1/sam2.1_hiera_t.yaml", None)}
     print(f"{len(images)} coco-mini val images, 32×32 points, {args.points_per_batch} per decoder call, "
-          f"device {args.device}, sam2 dtype {args.dtype}, fast_decoder {args.fast_decoder}; random weights")
+          f"device {args.device}, sam2 dtype {args.dtype}, fast_decoder {args.fast_decoder}, use_m2m {args.m2m}; "
+          "random weights")
     print("| proposer | setting | engine | encoder s/img | decoder s/img | post-processing s/img | total s/img | masks/img "
           "| library / fast (speed-up) |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")

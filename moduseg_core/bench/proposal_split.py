@@ -30,13 +30,13 @@ PARTS = ("encoder", "decoder", "post-processing")
 SPLIT_PROPOSERS = ("sam", "sam2")
 
 
-def parse_engines(text: str, proposer: str) -> tuple[tuple[str, ...], bool]:
-    """``--engines`` → (engines, explicit). ``auto``: both for sam/sam2, none otherwise; ``none``: none."""
+def parse_engines(text: str, proposer: str) -> tuple[str, ...]:
+    """``--engines`` → engines. ``auto``: both for sam/sam2, none otherwise; ``none``: none."""
     value = text.strip().lower()
     if value == "none":
-        return (), True
+        return ()
     if value == "auto":
-        return (ENGINES if proposer in SPLIT_PROPOSERS else ()), False
+        return ENGINES if proposer in SPLIT_PROPOSERS else ()
     engines = tuple(e.strip() for e in value.split(",") if e.strip())
     bad = [e for e in engines if e not in ENGINES]
     if bad or not engines or len(set(engines)) != len(engines):
@@ -49,7 +49,7 @@ def parse_engines(text: str, proposer: str) -> tuple[tuple[str, ...], bool]:
             f"--engines {text!r} times the engines of proposer {' or '.join(SPLIT_PROPOSERS)}, not {proposer!r}; "
             "pass --proposer sam2 (or sam), or drop --engines"
         )
-    return tuple(e for e in ENGINES if e in engines), True
+    return tuple(e for e in ENGINES if e in engines)
 
 
 def _sync(device: Any) -> None:
@@ -118,12 +118,9 @@ def library_split(proposer: Any, seconds: dict[str, float]) -> Iterator[dict[str
             predictor.set_image = own
 
 
-def engine_proposers(
-    component: Any, engines: Sequence[str], explicit: bool = True
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """One proposer per engine on ``component``'s model (the same weights, random ones included):
-    (proposers, skipped engine → reason). An engine the settings rule out (``engine=fast`` with SAM 2's
-    ``use_m2m``) is an error when asked for explicitly, a skip with its reason otherwise."""
+def engine_proposers(component: Any, engines: Sequence[str]) -> dict[str, Any]:
+    """One proposer per engine on ``component``'s model (the same weights, random ones included), with its
+    settings (both engines run every setting)."""
     from ..plugins import build_options
 
     base = _unwrap(component)
@@ -133,19 +130,13 @@ def engine_proposers(
             f"use proposer {' or '.join(SPLIT_PROPOSERS)}, or pass --engines none"
         )
     proposers: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
     for engine in engines:
         if base.options.engine == engine:
             proposers[engine] = base
             continue
         values = {**base.options.model_dump(), "engine": engine}
-        try:
-            proposers[engine] = type(base)(build_options("proposer", base.name, values), model=base.model)
-        except ModusegError as exc:
-            if explicit:
-                raise
-            skipped[engine] = str(exc)
-    return proposers, skipped
+        proposers[engine] = type(base)(build_options("proposer", base.name, values), model=base.model)
+    return proposers
 
 
 def _timed(engine: str, proposer: Any, image: np.ndarray) -> tuple[Any, dict[str, float]]:
@@ -258,6 +249,4 @@ def split_markdown(split: dict[str, Any]) -> list[str]:
                 f"{100 * agree['pixels_differing']:.3f}% of pixels differ in mask coverage, "
                 f"scores by at most {agree['max_score_difference']:.2e}."
             )
-    for engine, reason in split.get("skipped", {}).items():
-        lines.append(f"engine={engine} not run: {reason}")
     return lines

@@ -61,14 +61,11 @@ class SyntheticBank:
         return self.size
 
 
-def proposal_stage(component: Any, engines: Sequence[str], explicit: bool, warm: Sequence[Sample],
+def proposal_stage(component: Any, engines: Sequence[str], warm: Sequence[Sample],
                    timed: Sequence[Sample]) -> dict[str, Any]:
     """The proposal stage split per engine on the pipeline proposer's model and the bench's images."""
-    proposers, skipped = engine_proposers(component, engines, explicit)
-    split = split_propose(proposers, [read_image(s.image_path) for s in timed], [read_image(s.image_path) for s in warm])
-    if skipped:
-        split["skipped"] = skipped
-    return split
+    proposers = engine_proposers(component, engines)
+    return split_propose(proposers, [read_image(s.image_path) for s in timed], [read_image(s.image_path) for s in warm])
 
 
 # -- (b) the framework -----------------------------------------------------------------------
@@ -93,7 +90,6 @@ def run_bench(
     floor_batch: int = 16,
     max_masks: int | None = None,
     engines: Sequence[str] = (),
-    engines_explicit: bool = True,
     out: Path | None = None,
 ) -> dict[str, Any]:
     """Measure (a) and (b) on the first ``images`` of the eval split; see the module doc. ``engines``
@@ -176,7 +172,7 @@ def run_bench(
         report["pixel_agreement"] = agree
 
     if engines:
-        report["proposal_split"] = proposal_stage(proposer.component, engines, engines_explicit, warm, timed)
+        report["proposal_split"] = proposal_stage(proposer.component, engines, warm, timed)
 
     probe = read_image(timed[0].image_path)
     report["floor"] = encoder_floor(encoder, probe, floor_batch) if "torch" in sys.modules else None

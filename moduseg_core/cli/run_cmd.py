@@ -246,8 +246,8 @@ def bench(
     engines: Annotated[str, typer.Option("--engines", help=(
         "Proposal stage of proposer sam/sam2 split into encoder / decoder / post-processing s/img per engine, on the "
         "same model and images, interleaved, with fast/library ratios and whether masks and scores agree. "
-        "auto = library,fast for sam/sam2 (an engine the settings rule out is skipped with its reason), "
-        "nothing for other proposers; none = skip; or library,fast / library / fast."))] = "auto",
+        "auto = library,fast for sam/sam2, nothing for other proposers; none = skip; "
+        "or library,fast / library / fast."))] = "auto",
     out: OutOpt = Path("runs/bench"),
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -262,10 +262,10 @@ def bench(
     if config is None:
         config, sets = coco_mini_preset(data, sets, "pass --data PATH or --config FILE")
     cfg = compose(config, sets, proposer=proposer, encoder=encoder, aggregator=aggregator, index=index)
-    split_engines, explicit = parse_engines(engines, cfg.proposer.name)
+    split_engines = parse_engines(engines, cfg.proposer.name)
     report = run_bench(cfg, images=images, bank_size=bank_size, batch=batch, warmup=warmup, loop=loop,
                        bank_images=bank_images, floor_batch=floor_batch, max_masks=max_masks,
-                       engines=split_engines, engines_explicit=explicit, out=None)
+                       engines=split_engines, out=None)
     with output:
         output.begin(["bench.json", "bench.md"])
         write_json(out / "bench.json", report)

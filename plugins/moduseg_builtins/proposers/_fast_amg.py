@@ -21,34 +21,31 @@ Duplicates are removed with the library's box NMS (``torchvision.ops.batched_nms
 scores in the same order. Crop layers (``crop_n_layers``) run as the library's: each crop encoded on its own,
 masks touching a crop's inner edge dropped, NMS within the crop, uncropped, then NMS between crops favouring
 the smaller crop. Small-region post-processing (``min_mask_region_area``) is the library's own: SAM's runs
-OpenCV on the CPU then box NMS; SAM 2's predictor does it on the device in the upsampling both engines call. SAM 2's mask-to-mask refinement (``use_m2m``) is refused in one line
-(``engine=library`` runs it).
+OpenCV on the CPU then box NMS; SAM 2's predictor does it on the device in the upsampling both engines call.
+
+SAM 2's mask-to-mask refinement (``use_m2m``) is the library's ``refine_with_m2m`` on the library's own prompt
+encoder and mask decoder, with either ``fast_decoder`` (the factored one computes only the first decoding):
+stage 1 upscales every prompt, each candidate (prompt × mask) is decoded again with its own low-resolution
+logits as the mask input, ``points_per_batch`` candidates per decoder call, one mask each; the refined IoU,
+stability and crop-edge filters follow, and only the candidates passing the refined IoU are upsampled.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from moduseg_core import ModusegError, Proposals
+from moduseg_core import Proposals
 
 from ._sam_decoder import TokenState, TwoStageDecoder
 from ._torch_common import to_proposals
 
 #: candidates upsampled to the image's size at once (memory: chunk × H × W float32)
 _UPSAMPLE_CHUNK = 64
-
-
-def check_fast(options: Any, name: str) -> None:
-    """Refuse the settings the fast engine does not implement (SAM 2's mask-to-mask refinement), in one line."""
-    if getattr(options, "use_m2m", False):
-        raise ModusegError(
-            f"proposer {name!r} engine=fast has no mask-to-mask refinement, not use_m2m=true; "
-            "set --set proposer.engine=library for it"
-        )
 
 
 def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -70,6 +67,7 @@ class FastGenerator:
     def __init__(self, generator: Any, sam2: bool, decoder: str = "factored"):
         self.generator = generator
         self.sam2 = sam2
+        self.m2m = sam2 and bool(generator.use_m2m)
         self.predictor = generator.predictor
         if sam2:
             self.mask_threshold = float(generator.mask_threshold)
@@ -79,7 +77,7 @@ class FastGenerator:
             self.mask_threshold = float(self.predictor.model.mask_threshold)
             multimask = True
             module = self.predictor.model.mask_decoder
-        self.decoder = TwoStageDecoder(module, multimask, factored=decoder == "factored")
+        self.decoder = TwoStageDecoder(module, multimask, factored=decoder == "factored", every_low=self.m2m)
         #: seconds spent per part, summed over ``generate`` calls (``benchmarks/bench_proposals.py`` prints them)
         self.seconds = {"encoder": 0.0, "decoder": 0.0, "post-processing": 0.0}
         self._index = 0  # which of the encoded images SAM 2's features are read for
@@ -106,22 +104,54 @@ class FastGenerator:
 
         return state, upsample
 
+    def _prompts_sam2(self, points: torch.Tensor, size: tuple[int, int], masks: torch.Tensor | None = None) -> tuple:
+        """SAM 2's prompt embeddings (sparse, dense) of one foreground point each, and a mask input if given."""
+        model = self.predictor.model
+        coords = self.predictor._transforms.transform_coords(points, normalize=True, orig_hw=size)
+        labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
+        return model.sam_prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=masks)
+
+    def _image_sam2(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """SAM 2's image embedding and high-resolution features of the image ``_index`` points at."""
+        i, features = self._index, self.predictor._features
+        return features["image_embed"][i : i + 1], [level[i : i + 1] for level in features["high_res_feats"]]
+
     def _decode_sam2(self, points: np.ndarray, size: tuple[int, int]) -> tuple[TokenState, Callable]:
         predictor = self.predictor
-        model = predictor.model
-        tensor = torch.as_tensor(points, dtype=torch.float32, device=predictor.device)
-        coords = predictor._transforms.transform_coords(tensor, normalize=True, orig_hw=size)
-        labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
-        sparse, dense = model.sam_prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
-        i = self._index
-        high_res = [level[i : i + 1] for level in predictor._features["high_res_feats"]]
-        state = self.decoder.tokens(predictor._features["image_embed"][i : i + 1],
-                                    model.sam_prompt_encoder.get_dense_pe(), sparse, dense, high_res)
+        sparse, dense = self._prompts_sam2(torch.as_tensor(points, dtype=torch.float32, device=predictor.device), size)
+        embed, high_res = self._image_sam2()
+        state = self.decoder.tokens(embed, predictor.model.sam_prompt_encoder.get_dense_pe(), sparse, dense, high_res)
+        if self.m2m:
+            state = self._refine_sam2(points, state, size)
 
         def upsample(chosen: torch.Tensor) -> torch.Tensor:
             return predictor._transforms.postprocess_masks(chosen[:, None], size)[:, 0]
 
         return state, upsample
+
+    def _refine_sam2(self, points: np.ndarray, state: TokenState, size: tuple[int, int]) -> TokenState:
+        """SAM 2's mask-to-mask refinement (``use_m2m``), the library's ``refine_with_m2m`` on the library's
+        modules: every candidate re-decoded with its point and its own low-resolution logits as the mask input
+        (clamped to ±32, as the predictor returns them), one mask each (``multimask_output=False``),
+        ``points_per_batch`` candidates per decoder call. Returns the candidates as prompts of one mask each."""
+        predictor = self.predictor
+        model = predictor.model
+        m = state.iou.size(1)
+        tensor = torch.as_tensor(points, dtype=torch.float32, device=predictor.device).repeat_interleave(m, dim=0)
+        low = state.low.flatten(0, 1).clamp(-32.0, 32.0)
+        embed, high_res = self._image_sam2()
+        batch = self.generator.points_per_batch
+        ious, lows = [], []
+        for start in range(0, len(low), batch):
+            sparse, dense = self._prompts_sam2(tensor[start : start + batch], size, low[start : start + batch, None])
+            masks, iou, _, _ = model.sam_mask_decoder(
+                image_embeddings=embed, image_pe=model.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
+                repeat_image=True, high_res_features=high_res,
+            )
+            ious.append(iou)
+            lows.append(masks)
+        return replace(state, iou=torch.cat(ious), low=torch.cat(lows))
 
     # -- the image encoder, several images per call ------------------------------------------------------
 

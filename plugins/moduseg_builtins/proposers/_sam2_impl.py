@@ -20,7 +20,7 @@ from moduseg_core import ModusegError, Proposals
 from moduseg_core.errors import did_you_mean
 
 from .._shared import check_image, resolve_device, short_reason
-from ._fast_amg import FastGenerator, check_fast
+from ._fast_amg import FastGenerator
 from ._torch_common import autocast, load_every_key, mask_generator, read_state_dict, to_proposals
 from .sam2 import RANDOM, Sam2Options
 
@@ -163,8 +163,6 @@ class Sam2Proposer:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
         self.options = options
-        if options.engine == "fast":
-            check_fast(options, self.name)
         self.device = resolve_device(options.device, f"proposer {self.name!r}")
         if model is None:
             model = load_sam2(options)

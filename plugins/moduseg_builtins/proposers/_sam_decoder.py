@@ -16,8 +16,9 @@ convolutions may round differently): identical masks and scores (tests/test_sam_
 tests/test_proposer_fast.py).
 
 ``decoder="factored"`` upscales only the kept candidates' prompts (a grid's prompts mostly fail the
-IoU threshold) and computes the same transformer with the image-side work done once or in a cheaper
-order, using only associativity and linearity:
+IoU threshold; every prompt with ``every_low``, for SAM 2's mask-to-mask refinement) and computes the
+same transformer with the image-side work done once or in a cheaper order, using only associativity and
+linearity:
 
 - the first block sees the *same* image for every prompt (the grid's prompts carry no mask input,
   so the dense prompt embedding is one vector for all): its image projections (token→image keys and
@@ -60,10 +61,12 @@ class TokenState:
 class TwoStageDecoder:
     """``tokens`` for every prompt, ``masks`` for the chosen candidates (flat index prompt × M + m)."""
 
-    def __init__(self, decoder: Any, multimask: bool, factored: bool):
+    def __init__(self, decoder: Any, multimask: bool, factored: bool, every_low: bool = False):
         self.decoder = decoder
         self.multimask = multimask
         self.factored = factored
+        #: stage 1 also returns every candidate's low-resolution logits (SAM 2's ``use_m2m`` refines each)
+        self.every_low = every_low
         #: SAM 2 puts an object-score token before the IoU token
         self.first = 1 if getattr(decoder, "pred_obj_scores", False) else 0
         # SAM 2 without multimask output picks among all masks by their stability: every mask is needed
@@ -94,7 +97,7 @@ class TwoStageDecoder:
             return state
         chosen = slice(1, None) if self.multimask else slice(0, 1)
         state.iou = iou[:, chosen]
-        if not self.factored:
+        if not self.factored or self.every_low:
             # as the library: every prompt upscaled in one batch (a smaller batch may round differently)
             state.low = self._logits(state, torch.arange(b, device=hs.device))[:, chosen]
         return state

@@ -17,7 +17,7 @@ import torch
 from moduseg_core import ModusegError, Proposals
 
 from .._shared import check_image, resolve_device
-from ._fast_amg import FastGenerator, check_fast
+from ._fast_amg import FastGenerator
 from ._torch_common import hub_download, load_every_key, mask_generator, read_state_dict, to_proposals
 from .sam import CHECKPOINT_URLS, SamOptions
 
@@ -65,8 +65,6 @@ class SamProposer:
         from segment_anything import SamAutomaticMaskGenerator
 
         self.options = options
-        if options.engine == "fast":
-            check_fast(options, self.name)
         self.device = resolve_device(options.device, f"proposer {self.name!r}")
         if model is None:
             model = load_sam(options.model_type, options.checkpoint)

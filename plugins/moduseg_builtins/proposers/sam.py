@@ -56,7 +56,7 @@ class GeneratorOptions(Options):
     engine: Literal["library", "fast"] = Field(
         "library",
         description="library = the package's own generator; fast = the same steps with the filtering on the device and "
-        "only IoU-passing candidates upscaled (crop layers and small-region removal as the library; no use_m2m; "
+        "only IoU-passing candidates upscaled (crop layers, small-region removal and sam2's use_m2m as the library; "
         "see fast_decoder)",
     )
     fast_decoder: Literal["factored", "library"] = Field(
