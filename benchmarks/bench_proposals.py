@@ -57,7 +57,8 @@ def main() -> None:
                         help="prompts per decoder call, both engines (the library's default 64: identical results)")
     parser.add_argument("--only", default="sam,sam2")
     parser.add_argument("--fast-decoder", default="factored", choices=["factored", "library"],
-                        help="engine=fast's decoder: factored (the default; equal up to rounding) or library (identical)")
+                        help="engine=fast's decoder: factored (this script's default, the faster; equal up to rounding) or "
+                             "library (the proposers' default; identical)")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
     parser.add_argument("--m2m", action="store_true", help="SAM 2's mask-to-mask refinement (use_m2m=true; sam2 only)")
     args = parser.parse_args()

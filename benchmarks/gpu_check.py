@@ -573,15 +573,17 @@ def check_bench(setting: Setting, data: Path, proposer: str, images: int, bank_i
 
 
 def check_fast_engine(setting: Setting, name: str, images: list[np.ndarray]) -> dict[str, Any]:
-    """``engine=fast`` against the library generator on the device: identical masks and scores at the library's
-    64 prompts per decoder call (both in float32, one model), then the fast engine's speed with the whole
-    32×32 grid per decoder call, in float32 and in the half dtype. Thresholds at 0 with random weights keep
-    every candidate (the library's pathological case: it run-length encodes them all)."""
+    """``engine=fast`` (its defaults: the library's decoder, one image per encoder call) against the library generator
+    on the device: identical masks and scores at the library's 64 prompts per decoder call (both in float32, one
+    model); then the fast engine's speed with the whole 32×32 grid per decoder call: the library decoder in float32,
+    the factored decoder in float32 and the half dtype, and the half dtype with several images per encoder call.
+    Thresholds at 0 with random weights keep every candidate (the library's pathological case: it run-length
+    encodes them all)."""
     import moduseg_core as ms
 
     options = {**setting.proposers()[name](), "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     options.pop("points_per_batch", None)
-    library = ms.get_component("proposer", name, **options, device=setting.device)
+    library = ms.get_component("proposer", name, **options, device=setting.device, engine="library")
     fast = ms.get_component("proposer", name, **options, device=setting.device, engine="fast")
     fast.model.load_state_dict(library.model.state_dict())  # one set of random weights for both engines
     out: dict[str, Any] = {}
@@ -602,23 +604,26 @@ def check_fast_engine(setting: Setting, name: str, images: list[np.ndarray]) -> 
         raise AssertionError(f"{name} engine=fast differs from the library: {len(got)} vs {len(want)} masks")
     del library
     _free_gpu()
-    dtypes = ("float32", setting.half) if "dtype" in get_spec("proposer", name).options.model_fields else ("float32",)
-    for dtype in dtypes:
-        extra = {"dtype": dtype} if len(dtypes) > 1 else {}
-        whole = ms.get_component("proposer", name, **options, device=setting.device, engine="fast",
-                                 points_per_batch=options.get("points_per_side", 32) ** 2, **extra)
+    half = setting.half if "dtype" in get_spec("proposer", name).options.model_fields else "float32"
+    runs = [("library", "float32", 1), ("factored", "float32", 1), ("factored", half, 1), ("factored", half, 4)]
+    for decoder, dtype, batch in dict.fromkeys(runs):
+        extra = {"dtype": dtype} if "dtype" in get_spec("proposer", name).options.model_fields else {}
+        whole = ms.get_component("proposer", name, **options, device=setting.device, engine="fast", fast_decoder=decoder,
+                                 batch_size=batch, points_per_batch=options.get("points_per_side", 32) ** 2, **extra)
         whole.model.load_state_dict(fast.model.state_dict())
         whole.propose(image)  # warm-up
         _sync(setting.device)
         whole.fast.seconds = dict.fromkeys(whole.fast.seconds, 0.0)
         _peak_reset()
+        timed = images[1:] or images
         t0 = time.perf_counter()
-        counts = [len(whole.propose(im)) for im in images[1:]]
+        counts = [len(p) for p in whole.propose_batch(timed)]
         _sync(setting.device)
-        seconds = (time.perf_counter() - t0) / max(1, len(images[1:]))
-        out[f"fast_whole_grid_{dtype}"] = {"s_per_image": round(seconds, 3), "images_per_s": round(1 / seconds, 2),
-                                           "masks_per_image": round(float(np.mean(counts)), 1), "peak_gpu_gib": _peak_gib(),
-                                           "seconds_by_part": {k: round(v, 3) for k, v in whole.fast.seconds.items()}}
+        seconds = (time.perf_counter() - t0) / len(timed)
+        out[f"fast_whole_grid_{decoder}_{dtype}_batch{batch}"] = {
+            "s_per_image": round(seconds, 3), "images_per_s": round(1 / seconds, 2),
+            "masks_per_image": round(float(np.mean(counts)), 1), "peak_gpu_gib": _peak_gib(),
+            "seconds_by_part": {k: round(v, 3) for k, v in whole.fast.seconds.items()}}
         del whole
         _free_gpu()
     return out

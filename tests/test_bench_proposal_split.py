@@ -26,7 +26,7 @@ def check_split(split: dict, images: int, identical: bool = True) -> None:
     if identical:
         assert agree["identical_images"] == f"{images}/{images}" and agree["identical"]
         assert agree["pixels_differing"] == 0.0 and agree["max_score_difference"] == 0.0
-    else:  # engine=fast's default decoder may differ from the library's by float rounding: reported, and small
+    else:  # engine=fast's factored decoder may differ from the library's by float rounding: reported, and small
         assert agree["identical_images"].endswith(f"/{images}") and 0.0 <= agree["pixels_differing"] < 0.01
 
 
@@ -61,10 +61,10 @@ def photos(coco_mini) -> list[np.ndarray]:
     return val_photos(coco_mini, 3, 2)
 
 
-@pytest.mark.parametrize("decoder", [None, "library"])
+@pytest.mark.parametrize("decoder", ["factored", "library"])
 def test_split_of_a_tiny_sam_on_both_engines(photos, decoder):
-    """Both engines on one tiny real SAM; with engine=fast's ``fast_decoder=library`` masks and scores must be
-    identical, with its default decoder the agreement is reported."""
+    """Both engines on one tiny real SAM; with engine=fast's ``fast_decoder=library`` (its default) masks and scores
+    must be identical, with the factored decoder the agreement is reported."""
     pytest.importorskip("segment_anything")
     from conftest import plugins_only
     from moduseg_builtins.proposers._sam_impl import SamProposer
@@ -73,7 +73,7 @@ def test_split_of_a_tiny_sam_on_both_engines(photos, decoder):
     from test_proposer_sam import tiny_sam
 
     values = {"points_per_side": 4, "points_per_batch": 8, "device": "cpu", "pred_iou_thresh": 0.0,
-              "stability_score_thresh": 0.0, **({"fast_decoder": decoder} if decoder else {})}
+              "stability_score_thresh": 0.0, "engine": "library", "fast_decoder": decoder}
     with plugins_only("proposers"):
         library = SamProposer(build_options("proposer", "sam", values), model=tiny_sam())
         proposers = engine_proposers(library, ("library", "fast"))
@@ -97,7 +97,7 @@ def test_split_of_sam2_with_mask_to_mask_refinement(photos):
     from moduseg_core.plugins import build_options
 
     values = {"points_per_side": 2, "device": "cpu", "use_m2m": True, "pred_iou_thresh": 0.0,
-              "stability_score_thresh": 0.0, "fast_decoder": "library"}
+              "stability_score_thresh": 0.0, "engine": "library"}
     with plugins_only("proposers"):
         library = Sam2Proposer(build_options("proposer", "sam2", values),
                                model=build_model("configs/sam2.1/sam2.1_hiera_t.yaml", 256))

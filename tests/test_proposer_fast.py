@@ -65,8 +65,10 @@ def make(models, name: str, engine: str, **values):
 @pytest.mark.parametrize("key", list(SETTINGS))
 @pytest.mark.parametrize("name", ["sam", "sam2"])
 def test_fast_gives_the_librarys_masks_and_scores(models, images, name, key):
+    """engine=fast with its defaults (the library's decoder, one image per encoder call): bit for bit."""
     library = make(models, name, "library", **setting(name, key))
-    fast = make(models, name, "fast", fast_decoder="library", **setting(name, key))
+    fast = make(models, name, "fast", **setting(name, key))
+    assert (fast.options.fast_decoder, fast.options.batch_size) == ("library", 1)
     for image in images:
         want, got = library.propose(image), fast.propose(image)
         assert got.masks.shape == want.masks.shape
@@ -80,11 +82,10 @@ def test_fast_gives_the_librarys_masks_and_scores(models, images, name, key):
 @pytest.mark.parametrize("key", list(SETTINGS))
 @pytest.mark.parametrize("name", ["sam", "sam2"])
 def test_the_factored_decoder_agrees_with_the_library(models, images, name, key):
-    """``fast_decoder=factored`` (the default): the same candidates pass every threshold, scores within float32
-    rounding, and a few pixels at most flip at the mask threshold."""
+    """``fast_decoder=factored``: the same candidates pass every threshold, scores within float32 rounding, and a
+    few pixels at most flip at the mask threshold."""
     library = make(models, name, "library", **setting(name, key))
-    fast = make(models, name, "fast", **setting(name, key))
-    assert fast.options.fast_decoder == "factored"
+    fast = make(models, name, "fast", fast_decoder="factored", **setting(name, key))
     for image in images:
         want, got = library.propose(image), fast.propose(image)
         assert len(got) == len(want)
@@ -145,11 +146,25 @@ def test_mask_to_mask_refinement_gives_the_librarys_masks_and_scores(models, ima
             assert 0 < len(want) < 192
 
 
+def test_options_that_give_the_librarys_masks_share_one_identity():
+    """The proposal cache and bank fingerprints key on ``identity()``: engine=library and engine=fast with the
+    library's decoder compute the same masks, so they are one entry; the factored decoder is another."""
+    def identity(name, **values):
+        return build_options("proposer", name, values).identity()
+
+    for name in ("sam", "sam2"):
+        default = identity(name)
+        assert default == identity(name, engine="library") == identity(name, engine="library", fast_decoder="factored")
+        assert default == identity(name, engine="fast", batch_size=4) and "engine" not in default
+        factored = identity(name, fast_decoder="factored")
+        assert factored != default and (factored["engine"], factored["fast_decoder"]) == ("fast", "factored")
+
+
 def test_mask_to_mask_refinement_on_the_factored_decoder_agrees(models, images):
     """``use_m2m=true`` after the factored first decoding: the same candidates, scores within float32 rounding, a
     few pixels at most flip at the mask threshold."""
     library = make(models, "sam2", "library", use_m2m=True, **M2M["everything"])
-    fast = make(models, "sam2", "fast", use_m2m=True, **M2M["everything"])
+    fast = make(models, "sam2", "fast", use_m2m=True, fast_decoder="factored", **M2M["everything"])
     for image in images:
         want, got = library.propose(image), fast.propose(image)
         assert len(got) == len(want) == 192

@@ -5,14 +5,14 @@ size, score its stability, threshold it, run-length encode it on the CPU and dec
 masks. This generator takes the same steps in the same order, with changes that do not change the result:
 
 - the mask decoder runs in two stages (``_sam_decoder``): the transformer and the IoU head for every
-  prompt, then the decoder's upscaling and hypernetworks only for the candidates whose predicted IoU
-  passed ``pred_iou_thresh``; those candidates are upsampled to the image's size in chunks that bound
-  the memory (both steps are per mask: the survivors' logits are the same numbers);
+  prompt, then only the candidates whose predicted IoU passed ``pred_iou_thresh`` are upsampled to the
+  image's size, in chunks that bound the memory (per mask: the survivors' logits are the same numbers;
+  the factored decoder also runs the decoder's upscaling and hypernetworks for those prompts only);
 - the kept masks stay bool tensors on the device (no run-length round trip, which is lossless).
 
-``fast_decoder=library`` runs the decoder's transformer as the library does: every mask and score is
-identical to the library generator's at the same ``points_per_batch`` (tests/test_proposer_fast.py).
-``fast_decoder=factored`` (the default) computes the same transformer with the repeated image's work done
+``fast_decoder=library`` (the default) runs the decoder's transformer as the library does: every mask and
+score is identical to the library generator's at the same ``points_per_batch`` (tests/test_proposer_fast.py).
+``fast_decoder=factored`` computes the same transformer with the repeated image's work done
 once and the attention's projections folded into the few prompt tokens (about 4× fewer multiply-adds):
 the same arithmetic in another order, so logits differ by float rounding (docs/proposers.md gives the
 measured agreement). A larger ``points_per_batch`` (up to the whole grid) is faster on a GPU and may
@@ -57,14 +57,14 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.T
 
 def _as_proposals(found: tuple[torch.Tensor, torch.Tensor], image: np.ndarray) -> Proposals:
     masks, scores = found
-    return to_proposals(masks.cpu().numpy(), scores.float().cpu().numpy(), image.shape[:2])
+    return to_proposals(masks, scores.float().cpu().numpy(), image.shape[:2])  # masks stay on the device
 
 
 class FastGenerator:
     """Wraps a library generator (for its settings, point grid and predictor); ``generate`` returns
     ``(masks bool N×H×W tensor on the device, scores float N tensor)`` in the library's output order."""
 
-    def __init__(self, generator: Any, sam2: bool, decoder: str = "factored"):
+    def __init__(self, generator: Any, sam2: bool, decoder: str = "library"):
         self.generator = generator
         self.sam2 = sam2
         self.m2m = sam2 and bool(generator.use_m2m)

@@ -10,7 +10,7 @@ on), clipped to [0, 1] because the head is an unbounded regressor.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -54,21 +54,30 @@ class GeneratorOptions(Options):
         0, ge=0, description="remove holes and islands smaller than this many pixels (needs opencv); 0 = off"
     )
     engine: Literal["library", "fast"] = Field(
-        "library",
-        description="library = the package's own generator; fast = the same steps with the filtering on the device and "
-        "only IoU-passing candidates upscaled (crop layers, small-region removal and sam2's use_m2m as the library; "
-        "see fast_decoder)",
+        "fast",
+        description="fast = the library generator's steps with the filtering on the device, only IoU-passing "
+        "candidates upsampled and no run-length round trip (crop layers, small-region removal and sam2's use_m2m "
+        "as the library; with fast_decoder=library and batch_size=1, the defaults, the library's masks and scores "
+        "bit for bit); library = the package's own generator",
     )
-    fast_decoder: Literal["factored", "library"] = Field(
-        "factored",
-        description="engine=fast's mask decoder: factored = the library's transformer computed with the image's "
-        "work shared across prompts (about 4x fewer operations; equal up to float rounding); library = the "
-        "library's transformer as is (identical masks and scores at the same points_per_batch)",
+    fast_decoder: Literal["library", "factored"] = Field(
+        "library",
+        description="engine=fast's mask decoder: library = the library's transformer as is (identical masks and "
+        "scores at the same points_per_batch); factored = the same transformer with the image's work shared across "
+        "prompts and only IoU-passing prompts upscaled (about 4x fewer operations; equal up to float rounding)",
     )
     batch_size: int = Field(
-        4, ge=1, description="engine=fast: images per image-encoder call when several images are proposed together "
-        "(each image's masks equal its own call's up to float rounding)",
+        1, ge=1, description="engine=fast: images per image-encoder call when several images are proposed together "
+        "(faster on a GPU; above 1 each image's masks equal its own call's up to float rounding)",
     )
+
+    def identity(self) -> dict[str, Any]:
+        """The engine and decoder are left out where the masks are the library generator's bit for bit
+        (``engine=library``, or ``engine=fast`` with ``fast_decoder=library``): one cache entry for both."""
+        out = super().identity()
+        if out["engine"] == "library" or out["fast_decoder"] == "library":
+            del out["engine"], out["fast_decoder"]
+        return out
 
 
 class SamOptions(GeneratorOptions):
