@@ -77,7 +77,7 @@ def parse_options(kind: str, name: str, model: type[Options], values: dict[str, 
                 f"{kind} {name!r} needs option {key} ({expected}); set it with --set {kind}.{field}=..."
             ) from exc
         given = values.get(field, error.get("input"))
-        expected_text = "" if expected in error["msg"] else f" (expected {expected})"  # (a Literal's message names them)
+        expected_text = "" if error["msg"].endswith(expected) else f" (expected {expected})"  # (a Literal's names them)
         raise ModusegError(
             f"{kind} {name!r} option {key}={given!r} is invalid: {error['msg']}{expected_text}; "
             f"fix it with --set {kind}.{field}=..."

@@ -114,7 +114,11 @@ def test_options_round_trip(kind, name, ctx):
     assert from_json == options
     identity = options.identity()
     assert identity == again.identity() == from_json.identity()
-    assert set(identity) == set(spec.options.model_fields) - set(spec.options.runtime_fields)
+    output_fields = set(spec.options.model_fields) - set(spec.options.runtime_fields)
+    if type(options).identity is ms.Options.identity:
+        assert set(identity) == output_fields
+    else:  # an override may leave out options whose values give the same output (sam/sam2's exact engines)
+        assert set(identity) <= output_fields
     # an unknown key is refused in one line naming the component
     with pytest.raises(ms.ModusegError) as info:
         registry_module.build_options(kind, name, {**_required_values(kind, name, ctx), "no_such_option_here": 1})
