@@ -162,7 +162,7 @@ def invalid_setting(exc: ValidationError, data: dict[str, Any]) -> str:
     if len(loc) == 1 and loc[0] in RunConfig.model_fields:
         allowed = f" (allowed: {describe_field(RunConfig, loc[0])})"
         if loc[0] in KINDS:
-            allowed = f" (allowed: a component name, or {{name: NAME, options: {{...}}}})"
+            allowed = " (allowed: a component name, or {name: NAME, options: {...}})"
     elif loc and loc[0] in KINDS:
         allowed = " (a component is {name: NAME, options: {...}})"
     return f"{key}={value!r} is invalid: {error['msg']}{allowed}"

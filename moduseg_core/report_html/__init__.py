@@ -171,7 +171,7 @@ def run_html(
     if ev:
         body.append(f'<p class="note">Evaluated on <code>{escape(str(ev.get("name")))}</code> split '
                     f'<code>{escape(str(ev.get("split")))}</code>'
-                    + (f"; components: " + ", ".join(f"{k} <code>{escape(str(cfg[k]['name']))}</code>"
+                    + ("; components: " + ", ".join(f"{k} <code>{escape(str(cfg[k]['name']))}</code>"
                                                       for k in RUN_KINDS[1:] if isinstance(cfg.get(k), dict)) if cfg else "")
                     + ".</p>")
     body.append(headline(report))

@@ -9,7 +9,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .charts import iou_bars
 from .images import Item
 
 ORACLE_TEXT = (

@@ -32,9 +32,10 @@ stability and crop-edge filters follow, and only the candidates passing the refi
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ import torch
 from moduseg_core import Proposals
 
 from ._sam_decoder import TokenState, TwoStageDecoder
+from .._shared import check_image
 from ._torch_common import to_proposals
 
 #: candidates upsampled to the image's size at once (memory: chunk × H × W float32)
@@ -58,6 +60,44 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.T
 def _as_proposals(found: tuple[torch.Tensor, torch.Tensor], image: np.ndarray) -> Proposals:
     masks, scores = found
     return to_proposals(masks, scores.float().cpu().numpy(), image.shape[:2])  # masks stay on the device
+
+
+class GeneratorProposer:
+    """What the ``sam`` and ``sam2`` proposers share: a library generator (``generator``) and, with
+    ``engine=fast``, a ``FastGenerator`` over it (``fast``); ``propose`` / ``propose_batch`` run either."""
+
+    name: str
+    options: Any
+    generator: Any
+    fast: "FastGenerator | None"
+
+    def _engine(self, sam2: bool) -> None:
+        options = self.options
+        self.fast = FastGenerator(self.generator, sam2=sam2, decoder=options.fast_decoder) if options.engine == "fast" else None
+
+    def _precision(self) -> ContextManager:
+        """The context the model runs in (SAM 2: autocast to its ``dtype``)."""
+        return contextlib.nullcontext()
+
+    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None) -> list[Proposals]:
+        """``propose`` for several images; engine=fast encodes ``batch_size`` of them per image-encoder call."""
+        if self.fast is None:
+            return [self.propose(image) for image in images]
+        images = [check_image(image, f"proposer {self.name!r}") for image in images]
+        with torch.inference_mode(), self._precision():
+            return self.fast.propose_many(images, self.options.batch_size)
+
+    def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
+        """Masks at the image's size; score = predicted IoU clipped to [0, 1]; sorted by score."""
+        image = check_image(image, f"proposer {self.name!r}")
+        with torch.inference_mode(), self._precision():
+            if self.fast is not None:
+                return self.fast.propose(image)
+            records = self.generator.generate(image)
+        return to_proposals(
+            [record["segmentation"] for record in records], [record["predicted_iou"] for record in records],
+            image.shape[:2],
+        )
 
 
 class FastGenerator:

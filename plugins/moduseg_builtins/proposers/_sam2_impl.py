@@ -11,17 +11,15 @@ match the config key for key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 
-from moduseg_core import ModusegError, Proposals
+from moduseg_core import ModusegError
 from moduseg_core.errors import did_you_mean
 
-from .._shared import check_image, resolve_device, short_reason
-from ._fast_amg import FastGenerator
-from ._torch_common import autocast, load_every_key, mask_generator, read_state_dict, to_proposals
+from .._shared import resolve_device, short_reason
+from ._fast_amg import GeneratorProposer
+from ._torch_common import autocast, load_every_key, mask_generator, read_state_dict
 from .sam2 import RANDOM, Sam2Options
 
 #: What ``build_sam2(apply_postprocessing=True)`` sets; applied to local YAML configs as well.
@@ -154,7 +152,7 @@ def load_sam2(options: Sam2Options) -> torch.nn.Module:
     return model
 
 
-class Sam2Proposer:
+class Sam2Proposer(GeneratorProposer):
     """Class-agnostic SAM 2 masks; ``model`` may be passed in (an already built ``SAM2Base``)."""
 
     name = "sam2"
@@ -174,7 +172,7 @@ class Sam2Proposer:
         # the model so configs with another image_size run too (identical values at 1024).
         side = int(self.model.sam_image_embedding_size)
         self.generator.predictor._bb_feat_sizes = [(4 * side, 4 * side), (2 * side, 2 * side), (side, side)]
-        self.fast = FastGenerator(self.generator, sam2=True, decoder=options.fast_decoder) if options.engine == "fast" else None
+        self._engine(sam2=True)
 
     def __repr__(self) -> str:
         return (
@@ -182,23 +180,5 @@ class Sam2Proposer:
             f"points_per_side={self.options.points_per_side}, device={self.device}, dtype={self.options.dtype})"
         )
 
-    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None) -> list[Proposals]:
-        """``propose`` for several images; engine=fast encodes ``batch_size`` of them per image-encoder call."""
-        if self.fast is None:
-            return [self.propose(image) for image in images]
-        images = [check_image(image, f"proposer {self.name!r}") for image in images]
-        with torch.inference_mode(), autocast(self.device, self.options.dtype):
-            return self.fast.propose_many(images, self.options.batch_size)
-
-    def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
-        """Masks at the image's size; score = predicted IoU (in [0, 1]); sorted by score."""
-        image = check_image(image, f"proposer {self.name!r}")
-        with torch.inference_mode(), autocast(self.device, self.options.dtype):
-            if self.fast is not None:
-                return self.fast.propose(image)
-            records = self.generator.generate(image)
-        return to_proposals(
-            [record["segmentation"] for record in records],
-            [record["predicted_iou"] for record in records],
-            image.shape[:2],
-        )
+    def _precision(self):
+        return autocast(self.device, self.options.dtype)

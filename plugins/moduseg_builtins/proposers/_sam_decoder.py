@@ -82,7 +82,7 @@ class TwoStageDecoder:
             output.insert(0, d.obj_score_token.weight)
         tokens = torch.cat(output, dim=0).unsqueeze(0).expand(sparse.size(0), -1, -1)
         tokens = torch.cat((tokens, sparse), dim=1)
-        b, (c, h, w) = tokens.size(0), image.shape[1:]
+        b, (_, h, w) = tokens.size(0), image.shape[1:]
         if self.factored:
             # the grid's dense prompt embedding is one vector for every prompt (no mask input)
             hs, keys = factored_transformer(d.transformer, image + dense[:1], pe, tokens)

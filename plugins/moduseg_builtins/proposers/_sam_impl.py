@@ -9,16 +9,14 @@ helper into ``torch.hub.get_dir()/checkpoints`` and are reused from there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 
-from moduseg_core import ModusegError, Proposals
+from moduseg_core import ModusegError
 
-from .._shared import check_image, resolve_device
-from ._fast_amg import FastGenerator
-from ._torch_common import hub_download, load_every_key, mask_generator, read_state_dict, to_proposals
+from .._shared import resolve_device
+from ._fast_amg import GeneratorProposer
+from ._torch_common import hub_download, load_every_key, mask_generator, read_state_dict
 from .sam import CHECKPOINT_URLS, SamOptions
 
 #: Image-encoder width → model type (to tell users which model_type a checkpoint fits).
@@ -56,7 +54,7 @@ def load_sam(model_type: str, checkpoint: str | None) -> torch.nn.Module:
     return model
 
 
-class SamProposer:
+class SamProposer(GeneratorProposer):
     """Class-agnostic SAM masks; ``model`` may be passed in (an already built ``segment_anything.Sam``)."""
 
     name = "sam"
@@ -70,28 +68,7 @@ class SamProposer:
             model = load_sam(options.model_type, options.checkpoint)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.generator = mask_generator(SamAutomaticMaskGenerator, self.model, options, self.name)
-        self.fast = FastGenerator(self.generator, sam2=False, decoder=options.fast_decoder) if options.engine == "fast" else None
+        self._engine(sam2=False)
 
     def __repr__(self) -> str:
         return f"SamProposer(model_type={self.options.model_type!r}, points_per_side={self.options.points_per_side}, device={self.device})"
-
-    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None) -> list[Proposals]:
-        """``propose`` for several images; engine=fast encodes ``batch_size`` of them per image-encoder call."""
-        if self.fast is None:
-            return [self.propose(image) for image in images]
-        images = [check_image(image, f"proposer {self.name!r}") for image in images]
-        with torch.inference_mode():
-            return self.fast.propose_many(images, self.options.batch_size)
-
-    def propose(self, image: np.ndarray, *, image_id: str | None = None) -> Proposals:
-        """Masks at the image's size; score = predicted IoU clipped to [0, 1]; sorted by score."""
-        image = check_image(image, f"proposer {self.name!r}")
-        with torch.inference_mode():
-            if self.fast is not None:
-                return self.fast.propose(image)
-            records = self.generator.generate(image)
-        return to_proposals(
-            [record["segmentation"] for record in records],
-            [record["predicted_iou"] for record in records],
-            image.shape[:2],
-        )
