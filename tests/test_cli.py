@@ -56,7 +56,10 @@ def test_plugins_list_json_shows_every_builtin_with_status(capsys):
 def test_plugins_show_lists_options(capsys):
     assert main(["plugins", "show", "erode"]) == 0
     out = capsys.readouterr().out
-    assert "iterations (int, default 20)" in out
+    assert "iterations (int ≥ 0, default 20)" in out  # what the option accepts, bounds included
+    assert main(["plugins", "show", "sam"]) == 0
+    out = capsys.readouterr().out
+    assert "engine ('library' or 'fast', default 'fast')" in out and "checkpoint (str or null, default None)" in out
 
 
 def _error(capsys, argv) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ModusegError, did_you_mean
+from ..options import describe_field
 from ..plugins import KINDS, check_kind, list_components
 
 PLURAL = {"index": "indexes"}
@@ -22,7 +23,7 @@ def _options_summary(spec) -> list[dict]:
         rows.append(
             {
                 "name": key,
-                "type": getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", ""),
+                "type": describe_field(spec.options, key),  # e.g. int ≥ 1, 'library' or 'fast', str or null
                 "default": default if info.is_required() is False else "(required)",
                 "description": info.description or "",
             }
