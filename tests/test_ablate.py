@@ -115,6 +115,7 @@ def test_results_files_and_plots(cold):
     assert any(c.startswith("seconds/predict_") for c in header)
     table = (out / "results.md").read_text()
     assert "ORACLE" in table and "| 3 | hard | 5 |" in table and "boundary F" in table
+    assert "mIoU: the mean over present classes (`method.miou_average`)." in table
     for name in ("miou.png", "per_class_iou.png", "heatmap.png"):
         with Image.open(out / "plots" / name) as img:
             assert img.format == "PNG" and img.width > 300 and img.height > 200
@@ -126,7 +127,8 @@ def test_results_files_and_plots(cold):
 def test_rerun_computes_nothing(cold, capsys):
     capsys.readouterr()
     assert main(cold["argv"]) == 0
-    assert "all cached" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "all cached" in printed and "(mean over present classes" in printed  # the point lines name the average
     again = json.loads((cold["out"] / "results.json").read_text())
     for before, after in zip(_points(cold["results"]), _points(again)):
         assert after["scores_cached"] is True

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_path, write_json, write_text
+from ..method.metrics import miou_note
 from ..runner import ORACLE_NOTE
 from .sweep import Sweep, format_value
 
@@ -115,6 +116,10 @@ def markdown(sweep: Sweep, reports: list[dict[str, Any]], summary: dict[str, Any
         note = (f"Boundary F: contour precision/recall within {tol}; Boundary IoU: dilation {b['dilation_ratio']:g} "
                 "of the diagonal (Cheng et al. 2021). Means over classes present in ground truth or prediction.")
         lines += [note, ""]
+    averages = sorted({r.get("miou_average", "present") for r in reports})
+    if averages:
+        which = f"the mean over {averages[0]} classes" if len(averages) == 1 else "each point's own average (its report says which)"
+        lines += [f"mIoU: {which} (`method.miou_average`).", ""]
     lines += ["Per-point reports: `points/*/report.md`; plots: `plots/`; the page: `report.html`.", ""]
     return "\n".join(lines)
 
@@ -124,7 +129,7 @@ def point_line(report: dict[str, Any], total: int) -> str:
     bound = report.get("boundary") or {}
     computed = "all cached" if report.get("scores_cached") else f"computed: {computed_text(report)}"
     return (
-        f"[{report['point'] + 1}/{total}] {report['label']}: mIoU {100 * report['miou']:.2f}, "
+        f"[{report['point'] + 1}/{total}] {report['label']}: mIoU {100 * report['miou']:.2f} ({miou_note(report)}), "
         f"boundary F {100 * bound.get('f_score', float('nan')):.2f}, Boundary IoU {100 * bound.get('iou', float('nan')):.2f} "
         f"({report['seconds']['wall']:.1f} s; {computed})"
     )
