@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModusegError
+from .failures import ERRORS_FILE, ErrorLog
 
 ORACLE_LABELS_NOTE = (
     "ORACLE labeler: its pseudo masks are the ground-truth masks, so this score is an upper bound "
@@ -39,16 +40,18 @@ def evaluate_labeler(
             "evaluate-labels needs a split with masks (set --set bank_split=... or the dataset's mask folder)"
         )
     labeler = build("labeler", config.labeler)
+    errors = ErrorLog(config.on_error)
     if out is not None:
         from .outputs import OutputDir
 
         if output is None:
             output = OutputDir(out, "evaluate-labels")
-        planned = ["labels_report.json", "labels_report.md"]
+        planned = ["labels_report.json", "labels_report.md", ERRORS_FILE]
         planned += [f"pseudo_masks/{s.id}.png" for s in samples] if save_masks else []
         output.begin(planned)
+        errors.open(out)
     try:
-        report = _score_labels(config, labeler, dataset, samples, out, save_masks)
+        report = _score_labels(config, labeler, dataset, samples, out, save_masks, errors)
     except BaseException:
         if output is not None:
             output.close()  # the marker stays incomplete
@@ -58,7 +61,8 @@ def evaluate_labeler(
     return report
 
 
-def _score_labels(config, labeler, dataset, samples, out: Path | None, save_masks: bool) -> dict[str, Any]:
+def _score_labels(config, labeler, dataset, samples, out: Path | None, save_masks: bool,
+                  errors: ErrorLog) -> dict[str, Any]:
     from .bank import check_class_map
     from .components import is_oracle
     from .io import read_image, read_mask, write_png
@@ -79,18 +83,26 @@ def _score_labels(config, labeler, dataset, samples, out: Path | None, save_mask
     matrix = np.zeros((n + 1, n + 1), np.int64)
     outside = 0
     for sample in progress(samples, total=len(samples), desc="labels"):
-        image = read_image(sample.image_path)
-        t0 = time.perf_counter()
-        classes = np.asarray(labeler.component.label(image, sample))
-        seconds["label"] += time.perf_counter() - t0
-        check_class_map(classes, sample, image.shape[:2], n, labeler.name)
+        stage = "read"
+        try:  # one image's failure: the job stops (on_error: fail) or logs it and goes on (skip)
+            image = read_image(sample.image_path)
+            stage = "label"
+            t0 = time.perf_counter()
+            classes = np.asarray(labeler.component.label(image, sample))
+            seconds["label"] += time.perf_counter() - t0
+            check_class_map(classes, sample, image.shape[:2], n, labeler.name)
+            stage = "ground truth"
+            gt = read_mask(sample.mask_path, expected_hw=image.shape[:2])
+        except Exception as exc:
+            errors.add(sample, stage, exc)
+            continue
         allowed = np.zeros(256, bool)
         allowed[[BACKGROUND, IGNORE_INDEX, *sample.labels]] = True
         outside += int((~allowed[classes.astype(np.int64)]).sum())
-        gt = read_mask(sample.mask_path, expected_hw=image.shape[:2])
         matrix += confusion(gt, np.where(classes == IGNORE_INDEX, n, classes), n + 1)
         if out is not None and save_masks:
             write_png(Path(out) / "pseudo_masks" / f"{sample.id}.png", classes)
+    errors.check_some_succeeded(len(samples))
     rules = score_rules(config, dataset.component)
     iou = scores(matrix, not_scored=rules["not_scored"]).iou[:n]
     present = ~np.isnan(iou)
@@ -115,6 +127,7 @@ def _score_labels(config, labeler, dataset, samples, out: Path | None, save_mask
         "pixels_outside_labels": outside,
         "ignored_gt_pixels": int(matrix[:, n].sum()),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "skipped": {"images": len(errors), **({"log": ERRORS_FILE} if len(errors) else {})},
     }
     if out is not None:
         from .io import write_json, write_text
@@ -144,4 +157,7 @@ def labels_markdown(report: dict[str, Any]) -> str:
     for name, value in report["per_class_iou"].items():
         lines.append(f"| {name} | {'–' if value is None else f'{100 * value:.2f}'} |")
     lines += ["", "| stage | seconds |", "|---|---:|"] + [f"| {k} | {v:.2f} |" for k, v in report["seconds"].items()]
+    skipped = report.get("skipped", {}).get("images", 0)
+    if skipped:
+        lines += ["", f"**Skipped images**: {skipped} (on_error: skip; not in the scores), reasons in `{ERRORS_FILE}`."]
     return "\n".join(lines) + "\n"

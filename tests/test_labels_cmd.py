@@ -96,3 +96,25 @@ def test_errors_are_one_line(coco_mini, tmp_path, capsys):
     assert main(["evaluate-labels", *_dataset(coco_mini), "--labeler", "gtt"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "unknown labeler 'gtt'; did you mean 'gt'?" in err[0]
+
+
+def test_a_broken_image_stops_the_job_or_is_skipped(broken_voc, tmp_path, capsys):
+    """``--on-error``: the default stops at the corrupt image with one line; ``skip`` logs it, scores the others
+    (the same scores as a split without it) and exits 3."""
+    root, bad, _ = broken_voc
+    dataset = ["--dataset", "voc", "--set", f"dataset.root={root}", "--set", "dataset.mask_dir=SegmentationClassVOC",
+               "--set", "dataset.labels_file=image_labels_voc.json", "--set", "dataset.classes=voc", "--labeler", "gt"]
+    out = tmp_path / "labels"
+    assert main(["evaluate-labels", *dataset, "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err[-1].startswith("Error: ") and f"{bad}.jpg" in err[-1]
+    assert not (out / "labels_report.json").exists()
+
+    assert main(["evaluate-labels", *dataset, "--on-error", "skip", "--out", str(out)]) == 3
+    rows = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [(r["image"], r["stage"]) for r in rows] == [(bad, "read")]
+    report = json.loads((out / "labels_report.json").read_text())
+    assert report["skipped"] == {"images": 1, "log": "errors.jsonl"} and report["dataset"]["images"] == 5
+    assert report["miou"] == 1.0  # the oracle on the four readable images
+    assert "Skipped images" in (out / "labels_report.md").read_text()
+    assert "1 image(s) skipped" in capsys.readouterr().err

@@ -192,26 +192,6 @@ def test_error_log_fail_reraises_and_skip_buffers_until_opened(tmp_path):
         log.check_some_succeeded(2)
 
 
-@pytest.fixture
-def broken_voc(coco_mini, tmp_path) -> tuple[Path, str, str]:
-    """A 5+4 image VOC copy of coco-mini in which one bank and one eval image are corrupt."""
-    root = tmp_path / "voc"
-    for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationClassVOC"):
-        (root / sub).mkdir(parents=True)
-    shutil.copy(coco_mini / "image_labels_voc.json", root)
-    for split, n in (("train", 5), ("val", 4)):
-        ids = (coco_mini / f"ImageSets/Segmentation/{split}.txt").read_text().split()[:n]
-        (root / f"ImageSets/Segmentation/{split}.txt").write_text("\n".join(ids) + "\n")
-        for i in ids:
-            shutil.copy(coco_mini / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
-            shutil.copy(coco_mini / "SegmentationClassVOC" / f"{i}.png", root / "SegmentationClassVOC")
-    bad_bank = (root / "ImageSets/Segmentation/train.txt").read_text().split()[1]
-    bad_eval = (root / "ImageSets/Segmentation/val.txt").read_text().split()[2]
-    for i in (bad_bank, bad_eval):
-        (root / "JPEGImages" / f"{i}.jpg").write_bytes(b"not a jpeg")
-    return root, bad_bank, bad_eval
-
-
 def _tiny(root: Path) -> list[str]:
     return ["-c", PRESET, "--set", f"dataset.root={root}", "--set", "encoder.resize=224", "--set", "proposer.n_segments=[20]"]
 

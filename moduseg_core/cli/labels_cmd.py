@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ModusegError
-from .common import ConfigOpt, DatasetOpt, LabelerOpt, OverwriteOpt, SetOpt, compose
+from .common import ConfigOpt, DatasetOpt, LabelerOpt, OnErrorOpt, OverwriteOpt, SetOpt, compose, exit_code
 
 
 def evaluate_labels(
@@ -20,7 +20,8 @@ def evaluate_labels(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write labels_report.md/json here.")] = None,
     save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write the pseudo masks as PNGs under OUT/pseudo_masks.")] = False,
     overwrite: OverwriteOpt = False,
-) -> None:
+    on_error: OnErrorOpt = None,
+) -> int:
     """Score a labeler's pseudo masks on the bank split against ground truth (per-class IoU, mIoU)."""
     from ..label_eval import ORACLE_LABELS_NOTE, evaluate_labeler
     from ..method.metrics import miou_note
@@ -29,7 +30,7 @@ def evaluate_labels(
     if save_masks and out is None:
         raise ModusegError("--save-masks needs --out DIR to write the pseudo masks into")
     output = prepare(out, "evaluate-labels", overwrite=overwrite)
-    cfg = compose(config, sets, dataset=dataset, labeler=labeler)
+    cfg = compose(config, sets, on_error, dataset=dataset, labeler=labeler)
     report = evaluate_labeler(cfg, limit=limit, out=out, save_masks=save_masks, output=output)
     if report["oracle"]:
         typer.secho(f"NOTE: {ORACLE_LABELS_NOTE}.", fg="yellow", err=True)
@@ -44,3 +45,4 @@ def evaluate_labels(
     )
     if out is not None:
         typer.echo(f"report: {out / 'labels_report.md'}")
+    return exit_code(report["skipped"]["images"])
