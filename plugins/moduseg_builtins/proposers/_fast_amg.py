@@ -28,6 +28,9 @@ encoder and mask decoder, with either ``fast_decoder`` (the factored one compute
 stage 1 upscales every prompt, each candidate (prompt × mask) is decoded again with its own low-resolution
 logits as the mask input, ``points_per_batch`` candidates per decoder call, one mask each; the refined IoU,
 stability and crop-edge filters follow, and only the candidates passing the refined IoU are upsampled.
+
+``GeneratorProposer`` is what the ``sam`` and ``sam2`` proposers share: ``propose`` / ``propose_batch`` through
+either engine.
 """
 
 from __future__ import annotations
