@@ -604,10 +604,11 @@ def check_fast_engine(setting: Setting, name: str, images: list[np.ndarray]) -> 
         raise AssertionError(f"{name} engine=fast differs from the library: {len(got)} vs {len(want)} masks")
     del library
     _free_gpu()
-    half = setting.half if "dtype" in get_spec("proposer", name).options.model_fields else "float32"
+    has_dtype = "dtype" in get_spec("proposer", name).options.model_fields  # (sam runs float32 only)
+    half = setting.half if has_dtype else "float32"
     runs = [("library", "float32", 1), ("factored", "float32", 1), ("factored", half, 1), ("factored", half, 4)]
     for decoder, dtype, batch in dict.fromkeys(runs):
-        extra = {"dtype": dtype} if "dtype" in get_spec("proposer", name).options.model_fields else {}
+        extra = {"dtype": dtype} if has_dtype else {}
         whole = ms.get_component("proposer", name, **options, device=setting.device, engine="fast", fast_decoder=decoder,
                                  batch_size=batch, points_per_batch=options.get("points_per_side", 32) ** 2, **extra)
         whole.model.load_state_dict(fast.model.state_dict())

@@ -47,10 +47,7 @@ def to_proposals(
     if stacked.shape[1:] != (height, width):
         raise ValueError(f"masks of shape {stacked.shape[1:]} for a {height}×{width} image")
     values = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0), 0.0, 1.0).astype(np.float32)
-    order = np.argsort(-values, kind="stable")
-    if isinstance(stacked, torch.Tensor):
-        return Proposals(stacked[torch.as_tensor(order, device=stacked.device)].contiguous(), values[order])
-    return Proposals(stacked[order], values[order])
+    return Proposals(stacked, values).select(np.argsort(-values, kind="stable"))  # (a tensor is sorted on its device)
 
 
 def hub_download(url: str, what: str) -> Path:
@@ -72,10 +69,10 @@ def hub_download(url: str, what: str) -> Path:
     return target
 
 
-#: keyword arguments of ``SamAutomaticMaskGenerator`` and ``SAM2AutomaticMaskGenerator`` that both
-#: proposers expose as options of the same names (``sam.GeneratorOptions``)
 #: GeneratorOptions fields that are ModuSeg's own (not the library generators' keyword arguments)
 OURS = ("engine", "fast_decoder", "batch_size")
+#: keyword arguments of ``SamAutomaticMaskGenerator`` and ``SAM2AutomaticMaskGenerator`` that both
+#: proposers expose as options of the same names (``sam.GeneratorOptions``)
 GENERATOR_OPTIONS = tuple(name for name in GeneratorOptions.model_fields if name not in OURS)
 
 
