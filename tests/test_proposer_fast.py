@@ -112,6 +112,20 @@ def test_bfloat16_fast_equals_the_library_in_bfloat16(models, images):
         assert moved < 0.02
 
 
+def test_the_factored_decoder_runs_in_bfloat16(models, images):
+    """``fast_decoder=factored`` under bfloat16 autocast (its mixed-precision residual): every candidate kept, as
+    the library's bfloat16 run, and mask-pixel memberships within bfloat16's own spread of the library's."""
+    values = {**setting("sam2", "everything"), "dtype": "bfloat16"}
+    library = make(models, "sam2", "library", **values)
+    factored = make(models, "sam2", "fast", fast_decoder="factored", **values)
+    for image in images:
+        want, got = library.propose(image), factored.propose(image)
+        assert len(got) == len(want) == 192
+        moved = np.abs(want.masks.sum(0).astype(int) - got.masks.sum(0)).mean() / len(got)
+        print(f"factored vs library, both bfloat16: {moved:.4%} of mask-pixel memberships differ")
+        assert moved < 0.02
+
+
 def test_a_larger_point_batch_agrees(models, images):
     """The whole grid in one decoder call: the decoder sums in other batches, so the result is the library's up
     to float rounding — the same number of masks, pixels equal up to a few flips at the threshold."""

@@ -191,9 +191,15 @@ def _image_to_tokens(attn: Any, keys_pe: Tensor, q: Tensor, queries: Tensor, key
     wo = attn.out_proj.weight  # (C, I)
     values = torch.einsum("bhtd,chd->bhtc", vt, wo.view(wo.size(0), heads, d)).reshape(b, heads * t, -1)
     values = values + attn.out_proj.bias / heads
-    if keys.size(0) == 1:  # the shared image of the first block: a new (B, N, C) tensor
-        return torch.baddbmm(keys, p.transpose(1, 2), values)
-    return keys.baddbmm_(p.transpose(1, 2), values)  # the prompts' own image tensors, updated in place
+    # the shared image of the first block (1, N, C) gives a new (B, N, C) tensor; later blocks update the prompts'
+    # own image tensors in place
+    weights = p.transpose(1, 2)
+    if p.dtype == values.dtype == keys.dtype:  # one precision: no (B, N, C) temporary
+        return torch.baddbmm(keys, weights, values) if keys.size(0) == 1 else keys.baddbmm_(weights, values)
+    # under autocast the product comes in the lower precision and is added to the float32 image, as the
+    # library's residual is
+    product = torch.bmm(weights, values)
+    return keys + product if keys.size(0) == 1 else keys.add_(product)
 
 
 def factored_transformer(transformer: Any, image: Tensor, pe: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
