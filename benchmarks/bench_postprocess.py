@@ -31,10 +31,10 @@ import numpy as np
 import moduseg_core as ms
 from moduseg_core.bench.released import loop_nms_paint, loop_pool, loop_search, loop_vote
 from moduseg_core.bench.run import SyntheticBank
-from moduseg_core.components import Built, Timer
-from moduseg_core.config import MethodConfig
-from moduseg_core.inference import Predictor
-from moduseg_core.io import read_image
+from moduseg_core.contract.components import Built, Timer
+from moduseg_core.contract.config import MethodConfig
+from moduseg_core.files.io import read_image
+from moduseg_core.pipeline.inference import Predictor
 
 
 def loop_image(tokens, geometry, masks, bank, bank_labels, k):

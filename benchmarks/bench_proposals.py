@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from moduseg_core.bench.proposal_split import ENGINES, split_propose
-from moduseg_core.io import read_image
-from moduseg_core.plugins import build_options
+from moduseg_core.contract.plugins import build_options
+from moduseg_core.files.io import read_image
 
 SETTINGS = {
     "library defaults": {},

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import moduseg_core as ms
-from moduseg_core.io import read_image
+from moduseg_core.files.io import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

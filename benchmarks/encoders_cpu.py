@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import encoder_checkpoints as ec  # noqa: E402
 
 import moduseg_core as ms  # noqa: E402
-from moduseg_core.io import read_image  # noqa: E402
+from moduseg_core.files.io import read_image  # noqa: E402
 
 
 def seconds_per_image(encoder, images, batch: bool) -> float:

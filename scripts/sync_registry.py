@@ -26,7 +26,7 @@ HEADER = (
 
 
 def builtin_specs():
-    from moduseg_core.plugins import list_components
+    from moduseg_core.contract.plugins import list_components
 
     return [s for s in list_components() if s.module.startswith("moduseg_builtins")]
 

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from moduseg_core import plugins as _plugins
+from moduseg_core.contract import plugins as _plugins
 
 
 @contextmanager
@@ -53,7 +53,7 @@ def val_photos(root: Path, count: int, shrink: int) -> list:
     import numpy as np
     from PIL import Image
 
-    from moduseg_core.io import read_image
+    from moduseg_core.files.io import read_image
 
     out = []
     for i in (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:count]:

@@ -21,9 +21,9 @@ from typing import Any, Callable
 import numpy as np
 
 import moduseg_core as ms
-from moduseg_core.io import read_image, read_mask
-from moduseg_core.plugins import build_options
-from moduseg_core.types import Proposals, Sample
+from moduseg_core.contract.plugins import build_options
+from moduseg_core.contract.types import Proposals, Sample
+from moduseg_core.files.io import read_image, read_mask
 
 VOC = {"mask_dir": "SegmentationClassVOC", "labels_file": "image_labels_voc.json"}
 
@@ -98,6 +98,7 @@ def _folder_layout(ctx: Context, root: Path) -> Path:
 def _prepared(ctx: Context, root: Path, name: str) -> Path:
     """A fixture in ADE20K's / Cityscapes' official layout (tests/scene_fixtures.py), through `moduseg prepare`."""
     import scene_fixtures
+
     from moduseg_core.prepare.ade20k import prepare_ade20k
     from moduseg_core.prepare.cityscapes import prepare_cityscapes
 
@@ -243,7 +244,7 @@ def _sam(ctx: Context):
 
 def _entityseg_standin(ctx: Context):
     """The registered factory driven through detectron2's documented predictor interface (tests/entityseg_standin.py)."""
-    from moduseg_core.plugins import get_spec
+    from moduseg_core.contract.plugins import get_spec
 
     spec = get_spec("proposer", "entityseg")
     return spec.factory(build_options("proposer", "entityseg", {"predictor": "entityseg_standin:make_predictor"}))

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from moduseg_core.io import read_mask
-
+from moduseg_core.files.io import read_mask
 
 #: Cityscapes' label table as published (name, label id, train id; 255 = void), written out here
 #: independently of moduseg_core.prepare.cityscapes

@@ -16,7 +16,7 @@ from moduseg_core import ModusegError
 from moduseg_core.ablate import SweepRun, expand, parse_axis, run_sweep, sweep_from_dict
 from moduseg_core.cache import StageCache, load_prediction
 from moduseg_core.cli import main
-from moduseg_core.inference import Predictor
+from moduseg_core.pipeline.inference import Predictor
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import pytest
 from moduseg_core.ablate import expand, load_sweep, run_sweep
 from moduseg_core.ablate.sweep import assign
 from moduseg_core.cache import StageCache
-from moduseg_core.config import Choice
+from moduseg_core.contract.config import Choice
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def test_shipped_sweep_runs(path, coco_mini, tmp_path):
     dataset = {"name": "voc", "options": {"root": str(coco_mini), "mask_dir": "SegmentationClassVOC",
                                           "labels_file": "image_labels_voc.json", "classes": "voc"}}
     sweep.base = assign(sweep.base, {"dataset": dataset, **base_swaps})
-    from moduseg_core.config import apply_overrides
+    from moduseg_core.contract.config import apply_overrides
 
     sweep.base = apply_overrides(sweep.base, sets=TINY)
     for axes in (sweep.grid, sweep.zip):

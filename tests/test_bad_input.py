@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from moduseg_core.cli import main
-from moduseg_core.outputs import MARKER, _process_start
+from moduseg_core.files.outputs import MARKER, _process_start
 
 PRESET = str(Path(__file__).resolve().parents[1] / "moduseg_core" / "presets" / "coco-mini.yaml")
 

@@ -229,9 +229,9 @@ def test_damaged_banks_are_refused(capsys, tmp_path, bank, coco_mini, name, dama
 def test_bank_built_for_a_gpu_loads_on_this_machine(tmp_path, bank, coco_mini):
     """A manifest written by a CUDA build (index.device=cuda) or a faiss gpu=always build loads here:
     runtime options describe the machine that built the bank, not the bank."""
-    from moduseg_core.bank import Bank
-    from moduseg_core.components import build
-    from moduseg_core.config import Choice
+    from moduseg_core.contract.components import build
+    from moduseg_core.contract.config import Choice
+    from moduseg_core.pipeline.bank import Bank
 
     exact = tmp_path / "exact"
     shutil.copytree(bank, exact)
@@ -351,8 +351,8 @@ def test_limit_reads_only_the_masks_it_uses(capsys, tmp_path):
 
 
 def test_limit_fingerprint_covers_the_samples_used(tmp_path):
-    from moduseg_core.config import RunConfig
-    from moduseg_core.runner import dataset_info, open_dataset
+    from moduseg_core.contract.config import RunConfig
+    from moduseg_core.pipeline.runner import dataset_info, open_dataset
 
     root, _ = folder_dataset(tmp_path, n=4)
     (root / "masks" / "d.png").write_bytes(b"")
@@ -399,7 +399,7 @@ def test_debug_chain_survives_the_loader_workers(tmp_path, bank, coco_mini):
 
 def test_hnswlib_says_when_it_searches_exactly(caplog):
     pytest.importorskip("hnswlib")
-    from moduseg_core.plugins import get_component, get_spec
+    from moduseg_core.contract.plugins import get_component, get_spec
 
     rng = np.random.default_rng(3)
     bank = rng.standard_normal((600, 8)).astype(np.float32)
@@ -431,6 +431,7 @@ def test_hnswlib_says_when_it_searches_exactly(caplog):
 def test_preprocessor_config_only_absence_falls_back(tmp_path, content, outcome):
     pytest.importorskip("torch")
     from moduseg_builtins.proposers._universal_impl import processor_settings
+
     from moduseg_core import ModusegError
 
     if content is not None:

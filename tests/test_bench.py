@@ -73,7 +73,7 @@ def test_the_flop_count_runs_the_encoder_eagerly_through_its_public_hook():
 
     torch = pytest.importorskip("torch")
     from moduseg_core.bench import encoder_flops
-    from moduseg_core.components import Built
+    from moduseg_core.contract.components import Built
 
     class Compiled:
         eager_now = False

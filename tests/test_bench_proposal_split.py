@@ -68,9 +68,10 @@ def test_split_of_a_tiny_sam_on_both_engines(photos, decoder):
     pytest.importorskip("segment_anything")
     from conftest import plugins_only
     from moduseg_builtins.proposers._sam_impl import SamProposer
-    from moduseg_core.bench.proposal_split import engine_proposers, split_propose
-    from moduseg_core.plugins import build_options
     from test_proposer_sam import tiny_sam
+
+    from moduseg_core.bench.proposal_split import engine_proposers, split_propose
+    from moduseg_core.contract.plugins import build_options
 
     values = {"points_per_side": 4, "points_per_batch": 8, "device": "cpu", "pred_iou_thresh": 0.0,
               "stability_score_thresh": 0.0, "engine": "library", "fast_decoder": decoder}
@@ -93,8 +94,9 @@ def test_split_of_sam2_with_mask_to_mask_refinement(photos):
     pytest.importorskip("sam2")
     from conftest import plugins_only
     from moduseg_builtins.proposers._sam2_impl import Sam2Proposer, build_model
+
     from moduseg_core.bench.proposal_split import engine_proposers, split_propose
-    from moduseg_core.plugins import build_options
+    from moduseg_core.contract.plugins import build_options
 
     values = {"points_per_side": 2, "device": "cpu", "use_m2m": True, "pred_iou_thresh": 0.0,
               "stability_score_thresh": 0.0, "engine": "library"}

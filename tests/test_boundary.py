@@ -200,7 +200,7 @@ def test_evaluate_prints_boundary_scores_on_real_masks(coco_mini, tmp_path, caps
 
     from PIL import Image
 
-    from moduseg_core.io import write_png
+    from moduseg_core.files.io import write_png
 
     for image_id in ids:
         mask = np.asarray(Image.open(preds / f"{image_id}.png"))

@@ -23,10 +23,10 @@ from moduseg_core.cache import (
     save_proposals,
 )
 from moduseg_core.cli import main
-from moduseg_core.components import build
-from moduseg_core.config import Choice
-from moduseg_core.io import read_image
-from moduseg_core.types import FeatureMap, Geometry, Prediction, Proposals
+from moduseg_core.contract.components import build
+from moduseg_core.contract.config import Choice
+from moduseg_core.contract.types import FeatureMap, Geometry, Prediction, Proposals
+from moduseg_core.files.io import read_image
 
 
 @pytest.fixture()

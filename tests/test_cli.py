@@ -26,7 +26,7 @@ def test_startup_imports_no_heavy_library(argv):
     code = (
         "import sys\n"
         "from moduseg_core.cli import main\n"
-        "from moduseg_core.plugins import heavy_modules_loaded\n"
+        "from moduseg_core.contract.plugins import heavy_modules_loaded\n"
         f"code = main({argv!r})\n"
         "print('HEAVY', heavy_modules_loaded(), code)\n"
     )
@@ -44,7 +44,7 @@ def test_plugins_list_json_shows_every_builtin_with_status(capsys):
     gt = next(r for r in rows if r["name"] == "gt")
     assert gt["oracle"] is True
     # importable and missing are what this environment says, recomputed here from each spec's requires
-    from moduseg_core.plugins import get_spec
+    from moduseg_core.contract.plugins import get_spec
 
     for r in rows:
         assert r["requires"] == list(get_spec(r["kind"], r["name"]).requires)

@@ -14,17 +14,17 @@ import os
 import re
 from pathlib import Path
 
+import contract_builders as cb
 import numpy as np
 import pytest
 
-import contract_builders as cb
 import moduseg_core as ms
-from moduseg_core import plugins as registry_module
 from moduseg_core.cli import main
-from moduseg_core.io import read_image, read_mask
-from moduseg_core.kinds import KINDS, PROTOCOLS
-from moduseg_core import protocols
-from moduseg_core.types import FeatureMap, Proposals, SearchResult
+from moduseg_core.contract import plugins as registry_module
+from moduseg_core.contract import protocols
+from moduseg_core.contract.kinds import KINDS, PROTOCOLS
+from moduseg_core.contract.types import FeatureMap, Proposals, SearchResult
+from moduseg_core.files.io import read_image, read_mask
 
 PLUGIN_FILTERS = ("MODUSEG_LOAD_PLUGINS", "MODUSEG_BLOCK_PLUGINS")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import moduseg_core as ms
-from moduseg_core.io import read_image
+from moduseg_core.files.io import read_image
 
 PLUGINS = "datasets,labelers,proposers,purifiers,aggregators"
 

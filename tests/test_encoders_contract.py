@@ -21,7 +21,7 @@ pytest.importorskip("open_clip")
 
 import encoder_checkpoints as ec  # noqa: E402
 
-import moduseg_core.plugins as plugins  # noqa: E402
+import moduseg_core.contract.plugins as plugins  # noqa: E402
 from moduseg_core import ModusegError, get_component  # noqa: E402
 
 pytestmark = pytest.mark.slow

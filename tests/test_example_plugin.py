@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import moduseg_core
-import moduseg_core.plugins as plugins
+import moduseg_core.contract.plugins as plugins
 from moduseg_core import ModusegError, get_component
-from moduseg_core.io import read_image
+from moduseg_core.files.io import read_image
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "moduseg-grid"
 NOT_INSTALLED = (
@@ -106,7 +106,7 @@ def test_written_against_the_public_api_only():
 
 def test_readme_documents_every_hook_and_the_register_signature():
     readme = (EXAMPLE / "README.md").read_text()
-    hooks = [name for name in vars(moduseg_core.hookspecs) if name.startswith("register_")]
+    hooks = [name for name in vars(moduseg_core.contract.hookspecs) if name.startswith("register_")]
     assert len(hooks) == len(moduseg_core.KINDS)
     missing = [hook for hook in hooks if f"`{hook}`" not in readme]
     assert not missing, f"README.md does not document {missing}"

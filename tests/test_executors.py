@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moduseg_core.bank_build import ImageRecords, chunks
 from moduseg_core.cli import main
+from moduseg_core.contract.types import Sample
 from moduseg_core.executors.store import ShardStore, read_shard, shard_name, write_shard
-from moduseg_core.types import Sample
+from moduseg_core.pipeline.bank_build import ImageRecords, chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = str(ROOT / "moduseg_core" / "presets" / "coco-mini.yaml")

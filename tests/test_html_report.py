@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from moduseg_core.cli import main
-from moduseg_core.legend import legend_strip, present_classes, with_legend
+from moduseg_core.files.legend import legend_strip, present_classes, with_legend
 from moduseg_core.report_html import images as report_images
 from moduseg_core.report_html import run_html, sweep_html, write_run_html
 
@@ -30,7 +30,7 @@ TINY = ["--set", "bank_limit=6", "--set", f"eval_limit={EVAL_IMAGES}", "--set", 
 
 
 def _samples(coco_mini: Path, n: int = EVAL_IMAGES):
-    from moduseg_core.types import Sample
+    from moduseg_core.contract.types import Sample
 
     ids = (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:n]
     return [Sample(id=i, image_path=coco_mini / "JPEGImages" / f"{i}.jpg",
@@ -55,7 +55,7 @@ def run_page(tiny_run) -> Path:
 
 
 def test_run_records_its_page_and_overlays_have_a_legend(tiny_run, coco_mini):
-    from moduseg_core.outputs import read_marker
+    from moduseg_core.files.outputs import read_marker
 
     assert "report.html" in read_marker(tiny_run)["files"]
     for sample in _samples(coco_mini):
@@ -93,7 +93,7 @@ def test_ablate_writes_a_page_comparing_points(coco_mini, tmp_path):
     page = _parse(html)
     assert page.external == [] and 'id="results"' in html and len(page.items) == 2
     assert html.count('class="panel"') == 2 * 4  # image, ground truth and both points
-    from moduseg_core.outputs import read_marker
+    from moduseg_core.files.outputs import read_marker
 
     assert "report.html" in read_marker(out)["files"]
 

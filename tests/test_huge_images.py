@@ -63,8 +63,8 @@ def test_paint_back_is_nearest_neighbour():
 @pytest.fixture(scope="module")
 def components(coco_mini):
     """A bank from two coco-mini train images with the preset's components, and a way to predict with it."""
-    from moduseg_core.config import apply_overrides, load_config
-    from moduseg_core.runner import bank_from_config
+    from moduseg_core.contract.config import apply_overrides, load_config
+    from moduseg_core.pipeline.runner import bank_from_config
 
     os.environ["MODUSEG_PROGRESS"] = "0"
     config = apply_overrides(load_config(PRESET), sets=[f"dataset.root={coco_mini}", "bank_limit=2"])
@@ -73,7 +73,7 @@ def components(coco_mini):
 
 
 def _predictor(config, bank, work_pixels):
-    from moduseg_core.runner import make_predictor
+    from moduseg_core.pipeline.runner import make_predictor
 
     method = config.method.model_copy(update={"work_pixels": work_pixels})
     return make_predictor(config.model_copy(update={"method": method}), bank)
@@ -118,7 +118,8 @@ def test_over_the_limit_is_the_working_copy_painted_back(components, coco_mini):
 def test_precomputed_full_size_proposals_fit_the_working_copy(tmp_path, coco_mini):
     """Proposals saved at a huge photo's full size are scaled to its working copy, one mask at a time."""
     from moduseg_builtins.proposers.precomputed import PrecomputedProposer, PrecomputedProposerOptions, save_proposals
-    from moduseg_core.types import Proposals
+
+    from moduseg_core.contract.types import Proposals
 
     rng = np.random.default_rng(0)
     masks = rng.random((3, 301, 457)) > 0.5
@@ -135,8 +136,8 @@ def test_precomputed_full_size_proposals_fit_the_working_copy(tmp_path, coco_min
 
 
 def test_bank_images_over_the_limit_are_purified_at_their_working_size(components, coco_mini):
-    from moduseg_core.config import apply_overrides
-    from moduseg_core.runner import bank_from_config
+    from moduseg_core.contract.config import apply_overrides
+    from moduseg_core.pipeline.runner import bank_from_config
 
     config, bank = components
     small = bank_from_config(apply_overrides(config, sets=["method.work_pixels=65536"]), encoder=bank.encoder_component)

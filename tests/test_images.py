@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from moduseg_core import ModusegError
-from moduseg_core.io import image_size, read_image, read_mask
+from moduseg_core.files.io import image_size, read_image, read_mask
 
 H, W = 6, 10
 
@@ -141,7 +141,7 @@ def test_sixteen_bit_gray_photo_keeps_its_brightness(tmp_path):
 
 def test_palette_with_alpha_in_memory_composites_over_white():
     """PA exists only in memory (no format writes it): the conversion itself, on a Pillow image."""
-    from moduseg_core.io import _to_rgb
+    from moduseg_core.files.io import _to_rgb
 
     rng = np.random.default_rng(6)
     palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-import moduseg_core.plugins as plugins
+import moduseg_core.contract.plugins as plugins
 from moduseg_core import ModusegError, get_component
 
 pytest.importorskip("hnswlib")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import moduseg_core
-import moduseg_core.plugins as plugins
+import moduseg_core.contract.plugins as plugins
 from moduseg_core import ModusegError, get_component
 
 INDEXES = ["exact", "faiss"]

@@ -1,7 +1,7 @@
 """kill -9 in the middle of build-bank, run and ablate, then the same command again.
 
 Each job runs as the real ``moduseg`` command in a subprocess on tiny coco-mini settings.
-``MODUSEG_CRASH_AT=POINT[:N]`` (``moduseg_core.faults``) makes it SIGKILL itself at a stage: nothing
+``MODUSEG_CRASH_AT=POINT[:N]`` (``moduseg_core.files.faults``) makes it SIGKILL itself at a stage: nothing
 of the process's own clean-up runs, exactly as with ``kill -9``. The rerun into the same folder must
 leave exactly the files of an uninterrupted run, byte for byte (``SOURCE_DATE_EPOCH`` fixes the bank
 manifest's date; timings, the only thing that differs between two runs, are taken out of reports
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from moduseg_core.outputs import MARKER
+from moduseg_core.files.outputs import MARKER
 
 pytestmark = pytest.mark.slow
 

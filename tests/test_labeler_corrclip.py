@@ -17,14 +17,14 @@ pytest.importorskip("sklearn")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-import moduseg_core as ms  # noqa: E402
 from contract_builders import save_corrclip_models  # noqa: E402
 from moduseg_builtins.labelers import _corrclip_parts as parts  # noqa: E402
+
+import moduseg_core as ms  # noqa: E402
 from moduseg_core import ModusegError  # noqa: E402
 from moduseg_core.cli import main  # noqa: E402
-from moduseg_core.io import read_image  # noqa: E402
-from moduseg_core.types import Proposals, Sample  # noqa: E402
+from moduseg_core.contract.types import Proposals, Sample  # noqa: E402
+from moduseg_core.files.io import read_image  # noqa: E402
 
 FAST = {"templates": ["a photo of a {}."], "short_side": 112, "crop": 112, "stride": 56, "device": "cpu"}
 
@@ -58,7 +58,7 @@ def photo(coco_mini):
 
 
 def test_released_defaults():
-    spec = ms.plugins.get_spec("labeler", "corrclip")
+    spec = ms.contract.plugins.get_spec("labeler", "corrclip")
     d = spec.options()
     assert (d.model, d.pretrained, d.dino, d.proposer) == ("ViT-B-16", "metaclip_fullcc", "facebook/dino-vitb8", "entityseg")
     assert (d.alpha, d.beta, d.tau, d.merge_eps, d.merge_min_samples) == (1.0, 0.5, 4.0, 0.2, 1)

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 import moduseg_core as ms
-from moduseg_core.io import read_image, read_mask, write_png
-from moduseg_core.plugins import get_spec
-from moduseg_core.types import Sample
+from moduseg_core.contract.plugins import get_spec
+from moduseg_core.contract.types import Sample
+from moduseg_core.files.io import read_image, read_mask, write_png
 
 PLUGINS = "datasets,labelers,proposers,purifiers,aggregators"
 

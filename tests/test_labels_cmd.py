@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from moduseg_core.cli import main
-from moduseg_core.io import read_mask, write_png
+from moduseg_core.files.io import read_mask, write_png
 
 PLUGINS = "datasets,labelers"
 

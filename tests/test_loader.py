@@ -1,4 +1,4 @@
-"""Images decoded ahead (``moduseg_core.streaming.load_images``): order, content, errors."""
+"""Images decoded ahead (``moduseg_core.pipeline.streaming.load_images``): order, content, errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from moduseg_core import ModusegError
-from moduseg_core.io import read_image
-from moduseg_core.streaming import load_images
-from moduseg_core.types import Sample
+from moduseg_core.contract.types import Sample
+from moduseg_core.files.io import read_image
+from moduseg_core.pipeline.streaming import load_images
 
 
 def _samples(tmp_path: Path, n: int, corrupt: int | None = None) -> list[Sample]:

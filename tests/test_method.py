@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
+from moduseg_core.contract.types import FeatureMap, Geometry
 from moduseg_core.method.bank_filter import outlier_keep
 from moduseg_core.method.metrics import confusion, scores
 from moduseg_core.method.nms import mask_nms, rasterize
 from moduseg_core.method.pooling import patch_weights, pool
 from moduseg_core.method.purify import erode
 from moduseg_core.method.vote import vote
-from moduseg_core.types import FeatureMap, Geometry
 
 
 def _random_mask(rng, h, w, boxes=3):
@@ -285,8 +285,8 @@ def test_rasterize_with_boxes_equals_without():
 
 
 def test_rasterize_kept_rows_in_place_equals_painting_a_copy_and_prediction_masks_are_the_kept_rows():
+    from moduseg_core.contract.types import Prediction
     from moduseg_core.method.pooling import bounding_boxes
-    from moduseg_core.types import Prediction
 
     rng = np.random.default_rng(4)
     masks = np.stack([_random_mask(rng, 40, 50, boxes=2) for _ in range(12)])
@@ -326,8 +326,8 @@ def test_an_image_without_proposals_is_checked_not_refused():
     from types import SimpleNamespace
 
     from moduseg_core import Proposals
-    from moduseg_core.config import MethodConfig
-    from moduseg_core.inference import Predictor
+    from moduseg_core.contract.config import MethodConfig
+    from moduseg_core.pipeline.inference import Predictor
 
     image = np.zeros((6, 8, 3), np.uint8)
     method = MethodConfig(min_mask_area=3)

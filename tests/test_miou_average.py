@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from moduseg_core.cli import main
-from moduseg_core.config import MethodConfig
+from moduseg_core.contract.config import MethodConfig
 from moduseg_core.method.metrics import miou_note, scores
 
 METHOD = Path(__file__).resolve().parents[2] / "shared" / "METHOD.md"

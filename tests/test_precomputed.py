@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from moduseg_builtins.proposers.precomputed import load_proposals, save_proposals
 from PIL import Image
 
 import moduseg_core as ms
-from moduseg_core.io import read_image, read_mask
-from moduseg_core.types import Proposals
-from moduseg_builtins.proposers.precomputed import load_proposals, save_proposals
+from moduseg_core.contract.types import Proposals
+from moduseg_core.files.io import read_image, read_mask
 
 PLUGINS = "datasets,labelers,proposers,purifiers,aggregators"
 

@@ -14,7 +14,7 @@ import pytest
 
 import moduseg_core as ms
 from moduseg_core.cli import main
-from moduseg_core.io import read_mask
+from moduseg_core.files.io import read_mask
 
 pycocotools = pytest.importorskip("pycocotools")
 from pycocotools import mask as mask_api  # noqa: E402
@@ -276,7 +276,7 @@ def test_prepare_help_lists_every_dataset_and_imports_nothing_heavy():
     code = (
         "import sys\n"
         "from moduseg_core.cli import main\n"
-        "from moduseg_core.plugins import heavy_modules_loaded\n"
+        "from moduseg_core.contract.plugins import heavy_modules_loaded\n"
         "code = main(['prepare', '--help'])\n"
         "print('HEAVY', heavy_modules_loaded(), 'pycocotools' in sys.modules, code)\n"
     )

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scene_fixtures import CITYSCAPES_LABELS, make_ade20k, make_cityscapes
 
 import moduseg_core as ms
 from moduseg_core.cli import main
-from moduseg_core.io import read_mask
-from scene_fixtures import CITYSCAPES_LABELS, make_ade20k, make_cityscapes
+from moduseg_core.files.io import read_mask
 
 # -- ade20k ----------------------------------------------------------------------------------------------------
 

@@ -12,11 +12,11 @@ transformers = pytest.importorskip("transformers")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
 from conftest import plugins_only  # noqa: E402
 from contract_builders import save_eomt, save_mask2former  # noqa: E402
+
 from moduseg_core import ModusegError, get_component  # noqa: E402
-from moduseg_core.io import read_image  # noqa: E402
+from moduseg_core.files.io import read_image  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -250,9 +250,9 @@ def test_a_batch_gives_each_image_what_propose_gives(dirs, mixed_images, name):
 
 def test_predictor_proposes_a_batch_in_one_call_and_predicts_the_same(dirs, mixed_images, coco_mini):
     """The pipeline hands a batch to propose_batch; its proposals are those of proposing image by image."""
-    from moduseg_core.components import Built
-    from moduseg_core.config import MethodConfig
-    from moduseg_core.inference import Predictor, propose_many
+    from moduseg_core.contract.components import Built
+    from moduseg_core.contract.config import MethodConfig
+    from moduseg_core.pipeline.inference import Predictor, propose_many
 
     proposer = get_component("proposer", "eomt", model=str(dirs["eomt"]), score_threshold=0.0, batch_size=3)
     calls = []

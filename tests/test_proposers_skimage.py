@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import moduseg_core as ms
-from moduseg_core.io import read_image
-from moduseg_core.plugins import get_spec
+from moduseg_core.contract.plugins import get_spec
+from moduseg_core.files.io import read_image
 
 pytest.importorskip("skimage")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from moduseg_core.cli import main
-from moduseg_core.failures import EXIT_SKIPPED
+from moduseg_core.files.failures import EXIT_SKIPPED
 
 # Ray reads this when it is imported: this module's local instance listens on loopback only
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scene_fixtures import make_cityscapes
 
 import moduseg_core as ms
 from moduseg_core.cli import main
-from moduseg_core.io import read_image, read_mask
-from scene_fixtures import make_cityscapes
+from moduseg_core.files.io import read_image, read_mask
 
 pytest.importorskip("pycocotools")
 from test_prepare import make_coco, make_voc  # noqa: E402

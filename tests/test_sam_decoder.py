@@ -11,7 +11,6 @@ pytest.importorskip("segment_anything")
 pytest.importorskip("sam2")
 
 import torch  # noqa: E402
-
 from moduseg_builtins.proposers._sam_decoder import TwoStageDecoder, factored_transformer  # noqa: E402
 
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 import moduseg_core as ms
 from moduseg_core.cli import main
-from moduseg_core.io import read_image, read_mask
-from moduseg_core.segmenter import rle_counts, rle_string
+from moduseg_core.files.io import read_image, read_mask
+from moduseg_core.pipeline.segmenter import rle_counts, rle_string
 
 pytest.importorskip("skimage")
 pytest.importorskip("transformers")

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cache import CachingPredictor, StageCache, component_key, fingerprint
-from ..components import Built
-from ..config import RunConfig
-from ..io import write_json, write_text
-from ..kinds import BANK_KINDS
-from ..method.boundary import BF_TOLERANCE, BIOU_DILATION
-from ..runner import report_markdown, score_rules
-from ..types import Sample
-from .sweep import Point
+from moduseg_core.ablate.sweep import Point
+from moduseg_core.cache import CachingPredictor, StageCache, component_key, fingerprint
+from moduseg_core.contract.components import Built
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.kinds import BANK_KINDS
+from moduseg_core.contract.types import Sample
+from moduseg_core.files.io import write_json, write_text
+from moduseg_core.method.boundary import BF_TOLERANCE, BIOU_DILATION
+from moduseg_core.pipeline.runner import report_markdown, score_rules
 
 #: Bump when the evaluation changes, so cached scores are recomputed.
 METRICS_VERSION = 1
@@ -51,7 +51,7 @@ class Split:
 
 
 def is_oracle(config: RunConfig) -> bool:
-    from ..components import is_oracle
+    from moduseg_core.contract.components import is_oracle
 
     return is_oracle(config.labeler)
 

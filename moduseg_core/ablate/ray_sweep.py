@@ -18,29 +18,30 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..failures import ErrorLog
-from ..io import notify_written
-from ..progress import Bar
-from .sweep import Point, Sweep
+from moduseg_core.ablate.sweep import Point, Sweep
+from moduseg_core.files.failures import ErrorLog
+from moduseg_core.files.io import notify_written
+from moduseg_core.files.progress import Bar
 
 
 class SweepActor:
     """One Ray actor: a ``SweepRun`` over the shared cache (its models are loaded once and kept for
     the points it runs), one point per call; the report and the point's skipped images go back."""
 
-    def __init__(self, sweep: Sweep, out_dir: str, cache_root: str | None, cwd: str):
-        from ..cache import StageCache
-        from .run import SweepRun
-        from .sweep import expand
+    def __init__(self, runner_class: type, sweep: Sweep, out_dir: str, cache_root: str | None, cwd: str):
+        # runner_class is the driver's SweepRun, passed in (Ray pickles it by reference) so that this module
+        # needs no import of ablate.run, which imports this one
+        from moduseg_core.ablate.sweep import expand
+        from moduseg_core.cache import StageCache
 
         if os.path.isdir(cwd):  # relative paths of the sweep (dataset roots) resolve as in the driver
             os.chdir(cwd)
-        self.runner = SweepRun(sweep, Path(out_dir), StageCache(cache_root) if cache_root else None)
+        self.runner = runner_class(sweep, Path(out_dir), StageCache(cache_root) if cache_root else None)
         self.runner.errors = ErrorLog(sweep.base.on_error)  # records only: the driver writes errors.jsonl
         self.points = {point.index: point for point in expand(sweep)}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..executors.ray_bank import _pickled
+        from moduseg_core.executors.ray_bank import _pickled
 
         rows: dict[str, list] = {"point": [], "report": [], "errors": [], "failure": []}
         for index in batch["point"]:
@@ -66,7 +67,7 @@ class RaySweep:
     """Runs a ``SweepRun``'s points on Ray; made (and connected to the cluster) before any output."""
 
     def __init__(self, runner: Any):
-        from ..executors.ray_cluster import connect
+        from moduseg_core.executors.ray_cluster import connect
 
         self.runner = runner
         connect(runner.sweep.base.ray)
@@ -77,8 +78,8 @@ class RaySweep:
         import ray
         from ray.data import ActorPoolStrategy
 
-        from ..executors.ray_bank import local_threads
-        from ..executors.ray_cluster import worker_env
+        from moduseg_core.executors.ray_bank import local_threads
+        from moduseg_core.executors.ray_cluster import worker_env
 
         runner = self.runner
         cache = runner.cache
@@ -95,7 +96,7 @@ class RaySweep:
             dataset = ray.data.from_items([{"point": i} for i in rest], override_num_blocks=len(rest))
             results = dataset.map_batches(
                 SweepActor,
-                fn_constructor_kwargs={"sweep": runner.sweep, "out_dir": os.path.abspath(runner.out_dir),
+                fn_constructor_kwargs={"runner_class": type(runner), "sweep": runner.sweep, "out_dir": os.path.abspath(runner.out_dir),
                                        "cache_root": os.path.abspath(cache.root) if cache is not None else None,
                                        "cwd": os.getcwd()},
                 batch_size=1, batch_format="numpy",

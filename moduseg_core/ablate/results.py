@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_path, write_json, write_text
-from ..method.metrics import miou_note
-from ..runner import ORACLE_NOTE
-from .sweep import Sweep, format_value
+from moduseg_core.ablate.sweep import Sweep, format_value
+from moduseg_core.files.io import atomic_path, write_json, write_text
+from moduseg_core.method.metrics import miou_note
+from moduseg_core.pipeline.runner import ORACLE_NOTE
 
 PLOTS = ("miou.png", "per_class_iou.png", "heatmap.png")
 

@@ -23,20 +23,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..bank import Bank
-from ..cache import STAGES, CachedEncoder, CachedProposer, CachingPredictor, StageCache, cached_built, component_key, fingerprint
-from ..cache.claims import claimed
-from ..components import Built, Timer, build, describe_config, package_versions
-from ..config import RunConfig
-from ..errors import ModusegError
-from ..failures import ERRORS_FILE, ErrorLog
-from ..faults import crash_point
-from ..outputs import OutputDir
-from ..progress import note
-from ..runner import ORACLE_NOTE, dataset_info, bank_from_config, open_dataset, predict_samples, score_rules
-from .point import (METRICS_VERSION, PointKeys, Split, bank_summary, delta, files_digest, is_oracle, point_fields,
-                    point_keys, write_point)
-from .sweep import Point, Sweep, expand
+from moduseg_core.ablate.point import (
+    METRICS_VERSION,
+    PointKeys,
+    Split,
+    bank_summary,
+    delta,
+    files_digest,
+    is_oracle,
+    point_fields,
+    point_keys,
+    write_point,
+)
+from moduseg_core.ablate.sweep import Point, Sweep, expand
+from moduseg_core.cache import (
+    STAGES,
+    CachedEncoder,
+    CachedProposer,
+    CachingPredictor,
+    StageCache,
+    cached_built,
+    component_key,
+    fingerprint,
+)
+from moduseg_core.cache.claims import claimed
+from moduseg_core.contract.components import Built, Timer, build, describe_config, package_versions
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.files.failures import ERRORS_FILE, ErrorLog
+from moduseg_core.files.faults import crash_point
+from moduseg_core.files.outputs import OutputDir
+from moduseg_core.files.progress import note
+from moduseg_core.pipeline.bank import Bank
+from moduseg_core.pipeline.runner import (
+    ORACLE_NOTE,
+    bank_from_config,
+    dataset_info,
+    open_dataset,
+    predict_samples,
+    score_rules,
+)
 
 __all__ = ["METRICS_VERSION", "SweepRun", "files_digest", "run_sweep"]
 
@@ -61,7 +87,7 @@ class SweepRun:
     def run(self, points: list[Point] | None = None, *, executor: str = "local") -> list[dict[str, Any]]:
         """Run ``points`` (default: the sweep's) here or, with ``executor="ray"``, as Ray tasks over the
         shared cache (``ray_sweep``); the tables are rewritten after every finished point, in point order."""
-        from .results import PLOTS, write_results
+        from moduseg_core.ablate.results import PLOTS, write_results
 
         points = expand(self.sweep) if points is None else points
         for point in points:  # every dataset split opens (roots, split lists, labels) before any work
@@ -75,7 +101,7 @@ class SweepRun:
             note(f"resuming: {resumed} of {len(points)} points already scored (read back from the stage cache)")
         run_elsewhere = None
         if executor == "ray":
-            from .ray_sweep import RaySweep
+            from moduseg_core.ablate.ray_sweep import RaySweep
 
             run_elsewhere = RaySweep(self)  # connects to the cluster before anything is written
         with output:
@@ -110,7 +136,7 @@ class SweepRun:
     def write_html(self, point: Point) -> None:
         """``report.html``: the results table, the plots and the same eval images across the points
         (their ``points/SLUG/predictions``). A page that cannot be made is a warning only."""
-        from ..report_html import write_sweep_html
+        from moduseg_core.report_html import write_sweep_html
 
         try:
             split = self._split(point.config, point.config.eval_split, point.config.eval_limit)
@@ -186,7 +212,7 @@ class SweepRun:
 
     def _run_uncached(self, point: Point) -> dict[str, Any]:
         """The plain pipeline (``runner.run``): what running the points one by one costs."""
-        from ..runner import run as run_job
+        from moduseg_core.pipeline.runner import run as run_job
 
         config = point.config.model_copy(update={"overlays": False})
         out = self.point_dir(point)

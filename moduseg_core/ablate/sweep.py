@@ -14,7 +14,7 @@ A sweep is YAML::
       encoder.resize: [448, 644]
     limits: {bank_limit: 40, eval_limit: 10}   # optional, applied to the base
 
-Axis keys are exactly the ``--set`` keys (``moduseg_core.config.apply_overrides``). Every
+Axis keys are exactly the ``--set`` keys (``moduseg_core.contract.config.apply_overrides``). Every
 point's config is built and every component's options validated before anything runs.
 """
 
@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from ..components import identity, validate
-from ..config import RunConfig, apply_overrides, config_from_dict, load_config
-from ..kinds import KINDS, RUN_KINDS
-from ..errors import ModusegError, did_you_mean
+from moduseg_core.contract.components import identity, validate
+from moduseg_core.contract.config import RunConfig, apply_overrides, config_from_dict, load_config
+from moduseg_core.contract.errors import ModusegError, did_you_mean
+from moduseg_core.contract.kinds import KINDS, RUN_KINDS
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "zip", "limits")
 LIMIT_KEYS = ("bank_limit", "eval_limit")

@@ -32,11 +32,11 @@ The package, one job per module:
 - ``report``: the Markdown table of docs/performance.md.
 """
 
-from .measure import VOC_TRAIN_AUG, bank_projection, encoder_flops, encoder_floor, matmul_rate
-from .proposal_split import library_split, parse_engines, split_propose
-from .released import LOOP_STAGES, released_loop
-from .report import bench_markdown
-from .run import framework, run_bench
+from moduseg_core.bench.measure import VOC_TRAIN_AUG, bank_projection, encoder_floor, encoder_flops, matmul_rate
+from moduseg_core.bench.proposal_split import library_split, parse_engines, split_propose
+from moduseg_core.bench.released import LOOP_STAGES, released_loop
+from moduseg_core.bench.report import bench_markdown
+from moduseg_core.bench.run import framework, run_bench
 
 __all__ = [
     "LOOP_STAGES",

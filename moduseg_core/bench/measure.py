@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..components import Built, Timer, build
-from ..config import RunConfig
-from ..kinds import BANK_KINDS
+from moduseg_core.contract.components import Built, Timer, build
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.kinds import BANK_KINDS
 
 #: VOC 2012 train_aug, the bank the projection is made for
 VOC_TRAIN_AUG = 10_582
@@ -97,8 +97,8 @@ def gpu_memory() -> tuple[Any, Any]:
 def bank_projection(config: RunConfig, encoder: Built, n: int, propose_per_image: float) -> dict[str, Any]:
     """Time bank building (label, purify, encode, pool) over ``n`` bank images; project to VOC train_aug.
     ``propose_per_image`` (from (b)) is added for a labeler that also runs the proposer (map correction)."""
-    from ..bank_build import build_bank
-    from ..runner import dataset_info, open_dataset
+    from moduseg_core.pipeline.bank_build import build_bank
+    from moduseg_core.pipeline.runner import dataset_info, open_dataset
 
     dataset, samples = open_dataset(config, config.bank_split, n)
     parts = {kind: build(kind, config.choice(kind)) for kind in BANK_KINDS if kind != "encoder"}

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ModusegError
+from moduseg_core.contract.errors import ModusegError
 
 ENGINES = ("library", "fast")
 PARTS = ("encoder", "decoder", "post-processing")
@@ -121,7 +121,7 @@ def library_split(proposer: Any, seconds: dict[str, float]) -> Iterator[dict[str
 def engine_proposers(component: Any, engines: Sequence[str]) -> dict[str, Any]:
     """One proposer per engine on ``component``'s model (the same weights, random ones included), with its
     settings (both engines run every setting)."""
-    from ..plugins import build_options
+    from moduseg_core.contract.plugins import build_options
 
     base = _unwrap(component)
     if not hasattr(base, "generator") or not hasattr(base, "model"):

@@ -17,12 +17,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..components import Built, Timer
-from ..config import RunConfig
-from ..io import read_image
-from ..method.pooling import patch_weights
-from ..progress import progress
-from ..types import BACKGROUND, Sample
+from moduseg_core.contract.components import Built, Timer
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.types import BACKGROUND, Sample
+from moduseg_core.files.io import read_image
+from moduseg_core.files.progress import progress
+from moduseg_core.method.pooling import patch_weights
 
 LOOP_STAGES = ("decode", "propose", "encode", "pool", "retrieve", "nms+paint")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .proposal_split import split_markdown
-from .released import LOOP_STAGES
+from moduseg_core.bench.proposal_split import split_markdown
+from moduseg_core.bench.released import LOOP_STAGES
 
 
 def bench_markdown(report: dict[str, Any]) -> str:

@@ -13,18 +13,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..components import Timer, build, package_versions
-from ..config import RunConfig
-from ..errors import ModusegError
-from ..inference import Predictor
-from ..io import read_image, write_json, write_text
-from ..progress import progress
-from ..streaming import stream_predictions
-from ..types import Sample
-from .measure import bank_projection, device_text, encoder_floor, gpu_memory
-from .proposal_split import engine_proposers, split_propose
-from .released import released_loop
-from .report import bench_markdown
+from moduseg_core.bench.measure import bank_projection, device_text, encoder_floor, gpu_memory
+from moduseg_core.bench.proposal_split import engine_proposers, split_propose
+from moduseg_core.bench.released import released_loop
+from moduseg_core.bench.report import bench_markdown
+from moduseg_core.contract.components import Timer, build, package_versions
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.contract.types import Sample
+from moduseg_core.files.io import read_image, write_json, write_text
+from moduseg_core.files.progress import progress
+from moduseg_core.pipeline.inference import Predictor
+from moduseg_core.pipeline.streaming import stream_predictions
 
 
 class CappedProposer:
@@ -40,7 +40,7 @@ class CappedProposer:
         return self._capped(self.component.propose(image, image_id=image_id))
 
     def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None]) -> list[Any]:
-        from ..inference import propose_many
+        from moduseg_core.pipeline.inference import propose_many
 
         return [self._capped(found) for found in propose_many(self.component, images, image_ids)]
 
@@ -94,7 +94,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure (a) and (b) on the first ``images`` of the eval split; see the module doc. ``engines``
     (of a ``sam``/``sam2`` proposer): also split its proposal stage per engine (``proposal_split``)."""
-    from ..runner import open_dataset
+    from moduseg_core.pipeline.runner import open_dataset
 
     if batch:
         config = config.model_copy(update={"method": config.method.model_copy(update={"batch_images": batch})})

@@ -43,10 +43,30 @@ The package, one job per module:
   ``ablate --executor ray``) never compute one entry at once; stale claims are taken over.
 """
 
-from .components import CachedEncoder, CachedProposer, cached_built
-from .formats import load_features, load_pooled, load_prediction, load_proposals, save_features, save_pooled, save_prediction, save_proposals
-from .predictor import CachingPredictor
-from .store import FORMAT, STAGES, SUFFIXES, Entry, StageCache, cache_base, check_stage, component_key, fingerprint, image_digest
+from moduseg_core.cache.components import CachedEncoder, CachedProposer, cached_built
+from moduseg_core.cache.formats import (
+    load_features,
+    load_pooled,
+    load_prediction,
+    load_proposals,
+    save_features,
+    save_pooled,
+    save_prediction,
+    save_proposals,
+)
+from moduseg_core.cache.predictor import CachingPredictor
+from moduseg_core.cache.store import (
+    FORMAT,
+    STAGES,
+    SUFFIXES,
+    Entry,
+    StageCache,
+    cache_base,
+    check_stage,
+    component_key,
+    fingerprint,
+    image_digest,
+)
 
 __all__ = [
     "FORMAT",

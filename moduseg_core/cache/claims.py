@@ -124,7 +124,7 @@ def _alive(pid: int) -> bool:
 def take_over(path: Path, owner: dict[str, Any]) -> None:
     """Remove the stale claim ``path`` whose content was ``owner``: renamed aside first (atomic, so one
     worker wins); a claim that is not the stale one (renewed meanwhile) is put back."""
-    from ..progress import note
+    from moduseg_core.files.progress import note
 
     aside = path.parent / f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.stale"
     try:

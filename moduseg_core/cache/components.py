@@ -8,12 +8,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..components import Built
-from ..config import Choice
-from ..types import FeatureMap, Proposals
-from .claims import fill
-from .formats import load_features, load_proposals, save_features, save_proposals
-from .store import StageCache, component_key, image_digest
+from moduseg_core.cache.claims import fill
+from moduseg_core.cache.formats import load_features, load_proposals, save_features, save_proposals
+from moduseg_core.cache.store import StageCache, component_key, image_digest
+from moduseg_core.contract.components import Built
+from moduseg_core.contract.config import Choice
+from moduseg_core.contract.types import FeatureMap, Proposals
 
 
 class _Lazy:
@@ -52,7 +52,7 @@ class CachedProposer(_Lazy):
     def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None]) -> list[Proposals]:
         """Each image's proposals from the ``proposals`` stage; the misses go to the proposer together (its
         ``propose_batch`` when it has one, ``propose`` for a single miss) and are stored."""
-        from ..inference import propose_many
+        from moduseg_core.pipeline.inference import propose_many
 
         keys = [self.entry_key(image, image_id) for image, image_id in zip(images, image_ids)]
         out: list[Proposals | None] = []
@@ -125,6 +125,6 @@ class CachedEncoder(_Lazy):
 
 
 def cached_built(kind: str, choice: Choice, component: Any) -> Built:
-    from ..plugins import build_options
+    from moduseg_core.contract.plugins import build_options
 
     return Built(kind, choice.name, build_options(kind, choice.name, choice.options), component)

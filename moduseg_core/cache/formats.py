@@ -9,7 +9,7 @@ proposals  ``.npz`` in the documented ``precomputed`` proposal format (docs/form
            still load
 features   ``.npz``: ``tokens`` float32 and ``geometry`` (image, resized, padded, patch)
 pooled     ``.npz``: ``ok`` (which masks could be pooled) and their ``vectors``
-banks      a bank directory (``moduseg_core.bank``)
+banks      a bank directory (``moduseg_core.pipeline.bank``)
 predictions a palette ``.png`` class map; kept labels, scores and the masks seen in its
            ``moduseg`` text chunk
 scores     ``.json``
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModusegError
-from ..proposal_files import packed_size, unpack_all, write_packed
-from ..types import FeatureMap, Geometry, Prediction, Proposals
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.contract.types import FeatureMap, Geometry, Prediction, Proposals
+from moduseg_core.files.proposal_files import packed_size, unpack_all, write_packed
 
 
 def _unreadable(path: Path, what: str, exc: BaseException | None = None) -> ModusegError:
@@ -41,7 +41,7 @@ def _unreadable(path: Path, what: str, exc: BaseException | None = None) -> Modu
 
 
 def save_proposals(path: Path, proposals: Proposals) -> None:
-    """The ``precomputed`` proposer's format (``moduseg_core.proposal_files``)."""
+    """The ``precomputed`` proposer's format (``moduseg_core.files.proposal_files``)."""
     with open(path, "wb") as f:
         write_packed(f, proposals)
 
@@ -102,7 +102,7 @@ def load_pooled(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def save_prediction(path: Path, prediction: Prediction, seen: int) -> None:
     from PIL import Image, PngImagePlugin
 
-    from ..io import voc_palette
+    from moduseg_core.files.io import voc_palette
 
     info = PngImagePlugin.PngInfo()
     meta = {"seen": int(seen), "labels": prediction.labels.tolist(), "scores": [float(s) for s in prediction.scores]}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from ..errors import ModusegError
-from .store import StageCache, check_stage
+from moduseg_core.cache.store import StageCache, check_stage
+from moduseg_core.contract.errors import ModusegError
 
 
 def age_text(seconds: float) -> str:

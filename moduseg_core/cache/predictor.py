@@ -9,14 +9,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..bank import Bank
-from ..components import Built
-from ..config import MethodConfig
-from ..inference import Predictor
-from ..types import Prediction, Proposals
-from .claims import fill
-from .formats import load_pooled, load_prediction, save_pooled, save_prediction
-from .store import StageCache, image_digest
+from moduseg_core.cache.claims import fill
+from moduseg_core.cache.formats import load_pooled, load_prediction, save_pooled, save_prediction
+from moduseg_core.cache.store import StageCache, image_digest
+from moduseg_core.contract.components import Built
+from moduseg_core.contract.config import MethodConfig
+from moduseg_core.contract.types import Prediction, Proposals
+from moduseg_core.pipeline.bank import Bank
+from moduseg_core.pipeline.inference import Predictor
 
 
 class CachingPredictor(Predictor):

@@ -19,10 +19,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..config import Choice
-from ..errors import ModusegError
-from ..io import atomic_path, remove_path, temp_writer_alive
-from .claims import is_claim_file
+from moduseg_core.cache.claims import is_claim_file
+from moduseg_core.contract.config import Choice
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.files.io import atomic_path, remove_path, temp_writer_alive
 
 #: Bump when an entry's layout or a key's meaning changes: old entries are then never read.
 FORMAT = 1
@@ -62,8 +62,8 @@ def image_digest(image: np.ndarray) -> str:
 
 def component_key(kind: str, choice: Choice) -> dict[str, Any]:
     """What identifies a component's output: name, non-runtime options, plugin and its version."""
-    from ..components import identity
-    from ..plugins import get_spec
+    from moduseg_core.contract.components import identity
+    from moduseg_core.contract.plugins import get_spec
 
     return {**identity(kind, choice), "plugin": get_spec(kind, choice.name).plugin}
 
@@ -90,7 +90,7 @@ class StageCache:
         return f"StageCache({str(self.root)!r})"
 
     def key(self, stage: str, payload: dict[str, Any]) -> str:
-        from .. import __version__
+        from moduseg_core import __version__
 
         return fingerprint({"stage": stage, "format": FORMAT, "moduseg": __version__, **payload})
 
@@ -191,7 +191,7 @@ class StageCache:
 
 def check_stage(stage: str) -> str:
     if stage not in STAGES:
-        from ..errors import did_you_mean
+        from moduseg_core.contract.errors import did_you_mean
 
         raise ModusegError(f"unknown cache stage {stage!r}{did_you_mean(stage, STAGES)} (stages: {', '.join(STAGES)})")
     return stage

@@ -8,10 +8,10 @@ import sys
 
 import typer
 
-from ..errors import ModusegError
-from . import ablate_cmd, labels_cmd, run_cmd
-from .prepare_cmd import app as prepare_app
-from .plugins_cmd import app as plugins_app
+from moduseg_core.cli import ablate_cmd, labels_cmd, run_cmd
+from moduseg_core.cli.plugins_cmd import app as plugins_app
+from moduseg_core.cli.prepare_cmd import app as prepare_app
+from moduseg_core.contract.errors import ModusegError
 
 app = typer.Typer(
     name="moduseg",
@@ -35,7 +35,7 @@ app.add_typer(prepare_app, name="prepare")
 
 def _print_version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from moduseg_core import __version__
 
         typer.echo(f"moduseg {__version__}")
         raise typer.Exit()
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point. Every error a user can fix is one line ``Error: ...`` on stderr and exit code 2
     (bad input, config or data, and every command-line usage error); ``EXIT_SKIPPED`` (3) means the
     job finished but skipped images (``on_error: skip``); MODUSEG_DEBUG=1 shows tracebacks."""
-    from ..progress import close_all
+    from moduseg_core.files.progress import close_all
 
     debug = os.environ.get("MODUSEG_DEBUG", "") not in ("", "0")
     try:
@@ -123,7 +123,7 @@ def _usage_message(exc: Exception) -> str:
     ctx = getattr(exc, "ctx", None)
     unknown = re.match(r"No such command '([^']*)'", message)
     if unknown and "did you mean" not in message.lower() and ctx is not None:  # older click does not suggest
-        from ..errors import closest
+        from moduseg_core.contract.errors import closest
 
         match = closest(unknown.group(1), ctx.command.list_commands(ctx))
         message = message.rstrip(".") + (f". Did you mean '{match}'?" if match else ".")

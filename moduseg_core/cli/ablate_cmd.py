@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import ConfigOpt, ExecutorOpt, OnErrorOpt, OverwriteOpt, SetOpt, exit_code
+from moduseg_core.cli.common import ConfigOpt, ExecutorOpt, OnErrorOpt, OverwriteOpt, SetOpt, exit_code
 
 GridOpt = Annotated[
     Optional[list[str]],
@@ -24,7 +24,7 @@ CacheDirOpt = Annotated[
 
 
 def _cache(cache_dir: Optional[Path]):
-    from ..cache import StageCache
+    from moduseg_core.cache import StageCache
 
     return StageCache(cache_dir)
 
@@ -48,12 +48,12 @@ def ablate(
 
     Points are the grid's cartesian product times the zipped axes; results go to
     results.csv / .json / .md and plots/*.png in --out."""
-    from ..ablate import compose_sweep, expand, run_sweep
-    from ..ablate.results import point_line, summary_line
-    from ..outputs import prepare
+    from moduseg_core.ablate import compose_sweep, expand, run_sweep
+    from moduseg_core.ablate.results import point_line, summary_line
+    from moduseg_core.files.outputs import prepare
 
     if executor is not None:
-        from ..executors import check_executor
+        from moduseg_core.executors import check_executor
 
         check_executor(executor)
         sets = [*(sets or []), f"executor={executor}"]
@@ -93,7 +93,7 @@ def cache_list(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Stages with their entry counts, sizes and ages; with --stage, every entry."""
-    from ..cache.listing import list_text
+    from moduseg_core.cache.listing import list_text
 
     typer.echo(list_text(_cache(cache_dir), stage, as_json=as_json))
 
@@ -104,7 +104,7 @@ def cache_size(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Total size of the stage cache (or of one stage)."""
-    from ..cache.listing import size_text
+    from moduseg_core.cache.listing import size_text
 
     typer.echo(size_text(_cache(cache_dir), stage))
 
@@ -117,6 +117,6 @@ def cache_prune(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Delete cache entries by age (--older-than DAYS) or all of them (--all)."""
-    from ..cache.listing import prune_text
+    from moduseg_core.cache.listing import prune_text
 
     typer.echo(prune_text(_cache(cache_dir), older_than=older_than, stage=stage, everything=everything))

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import RunConfig, apply_overrides, load_config
-from ..kinds import RUN_KINDS
+from moduseg_core.contract.config import RunConfig, apply_overrides, load_config
+from moduseg_core.contract.kinds import RUN_KINDS
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config (see docs/configuration.md).")]
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="Dataset plugin name (voc, coco, folder...).")]
@@ -57,7 +57,7 @@ def compose(
     base = load_config(config)
     extra = [f"on_error={on_error.value}"] if on_error is not None else []
     if executor is not None:
-        from ..executors import check_executor
+        from moduseg_core.executors import check_executor
 
         extra.append(f"executor={check_executor(executor)}")
     return apply_overrides(base, choices=choices, sets=[*(sets or []), *extra])
@@ -65,7 +65,7 @@ def compose(
 
 def exit_code(skipped: int) -> int:
     """0, or ``EXIT_SKIPPED`` when images were skipped (``on_error: skip``)."""
-    from ..failures import EXIT_SKIPPED
+    from moduseg_core.files.failures import EXIT_SKIPPED
 
     if skipped:
         typer.secho(f"NOTE: {skipped} image(s) skipped (on_error: skip); reasons in errors.jsonl", fg="yellow", err=True)

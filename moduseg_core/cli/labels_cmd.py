@@ -7,8 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ModusegError
-from .common import ConfigOpt, DatasetOpt, LabelerOpt, OnErrorOpt, OverwriteOpt, SetOpt, compose, exit_code
+from moduseg_core.cli.common import (
+    ConfigOpt,
+    DatasetOpt,
+    LabelerOpt,
+    OnErrorOpt,
+    OverwriteOpt,
+    SetOpt,
+    compose,
+    exit_code,
+)
+from moduseg_core.contract.errors import ModusegError
 
 
 def evaluate_labels(
@@ -23,9 +32,9 @@ def evaluate_labels(
     on_error: OnErrorOpt = None,
 ) -> int:
     """Score a labeler's pseudo masks on the bank split against ground truth (per-class IoU, mIoU)."""
-    from ..label_eval import ORACLE_LABELS_NOTE, evaluate_labeler
-    from ..method.metrics import miou_note
-    from ..outputs import prepare
+    from moduseg_core.files.outputs import prepare
+    from moduseg_core.method.metrics import miou_note
+    from moduseg_core.pipeline.label_eval import ORACLE_LABELS_NOTE, evaluate_labeler
 
     if save_masks and out is None:
         raise ModusegError("--save-masks needs --out DIR to write the pseudo masks into")

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ModusegError, did_you_mean
-from ..options import describe_field
-from ..plugins import KINDS, check_kind, list_components
+from moduseg_core.contract.errors import ModusegError, did_you_mean
+from moduseg_core.contract.options import describe_field
+from moduseg_core.contract.plugins import KINDS, check_kind, list_components
 
 PLURAL = {"index": "indexes"}
 

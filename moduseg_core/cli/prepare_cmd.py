@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import ModusegError
-from .common import OverwriteOpt
+from moduseg_core.cli.common import OverwriteOpt
+from moduseg_core.contract.errors import ModusegError
 
 app = typer.Typer(
     help="Write the layouts the dataset plugins read from the official downloads (docs/prepare.md).",
@@ -60,7 +60,7 @@ def coco(
 
     if importlib.util.find_spec("pycocotools") is None:
         raise ModusegError("prepare coco needs pycocotools; install it with pip install 'moduseg[prepare]'")
-    from ..prepare.coco import prepare_coco
+    from moduseg_core.prepare.coco import prepare_coco
 
     result = prepare_coco(
         annotations, images, out, crowd=crowd.value, overlap=overlap.value, keep_empty=keep_empty, overwrite=overwrite
@@ -78,7 +78,7 @@ def voc(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """PASCAL VOC 2012 (+ SegmentationClassAug) → image-level labels of train / train_aug / val from the masks."""
-    from ..prepare.voc import prepare_voc
+    from moduseg_core.prepare.voc import prepare_voc
 
     result = prepare_voc(root, out, aug=aug, overwrite=overwrite)
     split = "train_aug" if aug is not None else "train"
@@ -101,7 +101,7 @@ def ade20k(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """ADE20K (150 classes, 0 = other) → masks with 0 as ignore or background, image-level labels."""
-    from ..prepare.ade20k import prepare_ade20k
+    from moduseg_core.prepare.ade20k import prepare_ade20k
 
     result = prepare_ade20k(root, out, unlabeled=unlabeled.value, overwrite=overwrite)
     _print(result, out, f"--dataset ade20k --set dataset.root={out} --set dataset.unlabeled={unlabeled.value}")
@@ -118,7 +118,7 @@ def cityscapes(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Cityscapes label ids → the 19 train ids (as 1..19), void as ignore or background, image-level labels."""
-    from ..prepare.cityscapes import prepare_cityscapes
+    from moduseg_core.prepare.cityscapes import prepare_cityscapes
 
     result = prepare_cityscapes(root, out, void=void.value, overwrite=overwrite)
     _print(result, out, f"--dataset cityscapes --set dataset.root={out} --set dataset.void={void.value}")

@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ModusegError
-from .common import (
+from moduseg_core.cli.common import (
     AggregatorOpt,
     ConfigOpt,
     DatasetOpt,
@@ -27,6 +26,7 @@ from .common import (
     compose,
     exit_code,
 )
+from moduseg_core.contract.errors import ModusegError
 
 
 def _print_scores(report: dict, out: Path) -> None:
@@ -39,7 +39,7 @@ def _print_scores(report: dict, out: Path) -> None:
             typer.echo(f"  {name:<{width}}  {'   –' if value is None else f'{100 * value:6.2f}'}")
         skipped = (report.get("skipped") or {}).get("eval", 0)
         scored = report["eval"]["images"] - skipped
-        from ..method.metrics import miou_note
+        from moduseg_core.method.metrics import miou_note
 
         typer.echo(f"mIoU {100 * report['miou']:.2f} on {scored} images" + (f" ({skipped} skipped)" if skipped else "")
                    + f" ({miou_note(report)})"
@@ -69,12 +69,14 @@ def run(
     executor: ExecutorOpt = None,
 ) -> int:
     """Build the bank, predict the eval split and evaluate: the whole method in one go."""
-    from ..outputs import prepare
+    from moduseg_core.files.outputs import prepare
 
     output = prepare(out, "run", overwrite=overwrite)
     cfg = compose(config, sets, on_error, executor=executor, dataset=dataset, labeler=labeler, proposer=proposer,
                   purifier=purifier, encoder=encoder, aggregator=aggregator, index=index)
-    from ..executors.run_job import run_distributed  # the bank resumable (OUT/bank/shards/), with either executor
+    from moduseg_core.executors.run_job import (
+        run_distributed,  # the bank resumable (OUT/bank/shards/), with either executor
+    )
 
     report = run_distributed(cfg, out, bank_dir=bank, output=output)
     _print_scores(report, out)
@@ -101,8 +103,8 @@ def build_bank_cmd(
     Finished images are stored as they come (OUT/shards/, method.batch_images images a shard): a killed
     build rerun with the same command resumes, and ends byte-identical to an uninterrupted one, with
     either executor (docs/scaling.md)."""
-    from ..executors.bank_job import build_bank_job
-    from ..outputs import prepare
+    from moduseg_core.executors.bank_job import build_bank_job
+    from moduseg_core.files.outputs import prepare
 
     output = prepare(out, "build-bank", overwrite=overwrite)
     cfg = compose(config, sets, on_error, executor=executor, dataset=dataset, labeler=labeler, purifier=purifier,
@@ -136,8 +138,8 @@ def predict(
 
     The encoder and aggregator are the bank's own unless --set overrides them (a
     mismatch is refused)."""
-    from ..outputs import prepare
-    from ..predict_files import predict_files
+    from moduseg_core.files.outputs import prepare
+    from moduseg_core.pipeline.predict_files import predict_files
 
     if bank is None:
         raise ModusegError("Missing option '--bank': pass the bank folder of a build-bank or run (e.g. runs/x/bank)")
@@ -162,10 +164,15 @@ def evaluate(
     executor: ExecutorOpt = None,
 ) -> None:
     """Score a folder of predicted masks against a dataset split (mIoU, boundary F, Boundary IoU; per class)."""
-    from ..method.metrics import miou_note
-    from ..runner import boundary_tolerance_text, evaluate_dir, open_dataset, score_rules, write_evaluation
-
-    from ..outputs import check_complete, prepare
+    from moduseg_core.files.outputs import check_complete, prepare
+    from moduseg_core.method.metrics import miou_note
+    from moduseg_core.pipeline.runner import (
+        boundary_tolerance_text,
+        evaluate_dir,
+        open_dataset,
+        score_rules,
+        write_evaluation,
+    )
 
     cfg = compose(config, sets, executor=executor, dataset=dataset)
     if not predictions.is_dir():
@@ -180,8 +187,8 @@ def evaluate(
         if output is not None:
             write_evaluation(output, predictions, result, ds, samples, names)
     else:  # with --out, the finished chunks' counts are kept in OUT/chunks/: a rerun resumes
-        from ..executors import make_executor
-        from ..executors.ray_predict import evaluate_on_ray
+        from moduseg_core.executors import make_executor
+        from moduseg_core.executors.ray_predict import evaluate_on_ray
 
         make_executor(cfg)
         if output is None:
@@ -214,9 +221,9 @@ def demo(
     on_error: OnErrorOpt = None,
 ) -> int:
     """The embedded offline default on coco-mini: SLIC + offline DINOv2-S/14 + the gt ORACLE labeler."""
-    from ..config import coco_mini_preset
-    from ..outputs import prepare
-    from ..runner import run as run_job
+    from moduseg_core.contract.config import coco_mini_preset
+    from moduseg_core.files.outputs import prepare
+    from moduseg_core.pipeline.runner import run as run_job
 
     output = prepare(out, "demo", overwrite=overwrite)
     preset, sets = coco_mini_preset(data, sets, "pass --data PATH or set DATA=PATH for make demo")
@@ -253,10 +260,10 @@ def bench(
 ) -> None:
     """Released-code loop vs ModuSeg pipeline on the same images and components: images/s per stage, ratio, FLOP floor;
     for sam/sam2 the proposal stage split per engine (--engines)."""
-    from ..bench import bench_markdown, parse_engines, run_bench
-    from ..config import coco_mini_preset
-    from ..io import write_json, write_text
-    from ..outputs import prepare
+    from moduseg_core.bench import bench_markdown, parse_engines, run_bench
+    from moduseg_core.contract.config import coco_mini_preset
+    from moduseg_core.files.io import write_json, write_text
+    from moduseg_core.files.outputs import prepare
 
     output = prepare(out, "bench", overwrite=overwrite)
     if config is None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import EXECUTORS, RunConfig
-from ..errors import ModusegError
+from moduseg_core.contract.config import EXECUTORS, RunConfig
+from moduseg_core.contract.errors import ModusegError
 
 
 def check_executor(name: str) -> str:
     if name not in EXECUTORS:
-        from ..errors import did_you_mean
+        from moduseg_core.contract.errors import did_you_mean
 
         raise ModusegError(
             f"--executor {name!r} is unknown{did_you_mean(name, EXECUTORS)} (allowed: {', '.join(EXECUTORS)}); "
@@ -32,12 +32,12 @@ def make_executor(config: RunConfig) -> Any:
     """The executor ``config.executor`` names (Ray's is connected to its cluster here, before any output is written)."""
     check_executor(config.executor)
     if config.executor == "local":
-        from .local import LocalExecutor
+        from moduseg_core.executors.local import LocalExecutor
 
         return LocalExecutor(config)
-    from .ray_cluster import connect
+    from moduseg_core.executors.ray_cluster import connect
 
     connect(config.ray)
-    from .ray_bank import RayExecutor
+    from moduseg_core.executors.ray_bank import RayExecutor
 
     return RayExecutor(config)

@@ -15,17 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..bank import Bank
-from ..bank_build import WORK_KINDS, ImageRecords, assemble_bank, chunks
-from ..components import Built, Timer, identity, validate
-from ..config import RunConfig
-from ..failures import ERRORS_FILE, ErrorLog
-from ..faults import crash_point
-from ..kinds import BANK_KINDS
-from ..plugins import build_options
-from ..progress import note
-from ..types import Sample
-from .store import SHARDS, ShardStore, shard_name
+from moduseg_core.contract.components import Built, Timer, identity, validate
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.kinds import BANK_KINDS
+from moduseg_core.contract.plugins import build_options
+from moduseg_core.contract.types import Sample
+from moduseg_core.executors.store import SHARDS, ShardStore, shard_name
+from moduseg_core.files.failures import ERRORS_FILE, ErrorLog
+from moduseg_core.files.faults import crash_point
+from moduseg_core.files.progress import note
+from moduseg_core.pipeline.bank import Bank
+from moduseg_core.pipeline.bank_build import WORK_KINDS, ImageRecords, assemble_bank, chunks
 
 BANK_FILES = ["manifest.json", "vectors.npy", "labels.npy", "index/", ERRORS_FILE, f"{SHARDS}/"]
 
@@ -52,7 +52,7 @@ def build_bank_job(config: RunConfig, out: Path, *, output: Any, timer: Timer | 
     """Build (or resume) the bank of ``config`` into the folder ``out`` (``output``: its ``OutputDir``)
     with ``config.executor``; with ``add``, add the split to the bank there. The bank, the error log
     and what the executor reports (workers, nodes)."""
-    from . import make_executor
+    from moduseg_core.executors import make_executor
 
     timer = timer or Timer()
     job = open_bank_job(config)
@@ -71,7 +71,7 @@ def build_bank_job(config: RunConfig, out: Path, *, output: Any, timer: Timer | 
 
 def open_bank_job(config: RunConfig) -> tuple[Any, list[Sample]]:
     """Checks that come before anything is written: the components' options, the bank split."""
-    from ..runner import open_dataset
+    from moduseg_core.pipeline.runner import open_dataset
 
     validate(config, (*BANK_KINDS, "index"))
     dataset, samples = open_dataset(config, config.bank_split, config.bank_limit)
@@ -84,7 +84,7 @@ def build_into(config: RunConfig, out: Path, job: tuple[Any, list[Sample]], *, e
     """Steps 2-4 of the module doc into the bank folder ``out`` (its output already begun). With
     ``add``, the split is a new source of the bank already there (``build-bank --add``): its images
     are computed, the earlier sources' are read back, and the filter runs over all of them."""
-    from ..runner import dataset_info
+    from moduseg_core.pipeline.runner import dataset_info
 
     dataset, samples = job
     class_names = list(dataset.component.class_names)
@@ -142,7 +142,7 @@ def _check_addable(store: ShardStore, settings: dict, samples: list[Sample], cla
     """The bank's sources, after checking that ``samples`` can be added to the bank in ``out``."""
     import json
 
-    from ..errors import ModusegError
+    from moduseg_core.contract.errors import ModusegError
 
     have = store.read_settings()
     if have is None or not (out / "manifest.json").is_file():
@@ -168,7 +168,7 @@ def _check_addable(store: ShardStore, settings: dict, samples: list[Sample], cla
 
 
 def _check_unique_ids(samples: list[Sample]) -> None:
-    from ..errors import ModusegError
+    from moduseg_core.contract.errors import ModusegError
 
     seen: dict[str, Any] = {}
     for sample in samples:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from ..bank_build import WORK_KINDS, BankWorker, ImageRecords, fit_labeler, run_chunks
-from ..components import Timer, build
-from ..config import RunConfig
-from ..failures import ErrorLog
-from ..types import Sample
-from .store import shard_name
+from moduseg_core.contract.components import Timer, build
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.types import Sample
+from moduseg_core.executors.store import shard_name
+from moduseg_core.files.failures import ErrorLog
+from moduseg_core.pipeline.bank_build import WORK_KINDS, BankWorker, ImageRecords, fit_labeler, run_chunks
 
 
 class LocalExecutor:

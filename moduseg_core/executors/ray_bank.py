@@ -15,13 +15,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..bank_build import WORK_KINDS, BankWorker, ImageRecords, fit_labeler
-from ..components import Timer
-from ..config import RunConfig
-from ..failures import ErrorLog, Failure, reason
-from ..progress import Bar
-from ..types import Sample
-from .ray_cluster import absolute, worker_env
+from moduseg_core.contract.components import Timer
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.types import Sample
+from moduseg_core.executors.ray_cluster import absolute, worker_env
+from moduseg_core.files.failures import ErrorLog, Failure, reason
+from moduseg_core.files.progress import Bar
+from moduseg_core.pipeline.bank_build import WORK_KINDS, BankWorker, ImageRecords, fit_labeler
 
 
 class BankActor:
@@ -30,7 +30,7 @@ class BankActor:
     def __init__(self, config: dict, samples: list[Sample], store: str, n_classes: int, source: int = 0):
         import ray
 
-        from ..components import build
+        from moduseg_core.contract.components import build
 
         cfg = RunConfig.model_validate(config)
         parts = {kind: build(kind, cfg.choice(kind)) for kind in WORK_KINDS}
@@ -41,9 +41,9 @@ class BankActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One row per chunk in, one row per image out (the chunk's shard, or the image's failure)."""
-        from ..faults import crash_point
-        from ..io import read_image
-        from .store import shard_name, write_shard
+        from moduseg_core.executors.store import shard_name, write_shard
+        from moduseg_core.files.faults import crash_point
+        from moduseg_core.files.io import read_image
 
         rows: dict[str, list] = {"chunk": [], "pos": [], "shard": [], "stage": [], "error": [], "node": []}
         for index, start, stop in zip(batch["chunk"], batch["start"], batch["stop"]):

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import RayConfig
-from ..errors import ModusegError
+from moduseg_core.contract.config import RayConfig
+from moduseg_core.contract.errors import ModusegError
 
 RAY_INSTALL = "pip install 'moduseg[ray]'"
 #: Ray's switch that, off, makes a node take the loopback address instead of the machine's.

@@ -18,15 +18,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..bank_build import chunks
-from ..config import RunConfig
-from ..failures import ErrorLog, Failure
-from ..io import notify_written
-from ..method.metrics import Accumulator
-from ..progress import Bar
-from ..types import Sample
-from .ray_bank import _pickled, local_threads
-from .ray_cluster import absolute, worker_env
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.types import Sample
+from moduseg_core.executors.ray_bank import _pickled, local_threads
+from moduseg_core.executors.ray_cluster import absolute, worker_env
+from moduseg_core.files.failures import ErrorLog, Failure
+from moduseg_core.files.io import notify_written
+from moduseg_core.files.progress import Bar
+from moduseg_core.method.metrics import Accumulator
+from moduseg_core.pipeline.bank_build import chunks
 
 
 class PredictActor:
@@ -34,9 +34,9 @@ class PredictActor:
 
     def __init__(self, config: dict, bank: str, samples: list[Sample], out: str | None, n_classes: int, overlays: bool,
                  class_names: list[str] | None, index: dict | None, state: str | None = None):
-        from ..bank import Bank
-        from ..config import Choice
-        from ..runner import make_predictor
+        from moduseg_core.contract.config import Choice
+        from moduseg_core.pipeline.bank import Bank
+        from moduseg_core.pipeline.runner import make_predictor
 
         cfg = RunConfig.model_validate(config)
         self.predictor = make_predictor(cfg, Bank.load(bank, index=Choice(**index) if index else None))
@@ -45,10 +45,10 @@ class PredictActor:
         self.state = Path(state) if state else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..faults import crash_point
-        from ..io import overlay, read_mask, write_jpeg, write_json, write_png
-        from ..legend import with_legend
-        from ..streaming import stream_predictions
+        from moduseg_core.files.faults import crash_point
+        from moduseg_core.files.io import overlay, read_mask, write_jpeg, write_json, write_png
+        from moduseg_core.files.legend import with_legend
+        from moduseg_core.pipeline.streaming import stream_predictions
 
         rows: dict[str, list] = {"chunk": [], "matrix": [], "boundary": [], "scored": [], "failures": [], "masks": []}
         for index, start, stop in zip(batch["chunk"], batch["start"], batch["stop"]):
@@ -164,8 +164,8 @@ def _resume(state: Path, key: dict[str, Any] | None, work: list[range], samples:
     ``total`` and ``masks``); records of another key are removed (only the records this writes)."""
     import json
 
-    from ..io import remove_path, write_json
-    from ..progress import note
+    from moduseg_core.files.io import remove_path, write_json
+    from moduseg_core.files.progress import note
 
     state.mkdir(parents=True, exist_ok=True)
     settings = state / "settings.json"
@@ -205,7 +205,7 @@ def _resume(state: Path, key: dict[str, Any] | None, work: list[range], samples:
 
 
 def _score_chunk(pred_dir: str, samples: list[Sample], n_classes: int) -> dict[str, Any]:
-    from ..io import read_mask
+    from moduseg_core.files.io import read_mask
 
     accumulator = Accumulator(n_classes)
     for sample in samples:
@@ -222,9 +222,9 @@ def evaluate_on_ray(config: RunConfig, pred_dir: Path, samples: Sequence[Sample]
     there, and a rerun over the same files (paths, sizes, times) takes them as they are."""
     import ray
 
-    from ..errors import ModusegError
-    from ..io import write_json
-    from .run_job import files_digest
+    from moduseg_core.contract.errors import ModusegError
+    from moduseg_core.executors.keys import files_digest
+    from moduseg_core.files.io import write_json
 
     for sample in samples:
         if sample.mask_path is None:

@@ -10,57 +10,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..bank import Bank
-from ..components import Timer, validate
-from ..config import RunConfig
-from ..errors import ModusegError
-from ..failures import ERRORS_FILE, ErrorLog
-from ..faults import crash_point
-from ..kinds import RUN_KINDS
-
-
-#: The run folder's records of finished prediction chunks (``ray_predict.predict_on_ray``'s ``state``).
-CHUNKS = "chunks"
-
-
-def prediction_key(config: RunConfig, bank: Path, samples: list) -> dict[str, Any]:
-    """What a run's predictions and scores depend on: the bank (its manifest), the inference
-    components and numbers, the images and whether overlays are drawn."""
-    import hashlib
-    import json
-
-    from ..components import identity
-
-    return {
-        "bank": hashlib.sha256(json.dumps({k: v for k, v in json.loads((bank / "manifest.json").read_text()).items()
-                                           if k != "created"}, sort_keys=True).encode()).hexdigest(),
-        "components": {kind: identity(kind, config.choice(kind)) for kind in ("proposer", "encoder", "aggregator", "index")},
-        "method": config.method.identity(),
-        "images": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
-        "files": files_digest([s.image_path for s in samples]),
-        "batch": config.method.batch_images, "overlays": config.overlays,
-    }
-
-
-def files_digest(paths: list) -> str:
-    """A hash of each file's path, size and modification time: a replaced image re-keys the records."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for path in paths:
-        try:
-            st = os.stat(path)
-            h.update(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        except (OSError, TypeError):
-            h.update(f"{path}|missing\n".encode())
-    return h.hexdigest()
+from moduseg_core.contract.components import Timer, validate
+from moduseg_core.contract.config import RunConfig
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.contract.kinds import RUN_KINDS
+from moduseg_core.executors.keys import CHUNKS, prediction_key
+from moduseg_core.files.failures import ERRORS_FILE, ErrorLog
+from moduseg_core.files.faults import crash_point
+from moduseg_core.pipeline.bank import Bank
 
 
 def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None = None, output: Any) -> dict[str, Any]:
     """``runner.run`` with the per-image work on ``config.executor``, its bank resumable."""
-    from ..runner import dataset_info, make_report, open_dataset, run_outputs, score_rules, write_html, write_report
-    from . import make_executor
-    from .bank_job import build_into, open_bank_job
+    from moduseg_core.executors import make_executor
+    from moduseg_core.executors.bank_job import build_into, open_bank_job
+    from moduseg_core.pipeline.runner import (
+        dataset_info,
+        make_report,
+        open_dataset,
+        run_outputs,
+        score_rules,
+        write_html,
+        write_report,
+    )
 
     validate(config, RUN_KINDS)
     out_dir = Path(out_dir)
@@ -100,7 +72,7 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
             evaluation, masks = _predict_here(config, bank, getattr(executor, "parts", None), samples, out_dir,
                                               class_names, errors=errors, timer=timer)
         else:
-            from .ray_predict import predict_on_ray
+            from moduseg_core.executors.ray_predict import predict_on_ray
 
             evaluation, masks = predict_on_ray(config, bank_dir, samples, out_dir, n_classes=len(class_names),
                                                overlays=config.overlays, errors=errors, class_names=class_names,
@@ -127,7 +99,7 @@ def _predict_here(config: RunConfig, bank: Bank, parts: dict | None, samples: li
                   class_names: list[str], *, errors: ErrorLog, timer: Timer) -> tuple[Any, dict[str, int]]:
     """The eval split predicted in this process (``runner.run``'s path); the encoder the bank was just
     built with is reused (``parts``: the local executor's components, None when every image was resumed)."""
-    from ..runner import make_predictor, predict_samples
+    from moduseg_core.pipeline.runner import make_predictor, predict_samples
 
     if parts is not None:
         bank.encoder_component = parts["encoder"]

@@ -28,10 +28,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..bank_build import ImageRecords, chunks
-from ..errors import ModusegError
-from ..io import atomic_path, notify_written, remove_path
-from ..types import Sample
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.contract.types import Sample
+from moduseg_core.files.io import atomic_path, notify_written, remove_path
+from moduseg_core.pipeline.bank_build import ImageRecords, chunks
 
 SHARDS = "shards"
 SETTINGS = "settings.json"

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..types import BACKGROUND
+from moduseg_core.contract.types import BACKGROUND
 
 
 def outlier_keep(vectors: np.ndarray, labels: np.ndarray, ratio: float = 0.25) -> np.ndarray:

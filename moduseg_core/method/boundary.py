@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..types import IGNORE_INDEX
+from moduseg_core.contract.types import IGNORE_INDEX
 
 #: Default boundary F-score tolerance: a fraction of the image diagonal (< 1) or pixels (≥ 1).
 BF_TOLERANCE = 0.0075

@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..types import IGNORE_INDEX
-from .boundary import BF_TOLERANCE, BIOU_DILATION, BoundaryScores, boundary_counts, boundary_scores
+from moduseg_core.contract.types import IGNORE_INDEX
+from moduseg_core.method.boundary import BF_TOLERANCE, BIOU_DILATION, BoundaryScores, boundary_counts, boundary_scores
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import BACKGROUND
-
+from moduseg_core.contract.types import BACKGROUND
 
 #: pixels per slice of the intersection product: each slice's float32 sums stay exact (< 2**24) and its
 #: float32 copy of the masks stays small (64 masks × 2**20 pixels = 256 MiB at most)
@@ -51,7 +50,7 @@ def mask_nms(
     the same answer.
     """
     if boxes is None:
-        from .pooling import bounding_boxes
+        from moduseg_core.method.pooling import bounding_boxes
 
         boxes = bounding_boxes(masks)
     areas = mask_areas(masks, boxes)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import FeatureMap, Geometry
+from moduseg_core.contract.types import FeatureMap, Geometry
+
 
 def _overlap_matrix(n_pixels: int, n_resized: int, n_cells: int, patch: int) -> np.ndarray:
     """``n_cells × n_pixels``: fraction of each patch's footprint covered by each image pixel row/column.

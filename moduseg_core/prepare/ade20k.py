@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModusegError
-from ..io import read_mask, write_png
-from ..progress import progress
-from .common import (
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.files.io import read_mask, write_png
+from moduseg_core.files.progress import progress
+from moduseg_core.prepare.common import (
     DATASET_NOTE,
     LABELS,
     SplitSummary,

@@ -21,10 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModusegError
-from ..io import read_mask, write_png
-from ..progress import progress
-from .common import DATASET_NOTE, LABELS, SplitSummary, begin_output, builtin_class_names, check_dir, finish_scene, link
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.files.io import read_mask, write_png
+from moduseg_core.files.progress import progress
+from moduseg_core.prepare.common import (
+    DATASET_NOTE,
+    LABELS,
+    SplitSummary,
+    begin_output,
+    builtin_class_names,
+    check_dir,
+    finish_scene,
+    link,
+)
 
 #: label id → train id of the 19 evaluated classes (every other label id is void)
 TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModusegError
-from ..progress import note, progress
-from ..writing import write_png, write_text
-from .common import (
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.files.progress import note, progress
+from moduseg_core.files.writing import write_png, write_text
+from moduseg_core.prepare.common import (
     LABELS,
     SplitSummary,
     begin_output,

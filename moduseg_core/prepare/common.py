@@ -15,10 +15,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import ModusegError
-from ..outputs import OutputDir
-from ..types import IGNORE_INDEX
-from ..writing import atomic_path, write_json, write_text
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.contract.types import IGNORE_INDEX
+from moduseg_core.files.outputs import OutputDir
+from moduseg_core.files.writing import atomic_path, write_json, write_text
 
 SUMMARY = "prepare_summary.json"
 LABELS = "image_labels.json"

@@ -20,10 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModusegError
-from ..io import read_mask
-from ..progress import progress
-from .common import (
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.files.io import read_mask
+from moduseg_core.files.progress import progress
+from moduseg_core.prepare.common import (
     LABELS,
     SplitSummary,
     begin_output,

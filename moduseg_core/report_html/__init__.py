@@ -22,10 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..writing import voc_palette, write_text
-from . import images as _images
-from .charts import heatmap, iou_bars
-from .page import (
+from moduseg_core.files.writing import voc_palette, write_text
+from moduseg_core.report_html import images as _images
+from moduseg_core.report_html.charts import heatmap, iou_bars
+from moduseg_core.report_html.page import (
     AVERAGING,
     card,
     class_list,
@@ -76,7 +76,7 @@ def headline(report: dict[str, Any], images: int | None = None) -> str:
     per_class = report.get("per_class_iou") or {}
     n = sum(v is not None for v in per_class.values())
     if "miou" in report:
-        from ..method.metrics import miou_note
+        from moduseg_core.method.metrics import miou_note
 
         if report.get("miou_average") == "all":  # every scored class, an empty union as 0
             n = len(per_class) - len(report.get("not_scored") or [])
@@ -287,7 +287,7 @@ def sweep_html(
     """A sweep's page: ``results`` is results.json's ``sweep`` summary (with ``axes``), ``reports`` the
     points' reports, ``point_dirs`` point index → folder with ``predictions/{id}.png`` (points without
     that folder have no gallery column), ``plots`` file name → PNG bytes."""
-    from .images import data_uri
+    from moduseg_core.report_html.images import data_uri
 
     palette = voc_palette() if palette is None else palette
     names = list(class_names)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..writing import voc_palette
+from moduseg_core.files.writing import voc_palette
 
 #: Thumbnails are at most this many pixels wide (and ``THUMB_HEIGHT`` high).
 THUMB_WIDTH = 320
@@ -155,7 +155,7 @@ class Stats:
 
 
 def _maps(sample, predictions: dict[str, Path], n_classes: int):
-    from ..io import read_mask
+    from moduseg_core.files.io import read_mask
 
     gt = _read(getattr(sample, "mask_path", None), lambda p: read_mask(p))
     maps = {name: _read(Path(folder) / f"{sample.id}.png", lambda p: read_mask(p)) for name, folder in predictions.items()}
@@ -212,7 +212,7 @@ def build_items(
     thumb_width: int = THUMB_WIDTH,
 ) -> list[Item]:
     """Gallery items (thumbnails as data URIs) of the samples whose id is in ``ids``."""
-    from ..io import read_image
+    from moduseg_core.files.io import read_image
 
     wanted = set(ids)
     items: list[Item] = []

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .images import Item
+from moduseg_core.report_html.images import Item
 
 ORACLE_TEXT = (
     "ORACLE labeler: the bank was built from ground-truth masks. These scores are an upper bound for these "

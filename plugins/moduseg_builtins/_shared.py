@@ -120,13 +120,13 @@ def check_image(image: Any, what: str, *, cast: bool = False) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
         raise ModusegError(
             f"{what} got an image of shape {getattr(image, 'shape', None)}; expected uint8 H×W×3 RGB "
-            "(read it with moduseg_core.io.read_image)"
+            "(read it with moduseg_core.files.io.read_image)"
         )
     if image.dtype != np.uint8:
         if not cast:
             raise ModusegError(
                 f"{what} got an image of dtype {image.dtype}; expected uint8 H×W×3 RGB "
-                "(read it with moduseg_core.io.read_image)"
+                "(read it with moduseg_core.files.io.read_image)"
             )
         image = np.clip(image, 0, 255).astype(np.uint8)
     if not (image.flags.c_contiguous and image.flags.writeable):

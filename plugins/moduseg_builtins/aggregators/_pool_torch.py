@@ -14,8 +14,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from moduseg_core.contract.types import FeatureMap, Geometry
 from moduseg_core.method.pooling import _overlap_matrix
-from moduseg_core.types import FeatureMap, Geometry
 
 #: masks turned into weights per product, to bound device memory (chunk × H × W floats)
 CHUNK = 64

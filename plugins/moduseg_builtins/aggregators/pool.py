@@ -12,8 +12,8 @@ import numpy as np
 from pydantic import Field
 
 from moduseg_core import Options
+from moduseg_core.contract.types import FeatureMap
 from moduseg_core.method.pooling import patch_weights, pool
-from moduseg_core.types import FeatureMap
 
 from .._shared import Device, resolve_gpu_choice
 

@@ -1,7 +1,7 @@
 """Datasets: ``voc`` (PASCAL VOC layout), ``coco`` (the paper's COCO-2014 layout), ``folder``, and
 ``ade20k`` / ``cityscapes`` (scene parsing without a background class, in ``scenes``).
 
-Every dataset yields :class:`~moduseg_core.types.Sample` items with image-level labels
+Every dataset yields :class:`~moduseg_core.contract.types.Sample` items with image-level labels
 (sorted foreground class ids, 1-based). Labels come from a labels file when one is given
 or found, else they are derived from the ground-truth masks: the unique class ids of each
 mask except background (0) and ignore (255). That is how PASCAL VOC's image-level labels
@@ -27,8 +27,8 @@ from moduseg_core import ModusegError, Options, hookimpl
 from ._files import (
     COCO_SPLITS,
     FROM_MASKS,
-    FileDataset,
     IMAGE_SUFFIXES,
+    FileDataset,
     _attach,
     _check_dir,
     _check_root,
@@ -38,7 +38,6 @@ from ._files import (
 )
 from ._labels import _resolve, load_class_names
 from .scenes import Ade20kOptions, CityscapesOptions, make_ade20k, make_cityscapes
-
 
 # --------------------------------------------------------------------------- voc
 

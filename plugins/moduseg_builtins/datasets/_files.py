@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterator
 
 from moduseg_core import ModusegError
-from moduseg_core.io import IMAGE_SUFFIXES
-from moduseg_core.types import Sample
+from moduseg_core.contract.types import Sample
+from moduseg_core.files.io import IMAGE_SUFFIXES
 
 from ._labels import LabelTable, _read_text, labels_from_mask
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from moduseg_core import ModusegError
-from moduseg_core.errors import did_you_mean
-from moduseg_core.io import IMAGE_SUFFIXES, read_mask
-from moduseg_core.types import IGNORE_INDEX
+from moduseg_core.contract.errors import did_you_mean
+from moduseg_core.contract.types import IGNORE_INDEX
+from moduseg_core.files.io import IMAGE_SUFFIXES, read_mask
 
 HERE = Path(__file__).resolve().parent
 BUILTIN_CLASSES = {name: HERE / f"{name}_classes.txt" for name in ("voc", "coco", "ade20k", "cityscapes")}

@@ -26,7 +26,16 @@ from pydantic import Field, field_validator
 
 from moduseg_core import ModusegError, Options
 
-from ._files import FROM_MASKS, IMAGE_SUFFIXES, FileDataset, _attach, _check_dir, _check_root, _check_split_name, _index_dir
+from ._files import (
+    FROM_MASKS,
+    IMAGE_SUFFIXES,
+    FileDataset,
+    _attach,
+    _check_dir,
+    _check_root,
+    _check_split_name,
+    _index_dir,
+)
 from ._labels import _resolve, load_class_names
 
 #: written by ``moduseg prepare ade20k|cityscapes`` beside the masks it made

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from moduseg_core import ModusegError
-from moduseg_core.errors import did_you_mean
+from moduseg_core.contract.errors import did_you_mean
 
 from .._shared import short_reason
 from ._vit_common import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PatchEncoder, resolve_layers, square_patch

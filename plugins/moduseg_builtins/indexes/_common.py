@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from moduseg_core.errors import ModusegError
+from moduseg_core.contract.errors import ModusegError
 
 FORMAT = 1
 METRIC = "inner_product"

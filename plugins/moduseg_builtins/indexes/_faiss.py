@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from moduseg_core.errors import ModusegError
-from moduseg_core.io import atomic_path
-from moduseg_core.types import SearchResult
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.contract.types import SearchResult
+from moduseg_core.files.io import atomic_path
 
 from ._common import (
     CountedIndex,
@@ -28,7 +28,6 @@ from ._common import (
     _write_manifest,
     order_neighbours,
 )
-
 
 #: faiss GPU indexes answer at most this many neighbours per query (and probe at most this many cells).
 _FAISS_GPU_MAX_K = 2048

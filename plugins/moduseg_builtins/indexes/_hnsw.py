@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from moduseg_core.errors import ModusegError
-from moduseg_core.io import atomic_path
-from moduseg_core.types import SearchResult
+from moduseg_core.contract.errors import ModusegError
+from moduseg_core.contract.types import SearchResult
+from moduseg_core.files.io import atomic_path
 
 from ._common import (
     CountedIndex,

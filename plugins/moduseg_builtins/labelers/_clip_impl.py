@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from moduseg_core import ModusegError
-from moduseg_core.errors import did_you_mean
-from moduseg_core.types import Sample
+from moduseg_core.contract.errors import did_you_mean
+from moduseg_core.contract.types import Sample
 
 from .._shared import check_image, resolve_device, short_reason, torch_dtype
 from ._clip_text import IMAGENET_TEMPLATES, PROMPT_NAMES

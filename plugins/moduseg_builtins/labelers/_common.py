@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from moduseg_core import ModusegError
-from moduseg_core.types import IGNORE_INDEX, Proposals, Sample
+from moduseg_core.contract.types import IGNORE_INDEX, Proposals, Sample
 
 
 def build_part(labeler: str, kind: str, option: str, name: str, options: dict[str, Any]) -> Any:
     """``get_component(kind, name, **options)`` whose errors name the labeler option to change."""
-    from moduseg_core.plugins import get_component, get_spec, list_components
+    from moduseg_core.contract.plugins import get_component, get_spec, list_components
 
     try:
         get_spec(kind, name)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from moduseg_core import ModusegError
-from moduseg_core.types import Sample
+from moduseg_core.contract.types import Sample
 
 from .._shared import check_image
 from ..encoders._vit_common import load_hf_model, resolve_hf_source

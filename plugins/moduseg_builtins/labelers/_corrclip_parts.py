@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from moduseg_core.types import Proposals
+from moduseg_core.contract.types import Proposals
 
 
 def instance_map(proposals: Proposals, min_score: float) -> np.ndarray:

@@ -31,10 +31,10 @@ from typing import Sequence
 import numpy as np
 
 from moduseg_core import ModusegError
-from moduseg_core.io import read_image
+from moduseg_core.contract.types import BACKGROUND, Proposals, Sample
+from moduseg_core.files.io import read_image
+from moduseg_core.files.progress import progress
 from moduseg_core.method.pooling import patch_weights, pool
-from moduseg_core.progress import progress
-from moduseg_core.types import BACKGROUND, Proposals, Sample
 
 from .._shared import check_image
 from ._common import build_part

@@ -11,15 +11,15 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from moduseg_core import ModusegError, Options
-from moduseg_core.io import read_mask
-from moduseg_core.types import BACKGROUND, IGNORE_INDEX, Sample
+from moduseg_core.contract.types import BACKGROUND, IGNORE_INDEX, Sample
+from moduseg_core.files.io import read_mask
 
 
 def _image_hw(image: np.ndarray) -> tuple[int, int]:
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
         raise ModusegError(
             f"labeler got an image of shape {getattr(image, 'shape', None)}; expected uint8 H×W×3 RGB "
-            "(read it with moduseg_core.io.read_image)"
+            "(read it with moduseg_core.files.io.read_image)"
         )
     return int(image.shape[0]), int(image.shape[1])
 

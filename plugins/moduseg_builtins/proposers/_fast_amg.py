@@ -45,8 +45,8 @@ import torch
 
 from moduseg_core import Proposals
 
-from ._sam_decoder import TokenState, TwoStageDecoder
 from .._shared import check_image
+from ._sam_decoder import TokenState, TwoStageDecoder
 from ._torch_common import to_proposals
 
 #: candidates upsampled to the image's size at once (memory: chunk × H × W float32)

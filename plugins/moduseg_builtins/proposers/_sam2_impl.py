@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from moduseg_core import ModusegError
-from moduseg_core.errors import did_you_mean
+from moduseg_core.contract.errors import did_you_mean
 
 from .._shared import resolve_device, short_reason
 from ._fast_amg import GeneratorProposer

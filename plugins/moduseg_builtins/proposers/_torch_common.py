@@ -17,6 +17,7 @@ from moduseg_core import ModusegError, Proposals
 from .._shared import short_reason, torch_dtype
 from .sam import GeneratorOptions
 
+
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: str) -> Iterator[None]:
     """Mixed precision for models that expect it (SAM, SAM 2, detectron2); float32 = no autocast."""

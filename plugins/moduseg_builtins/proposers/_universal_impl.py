@@ -19,7 +19,6 @@ See ``transformers_universal`` for the score.
 from __future__ import annotations
 
 import contextlib
-
 import json
 from pathlib import Path
 from typing import Any, Sequence

@@ -19,10 +19,10 @@ import numpy as np
 from pydantic import Field
 
 from moduseg_core import ModusegError, Options
-from moduseg_core.io import atomic_path, exif_oriented
+from moduseg_core.contract.types import Proposals
+from moduseg_core.files.io import atomic_path, exif_oriented
+from moduseg_core.files.proposal_files import packed_size, unpack_all, unpack_one, write_packed
 from moduseg_core.method.scale import resize_nearest
-from moduseg_core.proposal_files import packed_size, unpack_all, unpack_one, write_packed
-from moduseg_core.types import Proposals
 
 from .._shared import short_reason
 

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from moduseg_core import Options
-from moduseg_core.types import Proposals
+from moduseg_core.contract.types import Proposals
 
 from .._shared import check_image
 
