@@ -37,19 +37,20 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import random_checkpoints  # noqa: E402
+import random_checkpoints
 
-from moduseg_core.bench.measure import gpu_memory  # noqa: E402
-from moduseg_core.contract.plugins import get_spec  # noqa: E402
+from moduseg_core.bench.measure import gpu_memory
+from moduseg_core.contract.plugins import get_spec
 
 VERSIONS = ("moduseg", "torch", "torchvision", "transformers", "numpy", "segment-anything", "sam2", "open_clip_torch",
             "timm", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "pydantic", "typer", "ray")
@@ -89,7 +90,7 @@ class Check:
             entry = {"status": "pass", **figures}
         except Unavailable as exc:
             entry = {"status": "unavailable", "reason": str(exc)}
-        except BaseException as exc:  # noqa: BLE001 - every failure is a result here
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             tail = traceback.format_exc().strip().splitlines()[-25:]

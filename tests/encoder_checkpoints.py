@@ -168,7 +168,6 @@ ENCODER_PLUGINS = "encoders"
 def isolated_registry(tmp_path_factory, plugins: str = ENCODER_PLUGINS):
     """Generator for a module-scoped autouse fixture: only the named entry points, a private
     conversion cache, the hub offline; the registry is rebuilt before and after."""
-    import pytest
     from conftest import plugins_only
 
     with plugins_only(

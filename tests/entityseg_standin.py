@@ -18,7 +18,7 @@ import torch
 SCORES = (0.95, 0.85, 0.75, 0.65, 0.55, 0.45)
 
 #: How many predictors the factory built, and how many images each saw.
-BUILT: list["StandInPredictor"] = []
+BUILT: list[StandInPredictor] = []
 
 
 class Instances:

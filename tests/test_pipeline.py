@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from moduseg_core.cli import main
-from moduseg_core.contract.config import Choice
 from moduseg_core.pipeline.bank import Bank
 
 pytestmark = pytest.mark.slow

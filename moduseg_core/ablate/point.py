@@ -7,9 +7,10 @@ them; the driver of ``ablate --executor ray`` uses them to tell which points are
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from moduseg_core.ablate.sweep import Point
 from moduseg_core.cache import CachingPredictor, StageCache, component_key, fingerprint

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class SweepActor:
             try:
                 report = self.runner.run_point(point, total=len(self.points))
                 report["skipped"] = len(errors) - before
-            except Exception as exc:  # noqa: BLE001 (raised again in the driver, as a local sweep would)
+            except Exception as exc:
                 failure = _pickled(exc)
             rows["point"].append(point.index)
             rows["report"].append(pickle.dumps(report))

@@ -19,9 +19,10 @@ over the same cache (``ray_sweep``); claims (``cache.claims``) keep two workers 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from moduseg_core.ablate.point import (
     METRICS_VERSION,
@@ -141,7 +142,7 @@ class SweepRun:
         try:
             split = self._split(point.config, point.config.eval_split, point.config.eval_limit)
             write_sweep_html(self.out_dir, self.reports, split.samples, list(split.dataset.component.class_names))
-        except Exception as exc:  # noqa: BLE001 (results.* are written; the page is a view of them)
+        except Exception as exc:
             import sys
 
             print(f"warning: report.html not written: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -17,8 +17,9 @@ image), and their masks and scores are compared. ``moduseg bench`` (``--engines`
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

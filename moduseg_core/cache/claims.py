@@ -23,8 +23,9 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 CLAIM_SUFFIX = ".claim"
 #: Environment variable: seconds without a refresh after which a claim is stale.

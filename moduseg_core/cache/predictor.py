@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class CachingPredictor(Predictor):
 
     def decide(self, image_hw: tuple[int, int], masks: np.ndarray, vectors: np.ndarray) -> Prediction:
         if len(masks):
-            self.bank  # noqa: B018 — load (or build) the bank outside the retrieval timer
+            self.bank
         return super().decide(image_hw, masks, vectors)
 
     def describe(

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from moduseg_core.contract.config import RunConfig, apply_overrides, load_config
 from moduseg_core.contract.kinds import RUN_KINDS
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config (see docs/configuration.md).")]
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="Dataset plugin name (voc, coco, folder...).")]
-LabelerOpt = Annotated[Optional[str], typer.Option("--labeler", help="Labeler name (gt is the ORACLE).")]
-ProposerOpt = Annotated[Optional[str], typer.Option("--proposer", help="Mask proposer name.")]
-PurifierOpt = Annotated[Optional[str], typer.Option("--purifier", help="Purifier name.")]
-EncoderOpt = Annotated[Optional[str], typer.Option("--encoder", help="Feature encoder name.")]
-AggregatorOpt = Annotated[Optional[str], typer.Option("--aggregator", help="Aggregator name.")]
-IndexOpt = Annotated[Optional[str], typer.Option("--index", help="Bank index name.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (see docs/configuration.md).")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Dataset plugin name (voc, coco, folder...).")]
+LabelerOpt = Annotated[str | None, typer.Option("--labeler", help="Labeler name (gt is the ORACLE).")]
+ProposerOpt = Annotated[str | None, typer.Option("--proposer", help="Mask proposer name.")]
+PurifierOpt = Annotated[str | None, typer.Option("--purifier", help="Purifier name.")]
+EncoderOpt = Annotated[str | None, typer.Option("--encoder", help="Feature encoder name.")]
+AggregatorOpt = Annotated[str | None, typer.Option("--aggregator", help="Aggregator name.")]
+IndexOpt = Annotated[str | None, typer.Option("--index", help="Bank index name.")]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override: KIND.OPTION=VALUE, method.KEY=VALUE or a top-level key; repeatable."),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder: new, empty, or an earlier output of this command (docs/reliability.md).")]
@@ -29,7 +29,7 @@ OverwriteOpt = Annotated[
     typer.Option("--overwrite", help="Replace the output of another moduseg command in --out, or start an earlier output afresh (only files moduseg wrote are removed; never a folder it did not write)."),
 ]
 ExecutorOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--executor", help="Where the per-image work runs: local (this process, the default) or ray (a Ray cluster: RAY_ADDRESS, `ray start`, or a local instance; docs/scaling.md). Same as --set executor=..."),
 ]
 
@@ -40,18 +40,18 @@ class OnError(str, Enum):
 
 
 OnErrorOpt = Annotated[
-    Optional[OnError],
+    OnError | None,
     typer.Option("--on-error", help="An image that cannot be processed stops the job (fail, the default) or is logged to OUT/errors.jsonl and left out (skip; exit code 3). Same as --set on_error=..."),
 ]
 
 
 def compose(
-    config: Optional[Path],
-    sets: Optional[list[str]],
-    on_error: Optional[OnError] = None,
+    config: Path | None,
+    sets: list[str] | None,
+    on_error: OnError | None = None,
     *,
-    executor: Optional[str] = None,
-    **choices: Optional[str],
+    executor: str | None = None,
+    **choices: str | None,
 ) -> RunConfig:
     """Config file, then ``--<kind> NAME`` choices, then ``--set`` overrides, then ``--on-error`` and ``--executor``."""
     base = load_config(config)

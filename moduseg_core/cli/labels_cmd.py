@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,8 +25,8 @@ def evaluate_labels(
     dataset: DatasetOpt = None,
     labeler: LabelerOpt = None,
     sets: SetOpt = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images of the bank split.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write labels_report.md/json here.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N images of the bank split.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write labels_report.md/json here.")] = None,
     save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write the pseudo masks as PNGs under OUT/pseudo_masks.")] = False,
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -49,7 +49,7 @@ def _row(spec) -> dict:
 
 @app.command("list")
 def list_cmd(
-    kind: Annotated[Optional[str], typer.Option("--kind", "-k", help="Only this kind.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only this kind.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Every registered component, by kind, with whether it can be built here."""
@@ -70,7 +70,7 @@ def list_cmd(
 @app.command("show")
 def show_cmd(
     name: Annotated[str, typer.Argument(help="Component name.")],
-    kind: Annotated[Optional[str], typer.Option("--kind", "-k", help="Kind, when the name exists in several.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", "-k", help="Kind, when the name exists in several.")] = None,
 ) -> None:
     """One component: its plugin, install extra, weights and every option with its default."""
     specs = [s for s in list_components(kind) if s.name == name]

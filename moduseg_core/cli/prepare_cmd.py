@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -74,7 +74,7 @@ def coco(
 def voc(
     root: Annotated[Path, typer.Option("--root", help="VOC2012 folder (JPEGImages/, SegmentationClass/, ImageSets/).")],
     out: PrepOutOpt,
-    aug: Annotated[Optional[Path], typer.Option("--aug", help="SBD's SegmentationClassAug folder: adds the train_aug split.")] = None,
+    aug: Annotated[Path | None, typer.Option("--aug", help="SBD's SegmentationClassAug folder: adds the train_aug split.")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """PASCAL VOC 2012 (+ SegmentationClassAug) → image-level labels of train / train_aug / val from the masks."""

@@ -7,7 +7,7 @@ and how to fix it. The CLI prints it and exits with code 2.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class ModusegError(Exception):

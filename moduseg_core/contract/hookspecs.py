@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Protocol, Sequence
+    from collections.abc import Callable, Sequence
+    from typing import Any, Protocol
 
     from moduseg_core.contract.options import Options
 

@@ -94,7 +94,7 @@ class Proposals:
             return self._device.sum(dim=(1, 2)).cpu().numpy().astype(np.int64, copy=False)
         return self._host.sum(axis=(1, 2), dtype=np.int64)
 
-    def select(self, keep: np.ndarray) -> "Proposals":
+    def select(self, keep: np.ndarray) -> Proposals:
         """The proposals at ``keep`` (a bool mask or indices), where the masks are; all of them is ``self``."""
         keep = np.asarray(keep)
         if keep.dtype == np.bool_ and keep.all() and len(keep) == len(self):
@@ -108,7 +108,7 @@ class Proposals:
         return Proposals(self._host[keep], self._scores[keep])
 
     @classmethod
-    def empty(cls, height: int, width: int) -> "Proposals":
+    def empty(cls, height: int, width: int) -> Proposals:
         return cls(np.zeros((0, height, width), bool), np.zeros((0,), np.float32))
 
 
@@ -144,12 +144,12 @@ class Geometry:
         return self.padded_hw[0] // self.patch_size, self.padded_hw[1] // self.patch_size
 
     @classmethod
-    def native(cls, height: int, width: int, patch_size: int) -> "Geometry":
+    def native(cls, height: int, width: int, patch_size: int) -> Geometry:
         """The paper's policy: native size, zero-padded to the patch multiple."""
         return cls.resized(height, width, height, width, patch_size)
 
     @classmethod
-    def resized(cls, height: int, width: int, new_h: int, new_w: int, patch_size: int) -> "Geometry":
+    def resized(cls, height: int, width: int, new_h: int, new_w: int, patch_size: int) -> Geometry:
         ph = -(-new_h // patch_size) * patch_size
         pw = -(-new_w // patch_size) * patch_size
         return cls((height, width), (new_h, new_w), (ph, pw), patch_size)

@@ -3,7 +3,8 @@ loader workers), writing each finished image to the shard store so that a killed
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from moduseg_core.contract.components import Timer, build
 from moduseg_core.contract.config import RunConfig

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class BankActor:
                 sample = self.samples[pos]
                 try:
                     image: Any = read_image(sample.image_path, self.method.max_image_pixels)
-                except Exception as exc:  # noqa: BLE001 (on_error decides, in the driver)
+                except Exception as exc:
                     image = Failure("read", exc)
                 items.append((pos, sample, image))
             results = self.worker.process(items, catch=True)
@@ -77,7 +78,7 @@ def _pickled(error: BaseException) -> bytes:
         data = pickle.dumps(error)
         pickle.loads(data)
         return data
-    except Exception:  # noqa: BLE001 (an exception that does not pickle travels as its one-line reason)
+    except Exception:
         return pickle.dumps(RuntimeError(reason(error)))
 
 

@@ -23,8 +23,9 @@ The store lives in the bank folder, so it must be on storage every worker sees (
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

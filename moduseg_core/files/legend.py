@@ -3,7 +3,7 @@ overlay JPEG says which colour means what."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

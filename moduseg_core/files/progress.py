@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 
-_open: list["Bar"] = []
+_open: list[Bar] = []
 _lock = threading.Lock()
 
 
@@ -53,7 +54,7 @@ class Bar:
                 _open.remove(self)
         bar.close()
 
-    def __enter__(self) -> "Bar":
+    def __enter__(self) -> Bar:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any
 
 from moduseg_core.contract.config import RunConfig
 from moduseg_core.contract.errors import ModusegError

@@ -7,8 +7,9 @@ import inspect
 import itertools
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from moduseg_core.contract.components import Built, Timer, build, describe_config, package_versions, validate
 from moduseg_core.contract.config import Choice, RunConfig
@@ -301,7 +302,7 @@ def write_html(out_dir: Path, report: dict[str, Any], samples: Sequence[Sample],
         folder = os.path.relpath(predictions, out_dir) if predictions is not None else "predictions"
         write_run_html(out_dir, report, samples, class_names, predictions=folder,
                        title="ModuSeg evaluation" if predictions is not None else "ModuSeg run")
-    except Exception as exc:  # noqa: BLE001 (the scores are written; the page is a view of them)
+    except Exception as exc:
         import sys
 
         print(f"warning: report.html not written: {type(exc).__name__}: {exc}", file=sys.stderr)

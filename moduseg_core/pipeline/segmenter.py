@@ -16,9 +16,10 @@ until ``from_bank`` builds the components.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -156,7 +157,7 @@ class Segmenter:
         proposer_options: dict[str, Any] | None = None,
         config: Path | str | None = None,
         sets: Sequence[str] = (),
-    ) -> "Segmenter":
+    ) -> Segmenter:
         """Load ``bank`` (a folder of ``moduseg build-bank`` or a run's ``bank/``) with its own encoder,
         aggregator and index. The proposer is ``proposer`` (default: the config's, SLIC) with
         ``proposer_options``; ``config`` (a YAML run config) and ``sets`` (``"method.top_k=10"``, as

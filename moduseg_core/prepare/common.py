@@ -9,9 +9,10 @@ masks and lists moduseg writes sit beside them, and ``prepare_summary.json`` rec
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

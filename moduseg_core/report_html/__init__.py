@@ -16,9 +16,10 @@ numpy and Pillow only (no model, no torch).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

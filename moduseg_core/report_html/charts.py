@@ -3,8 +3,8 @@ bar chart and the confusion matrix as a heat map with class names."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 import numpy as np
 

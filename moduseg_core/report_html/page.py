@@ -3,9 +3,10 @@ plots. One string, with its CSS, JavaScript and pictures inline."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from html import escape
 from importlib.resources import files
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -45,14 +45,14 @@ Device = Annotated[str, AfterValidator(check_device)]
 Dtype = Literal["float32", "bfloat16", "float16"]
 
 
-def torch_dtype(name: str) -> "torch.dtype":
+def torch_dtype(name: str) -> torch.dtype:
     """A :data:`Dtype` name → the torch dtype (imports torch)."""
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def resolve_device(device: str, what: str) -> "torch.device":
+def resolve_device(device: str, what: str) -> torch.device:
     """The torch device a model runs on. ``what`` names the component in errors (``encoder 'dinov2'``):
     ``auto`` → CUDA when this torch sees a GPU, else CPU; an explicit CUDA or MPS device must be usable."""
     import torch

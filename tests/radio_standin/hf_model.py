@@ -20,7 +20,7 @@ cropped/resized table too), with summary (CLS) and register tokens in front of t
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -168,7 +168,7 @@ class RADIOBase(nn.Module):
     def forward_intermediates(
         self,
         x: torch.Tensor,
-        indices: Optional[Union[int, List[int], Tuple[int]]] = None,
+        indices: int | list[int] | tuple[int] | None = None,
         return_prefix_tokens: bool = False,
         norm: bool = False,
         stop_early: bool = False,

@@ -6,7 +6,8 @@ out of the mIoU (``runner.score_rules``; docs/datasets.md)."""
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from moduseg_core.contract.types import Sample
 

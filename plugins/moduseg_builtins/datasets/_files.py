@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from moduseg_core import ModusegError
 from moduseg_core.contract.types import Sample

@@ -21,8 +21,9 @@ tokens without prefix tokens, row-major). ``HFViTEncoder`` does that for the
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

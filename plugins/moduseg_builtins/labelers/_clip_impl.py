@@ -17,8 +17,8 @@ Per image (docs/labelers.md has the rule in words):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

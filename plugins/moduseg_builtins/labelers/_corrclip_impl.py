@@ -22,7 +22,7 @@ Per image (docs/labelers.md has the rule in words; ``_corrclip_parts`` the piece
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

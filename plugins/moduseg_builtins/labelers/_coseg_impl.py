@@ -25,8 +25,8 @@ the fitted prototypes and its own, by the same rounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, ContextManager
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ class GeneratorProposer:
     name: str
     options: Any
     generator: Any
-    fast: "FastGenerator | None"
+    fast: FastGenerator | None
 
     def _engine(self, sam2: bool) -> None:
         options = self.options

@@ -6,8 +6,8 @@ import contextlib
 import os
 import sys
 import urllib.parse
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -7,7 +7,8 @@ scales overlap. scikit-image is imported only when a proposer is built.
 
 from __future__ import annotations
 
-from typing import Annotated, Callable
+from collections.abc import Callable
+from typing import Annotated
 
 import numpy as np
 from pydantic import Field
