@@ -48,7 +48,7 @@ def loop_image(tokens, geometry, masks, bank, bank_labels, k):
             vectors.append(vector)
     t1 = time.perf_counter()
     sims, rows = loop_search(np.stack(vectors).astype(np.float32), bank, k)
-    labels, scores = zip(*(loop_vote(s, bank_labels[r]) for s, r in zip(sims, rows)))
+    labels, scores = zip(*(loop_vote(s, bank_labels[r]) for s, r in zip(sims, rows, strict=True)), strict=True)
     t2 = time.perf_counter()
     semantic = loop_nms_paint(kept, list(labels), list(scores), masks.shape[1:], 0.4, 300)
     return semantic, (t1 - t0, t2 - t1, time.perf_counter() - t2)

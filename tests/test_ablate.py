@@ -130,7 +130,7 @@ def test_rerun_computes_nothing(cold, capsys):
     printed = capsys.readouterr().out
     assert "all cached" in printed and "(mean over present classes" in printed  # the point lines name the average
     again = json.loads((cold["out"] / "results.json").read_text())
-    for before, after in zip(_points(cold["results"]), _points(again)):
+    for before, after in zip(_points(cold["results"]), _points(again), strict=True):
         assert after["scores_cached"] is True
         assert after["cache"] == {"scores": {"hit": 1, "miss": 0}}  # no other stage even looked up
         assert after["encoder"]["passes"] == 0

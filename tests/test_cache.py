@@ -122,13 +122,13 @@ def test_cached_real_proposer_computes_once_per_image_and_configuration(coco_min
     choice = Choice(name="slic", options={"n_segments": [20, 40]})
     built = []
     proposer = CachedProposer(cache, choice, lambda: built.append(1) or build("proposer", choice).component)
-    first = [proposer.propose(img, image_id=i) for img, i in zip(images, ids)]
+    first = [proposer.propose(img, image_id=i) for img, i in zip(images, ids, strict=True)]
     assert proposer.computed == 2 and len(built) == 1
     # a new wrapper (another process) with the same configuration: served from disk, nothing built
     again = CachedProposer(cache, choice, lambda: built.append(1) or build("proposer", choice).component)
-    second = [again.propose(img, image_id=i) for img, i in zip(images, ids)]
+    second = [again.propose(img, image_id=i) for img, i in zip(images, ids, strict=True)]
     assert again.computed == 0 and len(built) == 1
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
         assert len(a) > 20
     # another option value is another key
@@ -154,13 +154,13 @@ def test_a_cached_batch_sends_only_the_misses_to_the_proposer_together(coco_mini
 
         def propose_batch(self, batch, batch_ids):
             calls.append(list(batch_ids))
-            return [real.propose(image, image_id=i) for image, i in zip(batch, batch_ids)]
+            return [real.propose(image, image_id=i) for image, i in zip(batch, batch_ids, strict=True)]
 
     proposer = CachedProposer(cache, choice, Batching)
     proposer.propose(images[1], image_id=ids[1])  # one hit later
     found = proposer.propose_batch(images, ids)
     assert calls == [[ids[0], ids[2]]] and proposer.computed == 3
-    for image, i, got in zip(images, ids, found):
+    for image, i, got in zip(images, ids, found, strict=True):
         want = real.propose(image, image_id=i)
         assert np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
 

@@ -116,7 +116,7 @@ def test_a_device_pooling_aggregator_takes_the_proposers_masks_as_they_are(parts
     got = _predictor(proposer, encoder, device_side).propose_and_describe(images, ids)
     assert host_side.given == [np.ndarray] * len(images)
     assert device_side.given == [torch.Tensor] * len(images)
-    for (masks_a, vectors_a), (masks_b, vectors_b) in zip(want, got):
+    for (masks_a, vectors_a), (masks_b, vectors_b) in zip(want, got, strict=True):
         assert len(masks_a) > 0 and isinstance(masks_b, np.ndarray)
         assert np.array_equal(masks_a, masks_b)  # the same masks survive the area check and pooling
         np.testing.assert_allclose(vectors_b, vectors_a, atol=2e-5)  # numpy vs torch products: float rounding

@@ -186,7 +186,7 @@ def test_encode_batch_equals_encode(native, images):
     assert max(padded.count(p) for p in padded) >= 3  # one size group spans two chunks of 2
     batched = encoder.encode_batch([images[n] for n in names])
     assert len(batched) == len(names)
-    for name, fm in zip(names, batched):
+    for name, fm in zip(names, batched, strict=True):
         assert fm.geometry == native[name].geometry
         close(fm.tokens, native[name].tokens, rel=1e-4)
     assert encoder.encode_batch([]) == []

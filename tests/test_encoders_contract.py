@@ -111,7 +111,7 @@ def test_encode_batch_equals_encode(sources, images, name):
     assert sorted(padded.count(p) for p in set(padded)) == [2, 3]
     got = batched.encode_batch(crops)
     assert len(got) == len(crops)
-    for fm, want in zip(got, expected):
+    for fm, want in zip(got, expected, strict=True):
         assert fm.geometry == want.geometry
         ec.close(fm.tokens, want.tokens, rel=1e-4)
     assert batched.encode_batch([]) == []

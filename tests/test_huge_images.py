@@ -92,7 +92,7 @@ def test_method_unchanged_under_the_limit(components, coco_mini):
     bounded = _predictor(config, bank, DEFAULT_WORK_PIXELS)
     native = _predictor(config, bank, None)
     assert all(bounded.working_image(image) is image for image in images)
-    for image, a, b in zip(images, bounded.predict_batch(images, ids), native.predict_batch(images, ids)):
+    for image, a, b in zip(images, bounded.predict_batch(images, ids), native.predict_batch(images, ids), strict=True):
         np.testing.assert_array_equal(a.semantic, b.semantic)
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_array_equal(a.scores, b.scores)

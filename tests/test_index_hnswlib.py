@@ -34,7 +34,7 @@ def bank_and_queries(rng: np.random.Generator, n: int, q: int, dim: int, classes
 
 
 def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.tolist(), exact.tolist())]))
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.tolist(), exact.tolist(), strict=True)]))
 
 
 def one_line(excinfo) -> str:

@@ -50,7 +50,7 @@ def assert_same_neighbours(result, ref_sims, ref_labels, atol):
     np.testing.assert_allclose(sims, ref_sims, atol=atol, rtol=0)
     assert np.all(np.diff(sims, axis=1) <= 0), "similarities must be sorted descending"
     rows, cols = np.nonzero(labels != ref_labels)
-    for r, c in zip(rows, cols):
+    for r, c in zip(rows, cols, strict=True):
         gaps = np.abs(ref_sims[r] - ref_sims[r, c])
         gaps[c] = np.inf
         assert gaps.min() <= 2 * atol, f"query {r} neighbour {c}: label {labels[r, c]} != {ref_labels[r, c]}"
@@ -385,7 +385,7 @@ def test_registration_is_light_and_declares_faiss():
 
 def recall_at(found_rows: np.ndarray, exact_rows: np.ndarray) -> float:
     """Mean fraction of each query's exact top-k rows that the approximate search also returned."""
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found_rows.tolist(), exact_rows.tolist())]))
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found_rows.tolist(), exact_rows.tolist(), strict=True)]))
 
 
 def bank_and_queries(rng: np.random.Generator, n: int, q: int, dim: int, classes: int):

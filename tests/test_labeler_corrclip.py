@@ -112,7 +112,7 @@ def test_merge_regions_is_dbscan_over_region_means(eps):
     means = F.normalize(means, dim=1)[1:]
     sim = (means @ means.T).double().numpy()
     clusters = _components(sim.max() - sim, eps)
-    for value, cluster in zip(values[1:], clusters):
+    for value, cluster in zip(values[1:], clusters, strict=True):
         assert torch.all(merged[ids == value] == 6 + cluster)
     assert torch.all(merged[ids == 0] == 0)  # the smallest id ("no mask") is never merged
     if eps >= 3.0:

@@ -39,7 +39,7 @@ def test_images_come_back_in_order_and_unchanged(tmp_path, workers, with_torch, 
     samples = _samples(tmp_path, 7)
     got = list(load_images(samples, workers=workers, lookahead=2))
     assert len(got) == 7
-    for sample, image in zip(samples, got):
+    for sample, image in zip(samples, got, strict=True):
         assert np.array_equal(image, read_image(sample.image_path))
 
 

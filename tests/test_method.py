@@ -239,7 +239,7 @@ def test_bounding_boxes_are_tight_and_empty_masks_get_zero_boxes():
     rng = np.random.default_rng(5)
     masks = np.stack([_random_mask(rng, 41, 29, boxes=2) for _ in range(12)] + [np.zeros((41, 29), bool)])
     boxes = bounding_boxes(masks)
-    for mask, (y0, y1, x0, x1) in zip(masks[:-1], boxes[:-1]):
+    for mask, (y0, y1, x0, x1) in zip(masks[:-1], boxes[:-1], strict=True):
         ys, xs = np.nonzero(mask)
         assert (y0, y1, x0, x1) == (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
     assert boxes[-1].tolist() == [0, 0, 0, 0]

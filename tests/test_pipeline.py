@@ -231,7 +231,7 @@ def test_streamed_predictions_equal_one_batch_at_a_time(run_dir, coco_mini):
     for workers, overlap in ((0, False), (2, True), (1, True)):
         streamed = list(stream_predictions(predictor, samples, workers=workers, overlap=overlap))
         assert [s.id for s, _, _ in streamed] == [s.id for s in samples]
-        for (_, image, got), want in zip(streamed, expected):
+        for (_, image, got), want in zip(streamed, expected, strict=True):
             assert image.shape[:2] == want.semantic.shape
             assert np.array_equal(got.semantic, want.semantic)
             assert np.array_equal(got.labels, want.labels)

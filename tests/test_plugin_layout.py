@@ -30,7 +30,7 @@ def _folders() -> list[str]:
 def test_one_entry_point_per_kind_in_data_path_order():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["moduseg"]
     assert list(declared.items()) == [(f, f"moduseg_builtins.{f}") for f in _folders()]
-    for folder, kind in zip(_folders(), KINDS):
+    for folder, kind in zip(_folders(), KINDS, strict=True):
         init = PACKAGE / folder / "__init__.py"
         assert f"def {HOOKS[kind]}(" in init.read_text(), f"{init} must register the {kind} components"
 

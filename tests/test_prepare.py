@@ -78,7 +78,7 @@ def _annotations(gt: np.ndarray, image_id: int, next_id: list[int]) -> list[dict
 def make_coco(coco_mini: Path, root: Path) -> dict[str, Path]:
     """COCO 2014 as downloaded: images/{train2014,val2014}/COCO_<split>_<id>.jpg and annotations/instances_*.json."""
     names = (coco_mini / "classes.txt").read_text().split("\n")[1:81]
-    categories = [{"id": i, "name": n, "supercategory": "x"} for i, n in zip(COCO_IDS, names)]
+    categories = [{"id": i, "name": n, "supercategory": "x"} for i, n in zip(COCO_IDS, names, strict=True)]
     ids = (coco_mini / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
     files = {}
     next_id = [1]

@@ -198,18 +198,18 @@ def test_several_images_per_encoder_call(models, images, name):
     alone = make(models, name, "fast", fast_decoder="library", **values)
     want = [alone.propose(image) for image in photos]
     one = make(models, name, "fast", fast_decoder="library", batch_size=1, **values).propose_batch(photos)
-    for w, g in zip(want, one):
+    for w, g in zip(want, one, strict=True):
         assert np.array_equal(g.masks, w.masks) and np.array_equal(g.scores, w.scores)
     two = make(models, name, "fast", fast_decoder="library", batch_size=2, **values)
     two.fast.seconds = dict.fromkeys(two.fast.seconds, 0.0)
     got = two.propose_batch(photos)
     assert len(got) == 3 and all(s > 0 for s in two.fast.seconds.values())
-    for w, g in zip(want, got):
+    for w, g in zip(want, got, strict=True):
         assert len(g) == len(w) == 192
         np.testing.assert_allclose(g.scores, w.scores, rtol=0, atol=1e-5)
         assert np.count_nonzero(g.masks != w.masks) <= 1e-5 * w.masks.size
     library = make(models, name, "library", **values)
-    for w, g in zip([library.propose(image) for image in photos[:2]], library.propose_batch(photos[:2])):
+    for w, g in zip([library.propose(image) for image in photos[:2]], library.propose_batch(photos[:2]), strict=True):
         assert np.array_equal(g.masks, w.masks)
 
 

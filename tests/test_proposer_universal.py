@@ -101,7 +101,7 @@ def test_score_is_class_probability_times_mean_mask_probability(dirs, images, na
     proposals = proposer.propose(image)
     assert len(proposals) == len(expected)
     np.testing.assert_allclose(proposals.scores, [s for s, _ in expected], rtol=1e-4, atol=1e-6)
-    for mask, (_, want) in zip(proposals.masks, expected):
+    for mask, (_, want) in zip(proposals.masks, expected, strict=True):
         assert (mask != want).mean() < 1e-3  # equal up to pixels on the 0.5 boundary
 
 
@@ -242,7 +242,7 @@ def test_a_batch_gives_each_image_what_propose_gives(dirs, mixed_images, name):
     assert len(together) == len(mixed_images)
     groups = {proposer.padded_hw(proposer.resized_hw(*image.shape[:2])) for image in mixed_images}
     assert len(groups) == 1 if name == "eomt" else len(groups) > 1
-    for a, b in zip(alone, together):
+    for a, b in zip(alone, together, strict=True):
         assert a.masks.shape == b.masks.shape and len(a) > 0
         assert np.count_nonzero(a.masks != b.masks) <= 1e-5 * a.masks.size
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
@@ -268,6 +268,6 @@ def test_predictor_proposes_a_batch_in_one_call_and_predicts_the_same(dirs, mixe
     _, batched = predictor.propose_batch(mixed_images, [None] * len(mixed_images))
     assert calls == [len(mixed_images)]
     single = [predictor.propose(image, None) for image in mixed_images]
-    for a, b in zip(single, batched):  # up to float32 rounding at the threshold (see the test above)
+    for a, b in zip(single, batched, strict=True):  # up to float32 rounding at the threshold (see the test above)
         assert a.masks.shape == b.masks.shape and np.count_nonzero(a.masks != b.masks) <= 1e-5 * a.masks.size
     assert len(propose_many(proposer, mixed_images[:1], [None])) == 1

@@ -217,7 +217,7 @@ def plot(folder: Path, sweep: Sweep, reports: list[dict[str, Any]]) -> list[Path
     ax.bar(x - width, miou, width, label="mIoU", color="#2b6cb0")
     ax.bar(x, bf, width, label="boundary F", color="#dd6b20")
     ax.bar(x + width, biou, width, label="Boundary IoU", color="#38a169")
-    for xi, v in zip(x, miou):
+    for xi, v in zip(x, miou, strict=True):
         if v == v:
             ax.text(xi - width, v + 0.5, f"{v:.1f}", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(x, labels, rotation=60 if n > 3 else 0, ha="right" if n > 3 else "center", fontsize=7)

@@ -211,11 +211,11 @@ def expand(sweep: Sweep) -> list[Point]:
         text = ", ".join(f"{k} has {n}" for k, n in lengths.items())
         raise ModusegError(f"{sweep.source}: zip axes must have equal lengths ({text}); make them equal or move one to grid")
     grid_keys = list(sweep.grid)
-    zip_rows = list(zip(*sweep.zip.values())) if sweep.zip else [()]
+    zip_rows = list(zip(*sweep.zip.values(), strict=True)) if sweep.zip else [()]
     points = []
     for combo in itertools.product(*sweep.grid.values()):
         for row in zip_rows:
-            values = dict(zip(grid_keys, combo)) | dict(zip(sweep.zip, row))
+            values = dict(zip(grid_keys, combo, strict=True)) | dict(zip(sweep.zip, row, strict=True))
             index = len(points)
             where = f"{sweep.source} point {index} ({', '.join(f'{k}={format_value(v)}' for k, v in values.items()) or 'base'})"
             try:

@@ -125,7 +125,7 @@ def released_loop(
         labels, scores = [], []
         if vectors:
             sims, rows = loop_search(np.stack(vectors).astype(np.float32), bank, min(method.top_k, len(bank_labels)))
-            for s, r in zip(sims, rows):
+            for s, r in zip(sims, rows, strict=True):
                 label, score = loop_vote(s, bank_labels[r])
                 labels.append(label)
                 scores.append(score)
@@ -133,6 +133,6 @@ def released_loop(
         maps.append(loop_nms_paint(kept, labels, scores, image.shape[:2], method.nms_iou, method.min_mask_area))
         t6 = time.perf_counter()
         seen += len(masks)
-        for stage, seconds in zip(LOOP_STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+        for stage, seconds in zip(LOOP_STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
             timer.add(stage, seconds)
     return maps, timer, seen

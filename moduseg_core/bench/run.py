@@ -159,8 +159,8 @@ def run_bench(
         t0 = time.perf_counter()
         maps_a, timer_a, seen_a = released_loop(timed, proposer, loop_encoder, bank_for_loop, labels, config)
         wall_a = time.perf_counter() - t0
-        same = sum(np.array_equal(a, b) for a, b in zip(maps_a, maps_b))
-        agree = float(np.mean([np.mean(a == b) for a, b in zip(maps_a, maps_b)]))
+        same = sum(np.array_equal(a, b) for a, b in zip(maps_a, maps_b, strict=True))
+        agree = float(np.mean([np.mean(a == b) for a, b in zip(maps_a, maps_b, strict=True)]))
         report["loop"] = {
             "wall_s": wall_a, "images_per_s": len(timed) / wall_a, "peak_gpu_gib": peak(),
             "stages_s": dict(timer_a.seconds), "masks_per_image": seen_a / len(timed),

@@ -55,7 +55,7 @@ class CachedProposer(_Lazy):
         ``propose_batch`` when it has one, ``propose`` for a single miss) and are stored."""
         from moduseg_core.pipeline.inference import propose_many
 
-        keys = [self.entry_key(image, image_id) for image, image_id in zip(images, image_ids)]
+        keys = [self.entry_key(image, image_id) for image, image_id in zip(images, image_ids, strict=True)]
         out: list[Proposals | None] = []
         missing = []
         for i, key in enumerate(keys):
@@ -65,7 +65,7 @@ class CachedProposer(_Lazy):
                 missing.append(i)
         def compute(mine: list[int]) -> None:
             found = propose_many(self.inner, [images[i] for i in mine], [image_ids[i] for i in mine])
-            for i, proposals in zip(mine, found):
+            for i, proposals in zip(mine, found, strict=True):
                 self.computed += 1
                 with self.cache.put("proposals", keys[i]) as tmp:
                     save_proposals(tmp, proposals)
@@ -111,7 +111,7 @@ class CachedEncoder(_Lazy):
         def compute(mine: list[int]) -> None:
             encoded = self.inner.encode_batch([images[i] for i in mine])
             self.passes += len(mine)
-            for i, features in zip(mine, encoded):
+            for i, features in zip(mine, encoded, strict=True):
                 with self.cache.put("features", keys[i]) as tmp:
                     save_features(tmp, features)
                 out[i] = features

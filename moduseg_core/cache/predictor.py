@@ -71,7 +71,7 @@ class CachingPredictor(Predictor):
         return self.cache.key("predictions", {**self.prediction_base, "image": image_digest(image), "id": image_id})
 
     def predict_batch(self, images: Sequence[np.ndarray], ids: Sequence[str | None]) -> list[Prediction]:
-        keys = [self.prediction_key(image, image_id) for image, image_id in zip(images, ids)]
+        keys = [self.prediction_key(image, image_id) for image, image_id in zip(images, ids, strict=True)]
         out: list[Prediction | None] = [None] * len(images)
         missing = []
         t0 = time.perf_counter()
@@ -90,7 +90,7 @@ class CachingPredictor(Predictor):
             todo_ids = [ids[i] for i in mine]
             work, proposals = self.propose_batch(todo, todo_ids)
             described = self.describe(work, todo_ids, proposals)
-            for i, image, found, (masks, vectors) in zip(mine, todo, proposals, described):
+            for i, image, found, (masks, vectors) in zip(mine, todo, proposals, described, strict=True):
                 prediction = self.decide(image.shape[:2], masks, vectors)
                 with self.cache.put("predictions", keys[i]) as tmp:
                     save_prediction(tmp, prediction, len(found))
@@ -116,7 +116,7 @@ class CachingPredictor(Predictor):
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         keys = [
             self.cache.key("pooled", {**self.pooled_base, "image": image_digest(image), "id": image_id})
-            for image, image_id in zip(images, ids)
+            for image, image_id in zip(images, ids, strict=True)
         ]
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(images)
         missing = []
@@ -137,7 +137,7 @@ class CachingPredictor(Predictor):
 
         def compute(mine: list[int]) -> None:
             pooled = self.pool_batch([images[i] for i in mine], [proposals[i] for i in mine])
-            for i, result in zip(mine, pooled):
+            for i, result in zip(mine, pooled, strict=True):
                 found = proposals[i]
                 if result is None:  # no proposals: nothing to pool or to store
                     out[i] = (np.zeros((0, *images[i].shape[:2]), bool), np.zeros((0, 0), np.float32))

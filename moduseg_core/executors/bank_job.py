@@ -106,10 +106,10 @@ def build_into(config: RunConfig, out: Path, job: tuple[Any, list[Sample]], *, e
     listed = store.listed()
     store.mark_done([(samples[p].id, shard_name(source, c)) for c, chunk in enumerate(work) if finished[c]
                      for p in chunk if samples[p].id not in listed], source=source)
-    resumed = sum(len(chunk) for chunk, ok in zip(work, finished) if ok)
+    resumed = sum(len(chunk) for chunk, ok in zip(work, finished, strict=True) if ok)
     if resumed:
         note(f"resuming: {resumed} of {len(samples)} images already in the bank")
-    todo = [(c, chunk) for c, (chunk, ok) in enumerate(zip(work, finished)) if not ok]
+    todo = [(c, chunk) for c, (chunk, ok) in enumerate(zip(work, finished, strict=True)) if not ok]
     errors_before = len(errors)
 
     def on_chunk(index: int, records: list[ImageRecords], failed: list[str], shard: str) -> None:

@@ -47,7 +47,7 @@ class BankActor:
         from moduseg_core.files.io import read_image
 
         rows: dict[str, list] = {"chunk": [], "pos": [], "shard": [], "stage": [], "error": [], "node": []}
-        for index, start, stop in zip(batch["chunk"], batch["start"], batch["stop"]):
+        for index, start, stop in zip(batch["chunk"], batch["start"], batch["stop"], strict=True):
             items = []
             for pos in range(int(start), int(stop)):
                 sample = self.samples[pos]

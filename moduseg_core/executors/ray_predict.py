@@ -52,7 +52,7 @@ class PredictActor:
         from moduseg_core.pipeline.streaming import stream_predictions
 
         rows: dict[str, list] = {"chunk": [], "matrix": [], "boundary": [], "scored": [], "failures": [], "masks": []}
-        for index, start, stop in zip(batch["chunk"], batch["start"], batch["stop"]):
+        for index, start, stop in zip(batch["chunk"], batch["start"], batch["stop"], strict=True):
             accumulator = Accumulator(self.n_classes)
             failures: list[tuple[int, str, bytes]] = []
             seen, kept = self.predictor.masks_seen, self.predictor.masks_kept

@@ -203,7 +203,7 @@ class BoundaryScores:
 
     def as_dict(self, class_names: list[str]) -> dict:
         def per_class(values: np.ndarray) -> dict:
-            return {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, values)}
+            return {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, values, strict=True)}
 
         return {
             "f_score": self.mean_f,

@@ -50,7 +50,7 @@ class Scores:
             "miou_all": self.miou_all,
             "pixel_accuracy": self.pixel_accuracy,
             "per_class_iou": {
-                name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, self.iou)
+                name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, self.iou, strict=True)
             },
         }
         if self.not_scored:

@@ -107,7 +107,7 @@ class BankWorker:
         features = self.parts["encoder"].component.encode_batch([item[1] for item in items])
         t1 = time.perf_counter()
         out = []
-        for (_, _, masks, ids), feats in zip(items, features):
+        for (_, _, masks, ids), feats in zip(items, features, strict=True):
             pooled = self.parts["aggregator"].component.aggregate(feats, masks)
             ok = valid_rows(pooled)
             out.append((np.asarray(pooled[ok], np.float32), np.asarray(ids[ok], np.int32)))
@@ -153,7 +153,7 @@ class BankWorker:
                     except Exception as exc:
                         results[item[0]] = ImageFailed(item[0], stats[item[0]][0], "encode", exc)
                         pooled.append(None)  # type: ignore[arg-type]
-            for (pos, *_), got in zip(batch, pooled):
+            for (pos, *_), got in zip(batch, pooled, strict=True):
                 if got is not None:
                     sample, regions, small = stats[pos]
                     results[pos] = ImageRecords(pos, sample.id, got[0], got[1], regions, small)
@@ -270,7 +270,7 @@ def assemble_bank(
 
     def per_class(values: np.ndarray) -> dict[str, int]:
         ids, n = np.unique(values, return_counts=True)
-        return {class_names[i]: int(c) for i, c in zip(ids, n)}
+        return {class_names[i]: int(c) for i, c in zip(ids, n, strict=True)}
 
     manifest = {
         "format": FORMAT,

@@ -36,7 +36,7 @@ class Predictor:
 
     def predict_batch(self, images: Sequence[np.ndarray], ids: Sequence[str | None]) -> list[Prediction]:
         described = self.propose_and_describe(images, ids)
-        return [self.decide(image.shape[:2], masks, vectors) for image, (masks, vectors) in zip(images, described)]
+        return [self.decide(image.shape[:2], masks, vectors) for image, (masks, vectors) in zip(images, described, strict=True)]
 
     def propose_and_describe(
         self, images: Sequence[np.ndarray], ids: Sequence[str | None]
@@ -56,7 +56,7 @@ class Predictor:
         images = [self.working_image(image) for image in images]
         t0 = time.perf_counter()
         found = propose_many(self.proposer.component, images, ids)
-        proposals = [self.checked(proposals, image) for proposals, image in zip(found, images)]
+        proposals = [self.checked(proposals, image) for proposals, image in zip(found, images, strict=True)]
         self.timer.add("propose", time.perf_counter() - t0)
         return images, proposals
 
@@ -90,7 +90,7 @@ class Predictor:
         """Encode the images that have proposals (one batch) and pool every mask:
         per image the poolable masks ``bool K×H×W`` and their vectors ``float32 K×C``."""
         out = []
-        for image, found, pooled in zip(images, proposals, self.pool_batch(images, proposals)):
+        for image, found, pooled in zip(images, proposals, self.pool_batch(images, proposals), strict=True):
             if pooled is None:
                 out.append(_nothing(image.shape[:2]))
                 continue
@@ -107,7 +107,7 @@ class Predictor:
         t0 = time.perf_counter()
         need = [i for i, p in enumerate(proposals) if len(p)]
         encoded = self.encoder.component.encode_batch([images[i] for i in need]) if need else []
-        features: dict[int, FeatureMap] = dict(zip(need, encoded))
+        features: dict[int, FeatureMap] = dict(zip(need, encoded, strict=True))
         self.timer.add("encode", time.perf_counter() - t0)
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
         for i, found in enumerate(proposals):
@@ -167,7 +167,7 @@ def propose_many(component: object, images: Sequence[np.ndarray], ids: Sequence[
     forward pass), else ``propose`` image by image. A batch that answers for another number of images is refused."""
     batch = getattr(component, "propose_batch", None)
     if batch is None or len(images) < 2:
-        return [component.propose(image, image_id=image_id) for image, image_id in zip(images, ids)]  # type: ignore[attr-defined]
+        return [component.propose(image, image_id=image_id) for image, image_id in zip(images, ids, strict=True)]  # type: ignore[attr-defined]
     found = list(batch(list(images), list(ids)))
     if len(found) != len(images):
         raise ValueError(f"{type(component).__name__}.propose_batch returned {len(found)} results for {len(images)} images")

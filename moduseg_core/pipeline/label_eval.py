@@ -123,7 +123,7 @@ def _score_labels(config, labeler, dataset, samples, out: Path | None, save_mask
         "miou_present": means["present"],
         "miou_all": means["all"],
         "pixel_accuracy": float(np.trace(matrix) / total) if total else float("nan"),
-        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, iou)},
+        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, iou, strict=True)},
         "pixels_outside_labels": outside,
         "ignored_gt_pixels": int(matrix[:, n].sum()),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},

@@ -161,7 +161,7 @@ def stream_predictions(
                 decided = predictor.predict_batch(pixels, ids)
             else:
                 described = predictor.propose_and_describe(pixels, ids)
-                decided = [pool.submit(predictor.decide, image.shape[:2], *d) for image, d in zip(pixels, described)]
+                decided = [pool.submit(predictor.decide, image.shape[:2], *d) for image, d in zip(pixels, described, strict=True)]
             pending.append((chunk, pixels, decided))
             # keep one batch in flight: its post-processing overlaps the next batch's model work
             while len(pending) > (1 if pool is not None else 0):
@@ -185,7 +185,7 @@ def _guarded_batch(predictor: Any, pool: ThreadPoolExecutor | None, pixels: list
         if pool is None:
             return predictor.predict_batch(images, names)
         described = predictor.propose_and_describe(images, names)
-        return [pool.submit(predictor.decide, image.shape[:2], *d) for image, d in zip(images, described)]
+        return [pool.submit(predictor.decide, image.shape[:2], *d) for image, d in zip(images, described, strict=True)]
 
     if good:
         try:
@@ -197,14 +197,14 @@ def _guarded_batch(predictor: Any, pool: ThreadPoolExecutor | None, pixels: list
                     results += run([i])
                 except Exception as exc:
                     results.append(Failure("predict", exc))
-        for i, result in zip(good, results):
+        for i, result in zip(good, results, strict=True):
             decided[i] = result
     return pixels, decided
 
 
 def _emit(item, skip_errors: bool = False) -> Iterator[tuple[Sample, np.ndarray, Prediction]]:
     chunk, pixels, decided = item
-    for sample, image, result in zip(chunk, pixels, decided):
+    for sample, image, result in zip(chunk, pixels, decided, strict=True):
         if isinstance(result, Future):
             try:
                 result = result.result()

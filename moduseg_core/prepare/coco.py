@@ -158,7 +158,7 @@ def prepare_coco(
         raise ModusegError(f"--annotations name the split {splits[0]!r} twice; pass each instances_*.json once")
     jobs = []
     class_names: list[str] | None = None
-    for path, split in zip(files, splits):
+    for path, split in zip(files, splits, strict=True):
         note(f"reading {path}")
         data = _load(path)
         table, names = category_table(data["categories"], path)

@@ -224,7 +224,7 @@ def _results_table(reports: Sequence[dict[str, Any]], axes: Sequence[str]) -> st
     best = max((r.get("miou") for r in reports if r.get("miou") is not None), default=None)
     head = ["#", *axes, "mIoU", "pixel acc.", "boundary F", "Boundary IoU", "seconds"]
     numeric = [True] + [False] * len(axes) + [True] * 5
-    ths = "".join(f'<th class="{"n" if n else ""}">{escape(h)}</th>' for h, n in zip(head, numeric))
+    ths = "".join(f'<th class="{"n" if n else ""}">{escape(h)}</th>' for h, n in zip(head, numeric, strict=True))
     rows = []
     for order, r in enumerate(reports):
         bound = r.get("boundary") or {}
@@ -237,7 +237,7 @@ def _results_table(reports: Sequence[dict[str, Any]], axes: Sequence[str]) -> st
         wall = (r.get("seconds") or {}).get("wall")
         values.append((wall, "–" if wall is None else f"{wall:.1f}"))
         cells = []
-        for k, ((v, text), n) in enumerate(zip(values, numeric)):
+        for k, ((v, text), n) in enumerate(zip(values, numeric, strict=True)):
             data = f' data-v="{v}"' if n and v is not None else (' data-v=""' if n else "")
             cell = f'<td class="{"n" if n else ""}"{data}>{escape(text)}</td>'
             cells.append(timed(cell) if k == len(values) - 1 else cell)

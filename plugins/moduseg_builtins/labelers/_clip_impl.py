@@ -295,7 +295,7 @@ class ClipLabeler:
                 cos = feats @ self.text.T  # B×h×w×T
                 per_class = torch.stack([cos[..., r].amax(dim=-1) for r in rows], dim=1) * scale  # B×K×h×w
                 per_class = F.interpolate(per_class, size=(crop, crop), mode="bilinear", align_corners=False)
-                for (t, l), logit in zip(chunk, per_class):
+                for (t, l), logit in zip(chunk, per_class, strict=True):
                     total[:, t : t + crop, l : l + crop] += logit
                     count[t : t + crop, l : l + crop] += 1
             total = total[:, :rh, :rw] / count[:rh, :rw]

@@ -177,7 +177,7 @@ class CosegLabeler:
 
         def flush() -> None:
             features = self.encoder.encode_batch([image for image, _ in pending])
-            regions.extend(self._regions(proposals, feats) for (_, proposals), feats in zip(pending, features))
+            regions.extend(self._regions(proposals, feats) for (_, proposals), feats in zip(pending, features, strict=True))
             pending.clear()
 
         for sample in progress(samples, total=len(samples), desc="coseg fit"):
@@ -196,12 +196,12 @@ class CosegLabeler:
         self.mean = np.concatenate(stacked).astype(np.float64).mean(axis=0)
         xs = [self._centre(r.vectors.astype(np.float64)) for r in regions]
         labels = [tuple(sorted({int(c) for c in s.labels})) for s in samples]
-        assign = [seed(x, r.border, ls, self.options.seed_quantile) for x, r, ls in zip(xs, regions, labels)]
+        assign = [seed(x, r.border, ls, self.options.seed_quantile) for x, r, ls in zip(xs, regions, labels, strict=True)]
         posteriors: list[np.ndarray] = [np.ones((len(x), 1)) for x in xs]
         for _ in range(self.options.iterations):
             sums = self._class_sums(xs, regions, assign)
             new_assign = []
-            for i, (x, r, ls) in enumerate(zip(xs, regions, labels)):
+            for i, (x, r, ls) in enumerate(zip(xs, regions, labels, strict=True)):
                 if not ls or not len(x):
                     new_assign.append(assign[i])
                     continue
@@ -216,12 +216,12 @@ class CosegLabeler:
             assign = new_assign
         sums = self._class_sums(xs, regions, assign)
         self.prototypes = {k: _unit(v) for k, v in sums.items()}
-        self.fitted = {s.id: (r, ls, p) for s, r, ls, p in zip(samples, regions, labels, posteriors)}
+        self.fitted = {s.id: (r, ls, p) for s, r, ls, p in zip(samples, regions, labels, posteriors, strict=True)}
 
     @staticmethod
     def _class_sums(xs, regions, assign) -> dict[int, np.ndarray]:
         sums: dict[int, np.ndarray] = {}
-        for x, r, a in zip(xs, regions, assign):
+        for x, r, a in zip(xs, regions, assign, strict=True):
             for k in np.unique(a):
                 if k < 0:
                     continue

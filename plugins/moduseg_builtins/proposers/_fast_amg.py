@@ -269,7 +269,7 @@ class FastGenerator:
         crop_boxes, layers = generate_crop_boxes((height, width), g.crop_n_layers, g.crop_overlap_ratio)
         encode = not encoded or len(crop_boxes) > 1  # each crop is encoded here, then released
         found = []
-        for crop_box, layer in zip(crop_boxes, layers):
+        for crop_box, layer in zip(crop_boxes, layers, strict=True):
             x0, y0, x1, y1 = crop_box
             crop = image[y0:y1, x0:x1]
             if encode:
@@ -282,7 +282,7 @@ class FastGenerator:
             crop_box_t = torch.as_tensor([crop_box], device=boxes.device).expand(len(boxes), 4)
             found.append((masks, scores, boxes, crop_box_t))
         t = time.perf_counter()
-        masks_t, scores_t, boxes_t, crops_t = (torch.cat(parts) for parts in zip(*found))
+        masks_t, scores_t, boxes_t, crops_t = (torch.cat(parts) for parts in zip(*found, strict=True))
         if len(crop_boxes) > 1 and len(masks_t):  # duplicates between crops: the smaller crop's mask wins
             keep = _nms(boxes_t, (1 / box_area(crops_t)).to(boxes_t.device), g.crop_nms_thresh)
             masks_t, scores_t, boxes_t = masks_t[keep], scores_t[keep], boxes_t[keep]

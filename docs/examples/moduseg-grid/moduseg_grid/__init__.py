@@ -42,8 +42,8 @@ class GridProposer:
             # n+1 integer edges per axis; consecutive tiles share an edge, so each scale is a partition.
             rows = (np.arange(n + 1) * height) // n
             cols = (np.arange(n + 1) * width) // n
-            for top, bottom in zip(rows[:-1], rows[1:]):
-                for left, right in zip(cols[:-1], cols[1:]):
+            for top, bottom in zip(rows[:-1], rows[1:], strict=True):
+                for left, right in zip(cols[:-1], cols[1:], strict=True):
                     if bottom == top or right == left:
                         continue  # more tiles than pixels along an axis: skip the empty ones
                     mask = np.zeros((height, width), dtype=bool)
