@@ -92,7 +92,9 @@ def main() -> None:
     print("|---|---:|")
     print(f"| cold sweep, {n_points} points | {cold:.1f} |")
     print(f"| rerun (all cached) | {rerun:.1f} |")
-    print(f"| one by one without cache (mean of {len(times)} points × {n_points}, extrapolated) | {mean * n_points:.1f} |")
+    print(
+        f"| one by one without cache (mean of {len(times)} points × {n_points}, extrapolated) | {mean * n_points:.1f} |"
+    )
     print()
     print(f"encoder passes: {enc['passes']} with the cache, {enc['uncached_passes']} one by one "
           f"({100 * enc['saved_fraction']:.1f} % saved)")

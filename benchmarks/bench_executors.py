@@ -46,8 +46,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "coco-mini")
     parser.add_argument("--limit", type=int, default=None, help="bank images (default: all 191 of coco-mini's train)")
-    parser.add_argument("--gpu-seconds", type=float, default=0.04,
-                        help="per-image bank cost on one GPU for the projection (docs/performance.md: 1.3 s / 32 images, H100)")
+    parser.add_argument(
+        "--gpu-seconds",
+        type=float,
+        default=0.04,
+        help="per-image bank cost on one GPU for the projection (docs/performance.md: 1.3 s / 32 images, H100)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
     images = args.limit or len((args.data / "ImageSets/Segmentation/train.txt").read_text().split())
@@ -58,8 +62,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="moduseg-bench-") as tmp:
         for i, (name, extra) in enumerate(runs.items()):
             results[name] = build(args.data, Path(tmp) / f"bank{i}", args.limit, extra)
-            print(f"{name:<15} {results[name]['wall_s']:8.1f} s  vectors {results[name]['sha256']['vectors.npy'][:16]}  "
-                  f"labels {results[name]['sha256']['labels.npy'][:16]}", flush=True)
+            print(
+                f"{name:<15} {results[name]['wall_s']:8.1f} s  vectors {results[name]['sha256']['vectors.npy'][:16]}  "
+                f"labels {results[name]['sha256']['labels.npy'][:16]}",
+                flush=True,
+            )
     local = results["local"]["wall_s"]
     identical = len({json.dumps(r["sha256"], sort_keys=True) for r in results.values()}) == 1
     per_image = local / images
@@ -77,10 +84,22 @@ def main() -> None:
         print(f"COCO train2014 ({COCO_TRAIN2014:,} images) on {n:2d} workers: {cpu_h:7.2f} h like this machine's "
               f"workers, {gpu_min:6.1f} min at {args.gpu_seconds} s/image per GPU")
     if args.out:
-        args.out.write_text(json.dumps({"images": images, "cpus": os.cpu_count(), "load_average": [load_before, os.getloadavg()],
-                                        "runs": results, "identical": identical,
-                                        "per_image_s": per_image, "gpu_seconds": args.gpu_seconds,
-                                        "projection": projection}, indent=1) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "images": images,
+                    "cpus": os.cpu_count(),
+                    "load_average": [load_before, os.getloadavg()],
+                    "runs": results,
+                    "identical": identical,
+                    "per_image_s": per_image,
+                    "gpu_seconds": args.gpu_seconds,
+                    "projection": projection,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

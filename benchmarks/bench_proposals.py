@@ -56,9 +56,13 @@ def main() -> None:
     parser.add_argument("--points-per-batch", type=int, default=64,
                         help="prompts per decoder call, both engines (the library's default 64: identical results)")
     parser.add_argument("--only", default="sam,sam2")
-    parser.add_argument("--fast-decoder", default="factored", choices=["factored", "library"],
-                        help="engine=fast's decoder: factored (this script's default, the faster; equal up to rounding) or "
-                             "library (the proposers' default; identical)")
+    parser.add_argument(
+        "--fast-decoder",
+        default="factored",
+        choices=["factored", "library"],
+        help="engine=fast's decoder: factored (this script's default, the faster; equal up to rounding) or "
+        "library (the proposers' default; identical)",
+    )
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
     parser.add_argument("--m2m", action="store_true", help="SAM 2's mask-to-mask refinement (use_m2m=true; sam2 only)")
     args = parser.parse_args()
@@ -74,12 +78,17 @@ def main() -> None:
     ids = (args.data / "ImageSets/Segmentation/val.txt").read_text().split()[: args.images]
     images = [read_image(args.data / "JPEGImages" / f"{i}.jpg") for i in ids]
     torch.manual_seed(0)
-    models = {"sam": lambda: sam_model_registry["vit_b"](), "sam2": lambda: build_model("configs/sam2.1/sam2.1_hiera_t.yaml", None)}
+    models = {
+        "sam": lambda: sam_model_registry["vit_b"](),
+        "sam2": lambda: build_model("configs/sam2.1/sam2.1_hiera_t.yaml", None),
+    }
     print(f"{len(images)} coco-mini val images, 32×32 points, {args.points_per_batch} per decoder call, "
           f"device {args.device}, sam2 dtype {args.dtype}, fast_decoder {args.fast_decoder}, use_m2m {args.m2m}; "
           "random weights")
-    print("| proposer | setting | engine | encoder s/img | decoder s/img | post-processing s/img | total s/img | masks/img "
-          "| library / fast (speed-up) |")
+    print(
+        "| proposer | setting | engine | encoder s/img | decoder s/img | post-processing s/img | total s/img | masks/img "
+        "| library / fast (speed-up) |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     notes = []
     for name in args.only.split(","):
@@ -93,8 +102,10 @@ def main() -> None:
                 assert agree["identical"], f"{name} {label}: engine=fast differs from the library: {agree}"
             else:  # the factored decoder: the same sums in another order
                 assert agree["max_score_difference"] <= 1e-4 and agree["pixels_differing"] <= 1e-4, agree
-            notes.append(f"{name} {label}: identical images {agree['identical_images']}, pixels differing "
-                         f"{100 * agree['pixels_differing']:.5f}%, largest score difference {agree['max_score_difference']:.1e}")
+            notes.append(
+                f"{name} {label}: identical images {agree['identical_images']}, pixels differing "
+                f"{100 * agree['pixels_differing']:.5f}%, largest score difference {agree['max_score_difference']:.1e}"
+            )
             for engine, row in split["engines"].items():
                 s = row["seconds_per_image"]
                 ratio = f"**{1 / split['ratio_fast_over_library']['total']:.2f}×**" if engine == "fast" else ""

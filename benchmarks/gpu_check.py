@@ -81,7 +81,9 @@ class Check:
         if self.only and not any(name.startswith(prefix) for prefix in self.only):
             return None
         if self.left() < needs:
-            self.record(name, {"status": "skipped", "reason": f"time budget: {self.left():.0f} s left, needs ~{needs:.0f} s"})
+            self.record(
+                name, {"status": "skipped", "reason": f"time budget: {self.left():.0f} s left, needs ~{needs:.0f} s"}
+            )
             return None
         print(f"[{time.perf_counter() - self.start:6.1f}s] {name} ...", flush=True)
         t0 = time.perf_counter()
@@ -277,7 +279,9 @@ def check_aggregators(setting: Setting) -> dict[str, Any]:
             # (--smoke on a machine without a GPU: the aggregator is numpy's, which takes host masks only)
             on_device = torch.from_numpy(masks).to(setting.device)
             if gpu_agg.takes_device_masks != (setting.device != "cpu"):
-                raise AssertionError(f"aggregator {name!r} on {setting.device}: takes_device_masks={gpu_agg.takes_device_masks}")
+                raise AssertionError(
+                    f"aggregator {name!r} on {setting.device}: takes_device_masks={gpu_agg.takes_device_masks}"
+                )
             if gpu_agg.takes_device_masks and not np.array_equal(gpu_agg.aggregate(features, on_device), gpu):
                 raise AssertionError(f"aggregator {name!r}: device masks pool differently from host masks")
             timings = {}
@@ -375,7 +379,9 @@ def check_faiss(setting: Setting) -> dict[str, Any]:
     return out
 
 
-def _encoder_check(setting: Setting, name: str, options: dict[str, Any], image: np.ndarray, compile_: bool) -> dict[str, Any]:
+def _encoder_check(
+    setting: Setting, name: str, options: dict[str, Any], image: np.ndarray, compile_: bool
+) -> dict[str, Any]:
     import torch
 
     import moduseg_core as ms
@@ -449,7 +455,9 @@ def check_proposer(setting: Setting, name: str, options: dict[str, Any], images:
         for image in images[1:]:
             found = proposer.propose(image)
             if found.masks.shape[1:] != image.shape[:2] or found.masks.dtype != bool:
-                raise AssertionError(f"{name}: masks {found.masks.shape} {found.masks.dtype} for an image {image.shape}")
+                raise AssertionError(
+                    f"{name}: masks {found.masks.shape} {found.masks.dtype} for an image {image.shape}"
+                )
             if not np.isfinite(found.scores).all():
                 raise AssertionError(f"{name}: non-finite scores")
             counts.append(len(found))
@@ -477,12 +485,36 @@ def _run_args(setting: Setting, data: Path, n_bank: int, n_eval: int, proposer: 
     preset = HERE.parent / "moduseg_core" / "presets" / "coco-mini.yaml"
     enc = "small" if setting.smoke else "large"
     return [
-        "-c", str(preset), "--set", f"dataset.root={data}", "--set", f"bank_limit={n_bank}", "--set", f"eval_limit={n_eval}",
-        "--proposer", proposer, *sum((["--set", f"proposer.{k}={v}"] for k, v in setting.proposers()[proposer]().items()), []),
-        *(["--set", f"proposer.dtype={setting.half}"] if "dtype" in get_spec("proposer", proposer).options.model_fields else []), "--set", f"encoder.model=random:facebook/dinov2-{enc}",
-        "--set", f"encoder.dtype={setting.half}", "--set", "encoder.layers=[-1]",
-        "--set", f"encoder.batch_size={setting.batch}", "--set", f"method.batch_images={setting.batch}",
-        "--set", f"aggregator.device={setting.device}", "--set", f"index.device={setting.device}",
+        "-c",
+        str(preset),
+        "--set",
+        f"dataset.root={data}",
+        "--set",
+        f"bank_limit={n_bank}",
+        "--set",
+        f"eval_limit={n_eval}",
+        "--proposer",
+        proposer,
+        *sum((["--set", f"proposer.{k}={v}"] for k, v in setting.proposers()[proposer]().items()), []),
+        *(
+            ["--set", f"proposer.dtype={setting.half}"]
+            if "dtype" in get_spec("proposer", proposer).options.model_fields
+            else []
+        ),
+        "--set",
+        f"encoder.model=random:facebook/dinov2-{enc}",
+        "--set",
+        f"encoder.dtype={setting.half}",
+        "--set",
+        "encoder.layers=[-1]",
+        "--set",
+        f"encoder.batch_size={setting.batch}",
+        "--set",
+        f"method.batch_images={setting.batch}",
+        "--set",
+        f"aggregator.device={setting.device}",
+        "--set",
+        f"index.device={setting.device}",
     ]
 
 
@@ -508,7 +540,11 @@ def check_pipeline(setting: Setting, data: Path, proposer: str) -> dict[str, Any
         if len(predictions) != n_eval:
             raise AssertionError(f"{label}: {len(predictions)} predictions for {n_eval} images")
         digests[label] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in predictions}
-        out[label] = {"wall_s": round(seconds, 1), "peak_gpu_gib": _peak_gib(), "miou_random_weights": report.get("miou")}
+        out[label] = {
+            "wall_s": round(seconds, 1),
+            "peak_gpu_gib": _peak_gib(),
+            "miou_random_weights": report.get("miou"),
+        }
     same = sum(digests["streamed"][k] == digests["serial"].get(k) for k in digests["streamed"])
     out["identical_predictions"] = f"{same}/{n_eval}"
     if same != n_eval:
@@ -597,7 +633,11 @@ def check_fast_engine(setting: Setting, name: str, images: list[np.ndarray]) -> 
     got = fast.propose(image)
     _sync(setting.device)
     t2 = time.perf_counter()
-    same = got.masks.shape == want.masks.shape and np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
+    same = (
+        got.masks.shape == want.masks.shape
+        and np.array_equal(got.masks, want.masks)
+        and np.array_equal(got.scores, want.scores)
+    )
     out["identical_at_64_per_batch"] = bool(same)
     out["masks"] = len(want)
     out["masks_left_on"] = str(got.device_masks.device) if got.device_masks is not None else "host"
@@ -611,8 +651,17 @@ def check_fast_engine(setting: Setting, name: str, images: list[np.ndarray]) -> 
     runs = [("library", "float32", 1), ("factored", "float32", 1), ("factored", half, 1), ("factored", half, 4)]
     for decoder, dtype, batch in dict.fromkeys(runs):
         extra = {"dtype": dtype} if has_dtype else {}
-        whole = ms.get_component("proposer", name, **options, device=setting.device, engine="fast", fast_decoder=decoder,
-                                 batch_size=batch, points_per_batch=options.get("points_per_side", 32) ** 2, **extra)
+        whole = ms.get_component(
+            "proposer",
+            name,
+            **options,
+            device=setting.device,
+            engine="fast",
+            fast_decoder=decoder,
+            batch_size=batch,
+            points_per_batch=options.get("points_per_side", 32) ** 2,
+            **extra,
+        )
         whole.model.load_state_dict(fast.model.state_dict())
         whole.propose(image)  # warm-up
         _sync(setting.device)
@@ -644,7 +693,16 @@ def check_ray(setting: Setting, data: Path, proposer: str) -> dict[str, Any]:
     out: dict[str, Any] = {"proposer": proposer, "bank_images": n_bank, "eval_images": n_eval}
     digests = {}
     gpus = "0.5" if setting.device.startswith("cuda") else "0"  # (--smoke on a machine without a GPU)
-    ray_args = ["--executor", "ray", "--set", "ray.actors=2", "--set", f"ray.num_gpus={gpus}", "--set", "ray.num_cpus=1"]
+    ray_args = [
+        "--executor",
+        "ray",
+        "--set",
+        "ray.actors=2",
+        "--set",
+        f"ray.num_gpus={gpus}",
+        "--set",
+        "ray.num_cpus=1",
+    ]
     for label, extra in (("local", []), ("ray", ray_args)):
         folder = setting.scratch / f"run-{label}-executor"
         shutil.rmtree(folder, ignore_errors=True)
@@ -652,12 +710,16 @@ def check_ray(setting: Setting, data: Path, proposer: str) -> dict[str, Any]:
         code, printed = _cli(["run", *base, *extra, "--out", str(folder)])
         if code != 0:
             raise AssertionError(f"moduseg run ({label} executor) exited {code}: {printed[-500:]}")
-        digests[label] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (folder / "predictions").glob("*.png")}
+        digests[label] = {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (folder / "predictions").glob("*.png")
+        }
         out[f"{label}_wall_s"] = round(time.perf_counter() - t0, 1)
     same = sum(digests["ray"].get(k) == v for k, v in digests["local"].items())
     out["identical_predictions"] = f"{same}/{len(digests['local'])}"
     if same != n_eval or len(digests["ray"]) != n_eval:
-        raise AssertionError(f"the Ray executor's predictions differ from the local executor's: {same} of {n_eval} equal")
+        raise AssertionError(
+            f"the Ray executor's predictions differ from the local executor's: {same} of {n_eval} equal"
+        )
     return out
 
 
@@ -694,10 +756,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, help="a coco-mini layout")
     parser.add_argument("--out", type=Path, help="the JSON to write")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds; checks that would start later are skipped")
+    parser.add_argument(
+        "--budget", type=float, default=420.0, help="seconds; checks that would start later are skipped"
+    )
     parser.add_argument("--only", default="", help="comma-separated check-name prefixes (e.g. enc,bench)")
-    parser.add_argument("--smoke", action="store_true", help="tiny architectures and sizes on whatever device (CPU here)")
-    parser.add_argument("--scratch", type=Path, default=None, help="where checkpoints and runs go (default: a temp dir)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny architectures and sizes on whatever device (CPU here)"
+    )
+    parser.add_argument(
+        "--scratch", type=Path, default=None, help="where checkpoints and runs go (default: a temp dir)"
+    )
     parser.add_argument("--proposer", default="eomt", choices=PROPOSERS,
                         help="the proposer of the end-to-end run and the first bench (random-weight SAM-family "
                              "generators keep thousands of masks at threshold 0 and take tens of seconds per image)")
@@ -732,21 +800,37 @@ def main() -> int:
     check.run("index.exact", lambda: check_exact_index(setting), needs=10)
     check.run("index.faiss", lambda: check_faiss(setting), needs=10)
     for name in ENCODERS:  # options are made inside the check: checkpoints are written only for checks that run
-        check.run(f"encoder.{name}", lambda n=name: _encoder_check(setting, n, setting.encoders()[n](), train_image, False), needs=15)
+        check.run(
+            f"encoder.{name}",
+            lambda n=name: _encoder_check(setting, n, setting.encoders()[n](), train_image, False),
+            needs=15,
+        )
     for name in PROPOSERS:
-        check.run(f"proposer.{name}", lambda n=name: check_proposer(setting, n, setting.proposers()[n](), val), needs=30)
+        check.run(
+            f"proposer.{name}", lambda n=name: check_proposer(setting, n, setting.proposers()[n](), val), needs=30
+        )
     for name in ("sam2", "sam"):
         check.run(f"fast.{name}", lambda n=name: check_fast_engine(setting, n, val), needs=90)
     check.run("pipeline", lambda: check_pipeline(setting, data, args.proposer), needs=60)
     n = 2 if setting.smoke else args.bench_images
-    check.run(f"bench.{args.proposer}", lambda: check_bench(setting, data, args.proposer, n, 2 * n, compile_=False), needs=120)
+    check.run(
+        f"bench.{args.proposer}", lambda: check_bench(setting, data, args.proposer, n, 2 * n, compile_=False), needs=120
+    )
     check.run("bench.float32", lambda: check_bench(setting, data, args.proposer, max(2, n // 4), 0, compile_=False,
                                                    dtype="float32"), needs=60)
     check.run("ray", lambda: check_ray(setting, data, args.proposer), needs=90)
     for name in ENCODERS:  # compiling takes a while: last, as time allows
-        check.run(f"compile.{name}", lambda n=name: _encoder_check(setting, n, setting.encoders()[n](), train_image, True), needs=60)
+        check.run(
+            f"compile.{name}",
+            lambda n=name: _encoder_check(setting, n, setting.encoders()[n](), train_image, True),
+            needs=60,
+        )
     for other in (p for p in ("sam2", "sam") if p != args.proposer):  # SAM-family generators: slow with random weights
-        check.run(f"bench.{other}", lambda o=other: check_bench(setting, data, o, max(2, n // 2), 0, compile_=False), needs=150)
+        check.run(
+            f"bench.{other}",
+            lambda o=other: check_bench(setting, data, o, max(2, n // 2), 0, compile_=False),
+            needs=150,
+        )
     failed = [k for k, v in check.report["checks"].items() if v["status"] == "fail"]
     print(json.dumps(check.report["summary"]), "failed:", failed or "none", flush=True)
     return 1 if failed else 0

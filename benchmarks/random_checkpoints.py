@@ -48,7 +48,9 @@ def eomt_folder(out: Path) -> Path:
     path = out / "eomt-large-640"
     transformers.EomtForUniversalSegmentation(config).save_pretrained(path)
     size = config.image_size
-    transformers.EomtImageProcessor(size={"shortest_edge": size, "longest_edge": size}, do_pad=True).save_pretrained(path)
+    transformers.EomtImageProcessor(size={"shortest_edge": size, "longest_edge": size}, do_pad=True).save_pretrained(
+        path
+    )
     return path
 
 

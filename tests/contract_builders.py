@@ -129,7 +129,9 @@ def save_clip_labeler(folder: Path) -> Path:
     model = open_clip.CLIP(**CLIP_LABELER_CFG)
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     preprocess = {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": CLIP_LABELER_CFG, "preprocess_cfg": preprocess}))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": CLIP_LABELER_CFG, "preprocess_cfg": preprocess})
+    )
     return folder
 
 
@@ -149,7 +151,9 @@ def save_corrclip_models(folder: Path) -> tuple[Path, Path]:
     torch.manual_seed(0)
     torch.save(open_clip.CLIP(**CORRCLIP_CLIP_CFG).state_dict(), clip / "open_clip_pytorch_model.bin")
     preprocess = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
-    (clip / "open_clip_config.json").write_text(json.dumps({"model_cfg": CORRCLIP_CLIP_CFG, "preprocess_cfg": preprocess}))
+    (clip / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": CORRCLIP_CLIP_CFG, "preprocess_cfg": preprocess})
+    )
     config = transformers.ViTConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=8, image_size=64
     )
@@ -194,7 +198,9 @@ def _precomputed_proposals(ctx: Context, root: Path) -> Path:
 
     values = [v for v in np.unique(ctx.gt) if v not in (0, 255)]
     masks = np.stack([ctx.gt == v for v in values])
-    save_proposals(root / f"{ctx.sample.id}.npz", Proposals(masks, np.linspace(0.9, 0.3, len(values)).astype(np.float32)))
+    save_proposals(
+        root / f"{ctx.sample.id}.npz", Proposals(masks, np.linspace(0.9, 0.3, len(values)).astype(np.float32))
+    )
     return root
 
 
@@ -209,7 +215,9 @@ def save_eomt(folder: Path, size: int = 160) -> Path:
         num_queries=16, num_blocks=2, num_register_tokens=2, num_labels=7,
     )
     transformers.EomtForUniversalSegmentation(config).save_pretrained(folder)
-    transformers.EomtImageProcessor(size={"shortest_edge": size, "longest_edge": size}, do_pad=True).save_pretrained(folder)
+    transformers.EomtImageProcessor(size={"shortest_edge": size, "longest_edge": size}, do_pad=True).save_pretrained(
+        folder
+    )
     return folder
 
 
@@ -229,7 +237,9 @@ def save_mask2former(folder: Path) -> Path:
         num_labels=9,
     )
     transformers.Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
-    transformers.Mask2FormerImageProcessor(size={"shortest_edge": 128, "longest_edge": 200}, size_divisor=32).save_pretrained(folder)
+    transformers.Mask2FormerImageProcessor(
+        size={"shortest_edge": 128, "longest_edge": 200}, size_divisor=32
+    ).save_pretrained(folder)
     return folder
 
 
@@ -239,7 +249,11 @@ def _sam(ctx: Context):
     from moduseg_builtins.proposers._sam_impl import SamProposer
     from test_proposer_sam import tiny_sam
 
-    options = build_options("proposer", "sam", {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "device": "cpu"})
+    options = build_options(
+        "proposer",
+        "sam",
+        {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "device": "cpu"},
+    )
     return SamProposer(options, model=tiny_sam())
 
 
@@ -296,15 +310,24 @@ BUILDERS: dict[tuple[str, str], Callable[[Context], Any]] = {
         "dataset", "ade20k", root=ctx.once("ade20k-layout", lambda d: _prepared(ctx, d, "ade20k")), split="val"
     ),
     ("dataset", "cityscapes"): lambda ctx: ms.get_component(
-        "dataset", "cityscapes", root=ctx.once("cityscapes-layout", lambda d: _prepared(ctx, d, "cityscapes")), split="val"
+        "dataset",
+        "cityscapes",
+        root=ctx.once("cityscapes-layout", lambda d: _prepared(ctx, d, "cityscapes")),
+        split="val",
     ),
     ("labeler", "gt"): lambda ctx: ms.get_component("labeler", "gt"),
     ("labeler", "precomputed"): lambda ctx: ms.get_component(
         "labeler", "precomputed", root=ctx.once("pseudo-masks", lambda d: _precomputed_masks(ctx, d))
     ),
     ("labeler", "clip"): lambda ctx: ms.get_component(
-        "labeler", "clip", model="local-dir:" + str(ctx.once("clip-labeler", save_clip_labeler)), device="cpu",
-        templates=["a photo of a {}."], crop=64, stride=32, short_side=96,
+        "labeler",
+        "clip",
+        model="local-dir:" + str(ctx.once("clip-labeler", save_clip_labeler)),
+        device="cpu",
+        templates=["a photo of a {}."],
+        crop=64,
+        stride=32,
+        short_side=96,
     ),
     ("labeler", "coseg"): _coseg,
     ("labeler", "corrclip"): _corrclip,
@@ -318,12 +341,23 @@ BUILDERS: dict[tuple[str, str], Callable[[Context], Any]] = {
         "proposer", "eomt", model=str(ctx.once("eomt", save_eomt)), score_threshold=0.0, device="cpu"
     ),
     ("proposer", "mask2former"): lambda ctx: ms.get_component(
-        "proposer", "mask2former", model=str(ctx.once("mask2former", save_mask2former)), score_threshold=0.0, device="cpu"
+        "proposer",
+        "mask2former",
+        model=str(ctx.once("mask2former", save_mask2former)),
+        score_threshold=0.0,
+        device="cpu",
     ),
     ("proposer", "sam"): _sam,
     ("proposer", "sam2"): lambda ctx: ms.get_component(
-        "proposer", "sam2", model="random", config="configs/sam2.1/sam2.1_hiera_t.yaml", image_size=256,
-        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, device="cpu",
+        "proposer",
+        "sam2",
+        model="random",
+        config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        image_size=256,
+        points_per_side=4,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        device="cpu",
     ),
     ("purifier", "erode"): lambda ctx: ms.get_component("purifier", "erode", iterations=3),
     ("purifier", "none"): lambda ctx: ms.get_component("purifier", "none"),

@@ -52,7 +52,9 @@ def make_cityscapes(coco_mini: Path, root: Path) -> Path:
         (root / "gtFine" / split / city).mkdir(parents=True)
         for k, i in enumerate(part):
             stem = f"{city}_{k:06d}_000019"
-            Image.open(coco_mini / "JPEGImages" / f"{i}.jpg").save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
+            Image.open(coco_mini / "JPEGImages" / f"{i}.jpg").save(
+                root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"
+            )
             labels = (read_mask(coco_mini / "SegmentationClass" / f"{i}.png") % 34).astype(np.uint8)
             Image.fromarray(labels, mode="L").save(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
             Image.fromarray(labels, mode="L").save(root / "gtFine" / split / city / f"{stem}_gtFine_instanceIds.png")

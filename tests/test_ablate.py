@@ -221,8 +221,25 @@ def test_command_line_axes(coco_mini, tmp_path, capsys):
         parse_axis("proposer", "--grid")
     config = tmp_path / "base.yaml"
     config.write_text(yaml.safe_dump(_base(coco_mini)))
-    assert main(["ablate", "-c", str(config), "--grid", "encoder.layers=[8],[10]", "--grid", "proposer=slic,felzenszwalb",
-                 "--zip", "method.top_k=1,5", "--zip", "method.nms_iou=0.3,0.5", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "ablate",
+                "-c",
+                str(config),
+                "--grid",
+                "encoder.layers=[8],[10]",
+                "--grid",
+                "proposer=slic,felzenszwalb",
+                "--zip",
+                "method.top_k=1,5",
+                "--zip",
+                "method.nms_iou=0.3,0.5",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     listed = capsys.readouterr().out.strip().splitlines()
     assert len(listed) == 2 * 2 * 2
     assert "encoder.layers=[8], proposer=slic, method.top_k=1, method.nms_iou=0.3" in listed[0]

@@ -45,14 +45,30 @@ def leftovers(folder: Path) -> list[str]:
     """What a command left in its output folder, besides its own output marker."""
     if not folder.exists():
         return []
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".moduseg-output"))
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".moduseg-output")
+    )
 
 
 @pytest.fixture(scope="module")
 def bank(coco_mini, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bank") / "bank"
     os.environ["MODUSEG_PROGRESS"] = "0"
-    code = main(["build-bank", "--config", str(PRESET), "--set", f"dataset.root={coco_mini}", "--set", "bank_limit=2", "--out", str(out)])
+    code = main(
+        [
+            "build-bank",
+            "--config",
+            str(PRESET),
+            "--set",
+            f"dataset.root={coco_mini}",
+            "--set",
+            "bank_limit=2",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -80,7 +96,12 @@ BAD_IMAGES = [
     ("png signature only", "x.png", lambda p, c: p.write_bytes(b"\x89PNG\r\n\x1a\n"), "unreadable or corrupt"),
     ("truncated jpeg", "x.jpg", _truncated(".jpg"), "unreadable or corrupt"),
     ("truncated png", "x.png", _truncated(".png"), "unreadable or corrupt"),
-    ("float tiff with NaN", "x.tif", lambda p, c: Image.fromarray(np.full((32, 32), np.nan, np.float32)).save(p), "NaN or infinite pixels"),
+    (
+        "float tiff with NaN",
+        "x.tif",
+        lambda p, c: Image.fromarray(np.full((32, 32), np.nan, np.float32)).save(p),
+        "NaN or infinite pixels",
+    ),
     ("a folder named x.jpg", "x.jpg", lambda p, c: p.mkdir(), "is a folder, not an image file"),
 ]
 
@@ -100,7 +121,9 @@ def test_predict_refuses_undecodable_images(capsys, tmp_path, bank, coco_mini, n
 def test_predict_refuses_an_image_over_the_pixel_limit(capsys, tmp_path, bank, coco_mini):
     image = coco_mini / "JPEGImages" / f"{IMAGE_ID}.jpg"
     out = tmp_path / "out"
-    line = one_error(capsys, ["predict", image, "--bank", bank, "--out", out, "--set", "method.max_image_pixels=100000"])
+    line = one_error(
+        capsys, ["predict", image, "--bank", bank, "--out", out, "--set", "method.max_image_pixels=100000"]
+    )
     assert f"image {image} is 640×426 (0.3 MP), more than method.max_image_pixels=100000" in line
     assert "--set method.max_image_pixels=N" in line
     assert leftovers(out) == []
@@ -130,8 +153,22 @@ def test_predict_segments_16bit_gray_and_rotated_photos_at_their_displayed_size(
     assert sizes == {"gray16": (640, 426), "portrait": (640, 426), "rgba": (640, 426)}  # upright = the photo's own size
     # the opaque RGBA copy is the same picture: the same segmentation
     rgba_map = np.asarray(Image.open(out / "predictions" / "rgba.png"))
-    assert main(["predict", str(coco_mini / "JPEGImages" / f"{IMAGE_ID}.jpg"), "--bank", str(bank), "--out", str(tmp_path / "ref")]) == 0
-    np.testing.assert_array_equal(rgba_map, np.asarray(Image.open(tmp_path / "ref" / "predictions" / f"{IMAGE_ID}.png")))
+    assert (
+        main(
+            [
+                "predict",
+                str(coco_mini / "JPEGImages" / f"{IMAGE_ID}.jpg"),
+                "--bank",
+                str(bank),
+                "--out",
+                str(tmp_path / "ref"),
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(
+        rgba_map, np.asarray(Image.open(tmp_path / "ref" / "predictions" / f"{IMAGE_ID}.png"))
+    )
 
 
 # -- precomputed proposals ------------------------------------------------------------------------
@@ -149,15 +186,35 @@ MASKS = np.zeros((2, 426, 640), bool)
 MASKS[0, :200] = True
 MASKS[1, 200:] = True
 BAD_PROPOSALS = [
-    ("NaN score", _npz(masks=MASKS, scores=np.array([0.9, np.nan], np.float32)), "score nan of mask 1 is not a finite number"),
-    ("+Inf score", _npz(masks=MASKS, scores=np.array([np.inf, 0.5], np.float32)), "score inf of mask 0 is not a finite number"),
-    ("-Inf score", _npz(masks=MASKS, scores=np.array([0.5, -np.inf], np.float32)), "score -inf of mask 1 is not a finite number"),
+    (
+        "NaN score",
+        _npz(masks=MASKS, scores=np.array([0.9, np.nan], np.float32)),
+        "score nan of mask 1 is not a finite number",
+    ),
+    (
+        "+Inf score",
+        _npz(masks=MASKS, scores=np.array([np.inf, 0.5], np.float32)),
+        "score inf of mask 0 is not a finite number",
+    ),
+    (
+        "-Inf score",
+        _npz(masks=MASKS, scores=np.array([0.5, -np.inf], np.float32)),
+        "score -inf of mask 1 is not a finite number",
+    ),
     ("text scores", _npz(masks=MASKS, scores=np.array(["high", "low"])), "'scores' is <U4"),
     ("score count", _npz(masks=MASKS, scores=np.ones(3, np.float32)), "has 3 scores for 2 masks"),
-    ("masks of another size", _npz(masks=np.zeros((2, 100, 100), bool)), "has masks of 100×100 but the image is 426×640"),
+    (
+        "masks of another size",
+        _npz(masks=np.zeros((2, 100, 100), bool)),
+        "has masks of 100×100 but the image is 426×640",
+    ),
     ("2-D masks", _npz(masks=np.zeros((426, 640), bool)), "'masks' has shape (426, 640); expected bool N×H×W"),
     ("mask values 0..2", _npz(masks=MASKS.astype(np.uint8) * 2), "'masks' is uint8 with values other than 0/1"),
-    ("packed of the wrong length", _npz(packed=np.zeros(10, np.uint8), shape=np.array([2, 426, 640])), "'packed' is uint8 of 10 bytes"),
+    (
+        "packed of the wrong length",
+        _npz(packed=np.zeros(10, np.uint8), shape=np.array([2, 426, 640])),
+        "'packed' is uint8 of 10 bytes",
+    ),
     ("no masks at all", _npz(scores=np.ones(2, np.float32)), "holds ['scores']; expected 'masks'"),
     ("not a zip", lambda p: p.write_bytes(b"PK\x03\x04 not really"), "is unreadable or corrupt"),
 ]
@@ -203,13 +260,25 @@ def _manifest(edit):
 BAD_BANKS = [
     ("no manifest", lambda b: (b / "manifest.json").unlink(), "manifest.json"),
     ("manifest not JSON", lambda b: (b / "manifest.json").write_text("{oops"), "manifest.json is corrupt"),
-    ("manifest of something else", lambda b: (b / "manifest.json").write_text('{"format": "other"}'), "is not a moduseg bank manifest (format 'other')"),
-    ("newer format", _manifest(lambda d: d.update(format_version=99)), "has format version 99, newer than this moduseg"),
+    (
+        "manifest of something else",
+        lambda b: (b / "manifest.json").write_text('{"format": "other"}'),
+        "is not a moduseg bank manifest (format 'other')",
+    ),
+    (
+        "newer format",
+        _manifest(lambda d: d.update(format_version=99)),
+        "has format version 99, newer than this moduseg",
+    ),
     ("vectors missing", lambda b: (b / "vectors.npy").unlink(), "is incomplete or corrupt"),
     ("vectors garbage", lambda b: (b / "vectors.npy").write_bytes(b"\x93NUMPY garbage"), "is incomplete or corrupt"),
     ("labels of another length", lambda b: np.save(b / "labels.npy", np.zeros(3, np.int32)), "vectors but 3 labels"),
     ("index missing", lambda b: shutil.rmtree(b / "index"), "index directory (no index.json)"),
-    ("index manifest garbage", lambda b: (b / "index" / "index.json").write_text("garbage"), "index.json is unreadable or corrupt"),
+    (
+        "index manifest garbage",
+        lambda b: (b / "index" / "index.json").write_text("garbage"),
+        "index.json is unreadable or corrupt",
+    ),
 ]
 
 
@@ -236,14 +305,29 @@ def test_bank_built_for_a_gpu_loads_on_this_machine(tmp_path, bank, coco_mini):
     exact = tmp_path / "exact"
     shutil.copytree(bank, exact)
     _manifest(lambda d: d["components"]["index"]["options"].update(device="cuda"))(exact)
-    assert main(["predict", str(coco_mini / "JPEGImages" / f"{IMAGE_ID}.jpg"), "--bank", str(exact), "--out", str(tmp_path / "o1")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(coco_mini / "JPEGImages" / f"{IMAGE_ID}.jpg"),
+                "--bank",
+                str(exact),
+                "--out",
+                str(tmp_path / "o1"),
+            ]
+        )
+        == 0
+    )
 
     pytest.importorskip("faiss")
     loaded = Bank.load(bank)
     index = build("index", Choice(name="faiss"))
     index.component.add(loaded.vectors, loaded.labels)
     manifest = json.loads(json.dumps(loaded.manifest))
-    manifest["components"]["index"] = {"name": "faiss", "options": {"type": "flat", "nlist": None, "nprobe": 32, "gpu": "always"}}
+    manifest["components"]["index"] = {
+        "name": "faiss",
+        "options": {"type": "flat", "nlist": None, "nprobe": 32, "gpu": "always"},
+    }
     Bank(loaded.vectors, loaded.labels, loaded.class_names, manifest, index.component).save(tmp_path / "faiss")
     reloaded = Bank.load(tmp_path / "faiss")
     assert len(reloaded) == len(loaded)
@@ -289,7 +373,11 @@ def _evaluate(root: Path, pred: Path, *extra: str) -> list[str]:
 
 BAD_LABELS = [
     ("json syntax", ("labels.json", "{bad"), "is not valid JSON"),
-    ("json NaN id", ("labels.json", '{"a": [NaN], "b": [1]}'), "image 'a' has label nan; class ids must be finite integers"),
+    (
+        "json NaN id",
+        ("labels.json", '{"a": [NaN], "b": [1]}'),
+        "image 'a' has label nan; class ids must be finite integers",
+    ),
     ("json Infinity id", ("labels.json", '{"a": [Infinity], "b": [1]}'), "image 'a' has label inf"),
     ("json list at top", ("labels.json", "[1, 2]"), "holds a list, not a mapping"),
     ("json unknown name", ("labels.json", '{"a": ["zebra"], "b": [1]}'), "image 'a' has class name 'zebra'"),
@@ -304,7 +392,11 @@ BAD_LABELS = [
     ("csv unknown name", ("labels.csv", "a,zebra\nb,dog\n"), "image 'a' has class name 'zebra'"),
     ("npy garbage", ("labels.npy", b"garbage"), "is not a readable .npy file"),
     ("npy array, not a dict", ("labels.npy", lambda p: np.save(p, np.zeros(3))), "holds a ndarray, not a mapping"),
-    ("npy NaN multi-hot", ("labels.npy", lambda p: np.save(p, {"a": np.array([np.nan, 0.0]), "b": np.array([0.0, 1.0])})), "has label nan"),
+    (
+        "npy NaN multi-hot",
+        ("labels.npy", lambda p: np.save(p, {"a": np.array([np.nan, 0.0]), "b": np.array([0.0, 1.0])})),
+        "has label nan",
+    ),
     ("wrong suffix", ("labels.txt", "a 1\nb 2\n"), "has suffix '.txt'"),
 ]
 
@@ -370,7 +462,12 @@ def test_limit_fingerprint_covers_the_samples_used(tmp_path):
 def test_debug_shows_the_chained_cause(tmp_path):
     root, pred = folder_dataset(tmp_path, mask_writer=lambda p, m: p.write_bytes(b"not a png"))
     env = {k: v for k, v in os.environ.items() if k != "MODUSEG_LOAD_PLUGINS"} | {"MODUSEG_PROGRESS": "0"}
-    argv = [sys.executable, "-c", "import sys; from moduseg_core.cli import main; sys.exit(main(sys.argv[1:]))", *_evaluate(root, pred)]
+    argv = [
+        sys.executable,
+        "-c",
+        "import sys; from moduseg_core.cli import main; sys.exit(main(sys.argv[1:]))",
+        *_evaluate(root, pred),
+    ]
     quiet = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
     assert quiet.returncode == 2 and quiet.stderr.count("\n") == 1 and "Traceback" not in quiet.stderr
     loud = subprocess.run(argv, capture_output=True, text=True, env=env | {"MODUSEG_DEBUG": "1"}, cwd=ROOT)
@@ -386,7 +483,10 @@ def test_debug_chain_survives_the_loader_workers(tmp_path, bank, coco_mini):
     inputs.mkdir()
     shutil.copy(coco_mini / "JPEGImages" / f"{IMAGE_ID}.jpg", inputs / "a.jpg")
     (inputs / "b.jpg").write_bytes(b"junk")
-    env = {k: v for k, v in os.environ.items() if k != "MODUSEG_LOAD_PLUGINS"} | {"MODUSEG_PROGRESS": "0", "MODUSEG_DEBUG": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "MODUSEG_LOAD_PLUGINS"} | {
+        "MODUSEG_PROGRESS": "0",
+        "MODUSEG_DEBUG": "1",
+    }
     argv = [sys.executable, "-c", "import sys; from moduseg_core.cli import main; sys.exit(main(sys.argv[1:]))",
             "predict", str(inputs), "--bank", str(bank), "--out", str(tmp_path / "out")]
     loud = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)

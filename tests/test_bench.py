@@ -39,7 +39,19 @@ def test_bench_runs_both_sides_and_they_agree(coco_mini, tmp_path, capsys, resiz
 
 
 def test_bench_refuses_a_split_too_small(coco_mini, tmp_path, capsys):
-    argv = ["bench", "--data", str(coco_mini), "--set", "eval_limit=1", "--images", "1", "--warmup", "1", "--out", str(tmp_path)]
+    argv = [
+        "bench",
+        "--data",
+        str(coco_mini),
+        "--set",
+        "eval_limit=1",
+        "--images",
+        "1",
+        "--warmup",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "bench needs at least 2" in err and len(err.strip().splitlines()) == 1
@@ -51,12 +63,43 @@ def test_bench_with_random_weight_foundation_architectures(coco_mini, tmp_path):
     pytest.importorskip("sam2")
     out = tmp_path / "bench"
     argv = [
-        "bench", "--data", str(coco_mini), "--images", "1", "--warmup", "1", "--bank-size", "2000", "--floor-batch", "2",
-        "--max-masks", "100", "--proposer", "sam2", "--set", "proposer.model=random",
-        "--set", "proposer.config=sam2.1_hiera_t", "--set", "proposer.image_size=256", "--set", "proposer.points_per_side=4",
-        "--set", "proposer.pred_iou_thresh=0", "--set", "proposer.stability_score_thresh=0",
-        "--set", "encoder.model=random:facebook/dinov2-small", "--set", "encoder.resize=224",
-        "--set", "aggregator.device=auto", "--set", "index.device=auto", "--out", str(out),
+        "bench",
+        "--data",
+        str(coco_mini),
+        "--images",
+        "1",
+        "--warmup",
+        "1",
+        "--bank-size",
+        "2000",
+        "--floor-batch",
+        "2",
+        "--max-masks",
+        "100",
+        "--proposer",
+        "sam2",
+        "--set",
+        "proposer.model=random",
+        "--set",
+        "proposer.config=sam2.1_hiera_t",
+        "--set",
+        "proposer.image_size=256",
+        "--set",
+        "proposer.points_per_side=4",
+        "--set",
+        "proposer.pred_iou_thresh=0",
+        "--set",
+        "proposer.stability_score_thresh=0",
+        "--set",
+        "encoder.model=random:facebook/dinov2-small",
+        "--set",
+        "encoder.resize=224",
+        "--set",
+        "aggregator.device=auto",
+        "--set",
+        "index.device=auto",
+        "--out",
+        str(out),
     ]
     assert main(argv) == 0
     report = json.loads((out / "bench.json").read_text())

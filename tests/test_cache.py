@@ -97,7 +97,9 @@ def test_proposal_entries_are_the_precomputed_format_and_old_entries_still_load(
     assert np.array_equal(read.masks, masks) and np.array_equal(read.scores, scores)
     # an entry of the first cache format (one packed row per mask) still loads
     with open(tmp_path / "old.npz", "wb") as f:
-        np.savez_compressed(f, packed=np.packbits(masks.reshape(3, -1), axis=1), shape=np.array([3, 7, 9]), scores=scores)
+        np.savez_compressed(
+            f, packed=np.packbits(masks.reshape(3, -1), axis=1), shape=np.array([3, 7, 9]), scores=scores
+        )
     old = load_proposals(tmp_path / "old.npz")
     assert np.array_equal(old.masks, masks) and np.array_equal(old.scores, scores)
 
@@ -132,7 +134,11 @@ def test_cached_real_proposer_computes_once_per_image_and_configuration(coco_min
         assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
         assert len(a) > 20
     # another option value is another key
-    other = CachedProposer(cache, Choice(name="slic", options={"n_segments": [30]}), lambda: build("proposer", Choice(name="slic", options={"n_segments": [30]})).component)
+    other = CachedProposer(
+        cache,
+        Choice(name="slic", options={"n_segments": [30]}),
+        lambda: build("proposer", Choice(name="slic", options={"n_segments": [30]})).component,
+    )
     other.propose(images[0], image_id=ids[0])
     assert other.computed == 1
     # runtime-independent identity: the plugin and its version are part of the key

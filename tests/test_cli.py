@@ -21,7 +21,9 @@ def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["plugins", "list"], ["plugins", "list", "--json"], ["plugins", "show", "dinov2"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["plugins", "list"], ["plugins", "list", "--json"], ["plugins", "show", "dinov2"]]
+)
 def test_startup_imports_no_heavy_library(argv):
     code = (
         "import sys\n"
@@ -39,7 +41,13 @@ def test_plugins_list_json_shows_every_builtin_with_status(capsys):
     assert main(["plugins", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     names = {(r["kind"], r["name"]) for r in rows}
-    for expected in [("proposer", "slic"), ("encoder", "dinov2"), ("index", "faiss"), ("labeler", "gt"), ("dataset", "voc")]:
+    for expected in [
+        ("proposer", "slic"),
+        ("encoder", "dinov2"),
+        ("index", "faiss"),
+        ("labeler", "gt"),
+        ("dataset", "voc"),
+    ]:
         assert expected in names
     gt = next(r for r in rows if r["name"] == "gt")
     assert gt["oracle"] is True
@@ -90,7 +98,10 @@ def test_wrong_option_type(capsys, tmp_path):
 
 def test_a_choice_outside_its_values_names_them_once(capsys, tmp_path):
     line = _error(capsys, ["run", "--proposer", "sam2", "--set", "proposer.engine=fastt", "--out", str(tmp_path / "x")])
-    assert "option engine='fastt' is invalid: Input should be 'library' or 'fast'; fix it with --set proposer.engine=" in line
+    assert (
+        "option engine='fastt' is invalid: Input should be 'library' or 'fast'; fix it with --set proposer.engine="
+        in line
+    )
     assert line.count("'library' or 'fast'") == 1
 
 
@@ -126,7 +137,11 @@ def test_dataset_root_missing(capsys, tmp_path):
 def test_debug_env_shows_traceback(tmp_path):
     env = {**os.environ, "MODUSEG_DEBUG": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "moduseg_core", "run", "--proposer", "slik"], capture_output=True, text=True, env=env, cwd=ROOT
+        [sys.executable, "-m", "moduseg_core", "run", "--proposer", "slik"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     assert out.returncode != 0
     assert "Traceback" in out.stderr and "ModusegError" in out.stderr
@@ -152,7 +167,9 @@ def test_typer_in_the_tested_range():
     assert low <= have < high
 
 
-@pytest.mark.parametrize("argv", [["run", "--no-such-flag"], ["predict"], ["nocmd"], ["run", "--out"], ["bench", "--images", "x"]])
+@pytest.mark.parametrize(
+    "argv", [["run", "--no-such-flag"], ["predict"], ["nocmd"], ["run", "--out"], ["bench", "--images", "x"]]
+)
 def test_usage_errors_from_the_console_script_are_one_line_exit_2(argv):
     exe = Path(sys.executable).with_name("moduseg")
     out = subprocess.run([str(exe), *argv], capture_output=True, text=True, cwd=ROOT)

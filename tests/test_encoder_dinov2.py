@@ -327,7 +327,9 @@ def test_random_architectures_and_compiled_forward_match_eager():
 
     eager = get_component("encoder", "dinov2", model="random:facebook/dinov2-with-registers-small", layers=[-2, -1])
     assert (eager.dim, eager.depth, eager.prefix_tokens) == (384, 12, 5)
-    compiled = get_component("encoder", "dinov2", model="random:facebook/dinov2-with-registers-small", layers=[-2, -1], compile=True)
+    compiled = get_component(
+        "encoder", "dinov2", model="random:facebook/dinov2-with-registers-small", layers=[-2, -1], compile=True
+    )
     image = np.random.default_rng(0).integers(0, 255, (70, 98, 3), dtype=np.uint8)
     a, b = eager.encode(image), compiled.encode(image)
     assert a.tokens.shape == (5, 7, 384)

@@ -153,12 +153,17 @@ def test_errors_are_one_line(sources, images, name):
         assert "\n" not in str(e.value)
     with pytest.raises(ModusegError, match="1-based"):
         build(sources, name, layers=[0])
-    with pytest.raises(ModusegError, match=rf"encoder '{name}' option device='tpu' is invalid.*device must be auto, cpu, mps, cuda or cuda:N"):
+    with pytest.raises(
+        ModusegError,
+        match=rf"encoder '{name}' option device='tpu' is invalid.*device must be auto, cpu, mps, cuda or cuda:N",
+    ):
         build(sources, name, device="tpu")
     with pytest.raises(ModusegError, match=r"dtype='float64' is invalid"):
         build(sources, name, dtype="float64")
     encoder = build(sources, name)
-    with pytest.raises(ModusegError, match=rf"encoder '{name}' got an image of shape \(20, 20\); expected uint8 H×W×3 RGB"):
+    with pytest.raises(
+        ModusegError, match=rf"encoder '{name}' got an image of shape \(20, 20\); expected uint8 H×W×3 RGB"
+    ):
         encoder.encode(np.zeros((20, 20), np.uint8))
     with pytest.raises(ModusegError, match="uint8"):
         encoder.encode(next(iter(images.values())).astype(np.float32))

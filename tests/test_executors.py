@@ -98,7 +98,9 @@ def test_the_cli_never_imports_ray():
         "assert 'ray' not in sys.modules, 'ray was imported'\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MODUSEG_PROGRESS": "0"})
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MODUSEG_PROGRESS": "0"}
+    )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
@@ -118,7 +120,9 @@ def test_ray_missing_is_one_line_and_nothing_is_written(coco_mini, tmp_path):
         "from moduseg_core.cli import main\n"
         f"sys.exit(main(['build-bank', *{tiny(coco_mini)!r}, '--executor', 'ray', '--out', {str(tmp_path / 'b')!r}]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MODUSEG_PROGRESS": "0"})
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MODUSEG_PROGRESS": "0"}
+    )
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(err) == 1, done.stderr[-2000:]
     assert "needs Ray" in err[0] and "pip install 'moduseg[ray]'" in err[0] and "--executor local" in err[0]
@@ -134,7 +138,9 @@ def test_ablate_executor_is_checked_and_a_missing_ray_writes_nothing(coco_mini, 
              "--executor", "ray", "--out", str(tmp_path / "s"), "--cache-dir", str(tmp_path / "cache")]
     code = ("import sys\nsys.modules['ray'] = None\nfrom moduseg_core.cli import main\n"
             f"sys.exit(main({sweep!r}))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MODUSEG_PROGRESS": "0"})
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MODUSEG_PROGRESS": "0"}
+    )
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "needs Ray" in err[-1] and "--executor local" in err[-1], done.stderr[-2000:]
     assert not (tmp_path / "s").exists() and not (tmp_path / "cache").exists()
@@ -149,7 +155,9 @@ def test_local_build_killed_then_resumed_is_byte_identical(coco_mini, tmp_path):
     assert moduseg(["build-bank", *tiny(coco_mini), "--out", str(reference)]).returncode == 0
     killed = moduseg(["build-bank", *tiny(coco_mini), "--out", str(out)], crash="bank-image:3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert [p.name for p in (out / "shards").glob("*.shard")] == ["0-00000000.shard"], "the first chunk (2 images) is kept"
+    assert [p.name for p in (out / "shards").glob("*.shard")] == ["0-00000000.shard"], (
+        "the first chunk (2 images) is kept"
+    )
     assert not (out / "manifest.json").exists()
     again = moduseg(["build-bank", *tiny(coco_mini), "--out", str(out)])
     assert again.returncode == 0, again.stderr[-2000:]

@@ -87,7 +87,9 @@ def test_ablate_writes_a_page_comparing_points(coco_mini, tmp_path):
     preset = ["-c", str(Path(__file__).resolve().parents[1] / "moduseg_core" / "presets" / "coco-mini.yaml"),
               "--set", f"dataset.root={coco_mini}", "--set", "bank_limit=4", "--set", "eval_limit=2",
               "--set", "encoder.resize=112", "--set", "proposer.n_segments=[20]"]
-    code = main(["ablate", *preset, "--grid", "method.top_k=1,5", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    code = main(
+        ["ablate", *preset, "--grid", "method.top_k=1,5", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    )
     assert code == 0
     html = (out / "report.html").read_text()
     page = _parse(html)
@@ -212,7 +214,9 @@ def test_sweep_page_compares_points(tiny_run, coco_mini, class_names, tmp_path):
     other = tmp_path / "p1" / "predictions"
     other.mkdir(parents=True)
     for png in (tiny_run / "predictions").glob("*.png"):  # a second point: 'person' everywhere
-        Image.fromarray(np.full(np.asarray(Image.open(png)).shape, class_names.index("person"), np.uint8)).save(other / png.name)
+        Image.fromarray(np.full(np.asarray(Image.open(png)).shape, class_names.index("person"), np.uint8)).save(
+            other / png.name
+        )
     reports = [report | {"point": 0, "slug": "p0", "axes": {"method.top_k": 25}},
                {**report, "point": 1, "slug": "p1", "axes": {"method.top_k": 1}, "miou": 0.01}]
     results = {"sweep": {"name": "t", "points": 2, "wall": 1.0}, "axes": {"grid": {"method.top_k": [25, 1]}, "zip": {}}}
@@ -264,7 +268,11 @@ def _browse(page: Path, tmp: Path, *extra: str, hash_: str = "") -> subprocess.C
 
 
 def _console_errors(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "Uncaught" in line or ("CONSOLE" in line and ("ERROR" in line or "Error" in line))]
+    return [
+        line
+        for line in stderr.splitlines()
+        if "Uncaught" in line or ("CONSOLE" in line and ("ERROR" in line or "Error" in line))
+    ]
 
 
 def test_browser_renders_sorts_and_filters(run_page, tiny_run, coco_mini, class_names, tmp_path):
@@ -287,7 +295,9 @@ def test_browser_renders_sorts_and_filters(run_page, tiny_run, coco_mini, class_
     name = min(counts, key=lambda n: (counts[n], n))
     filtered = _parse(_browse(run_page, tmp_path, "--dump-dom", hash_=f"#sort=id-asc&class={name}").stdout).items
     visible = [a["data-id"] for a in filtered if "hidden" not in a]
-    assert len(visible) == counts[name] and all(name in a["data-classes"].split("|") for a in filtered if "hidden" not in a)
+    assert len(visible) == counts[name] and all(
+        name in a["data-classes"].split("|") for a in filtered if "hidden" not in a
+    )
     assert [a["data-id"] for a in filtered] == sorted(a["data-id"] for a in filtered)
 
 

@@ -158,7 +158,9 @@ def test_peak_memory_of_predict_on_a_12000x9000_photo(tmp_path, coco_mini):
         check=True, env=env, cwd=ROOT, capture_output=True,
     )
     photo = tmp_path / "photo.jpg"
-    Image.open(coco_mini / "JPEGImages" / "000000000139.jpg").resize((12000, 9000), Image.BILINEAR).save(photo, quality=85)
+    Image.open(coco_mini / "JPEGImages" / "000000000139.jpg").resize((12000, 9000), Image.BILINEAR).save(
+        photo, quality=85
+    )
     # a wrapper process reports the peak of its only child, the predict run
     probe = (
         "import json, resource, subprocess, sys\n"
@@ -167,8 +169,23 @@ def test_peak_memory_of_predict_on_a_12000x9000_photo(tmp_path, coco_mini):
         " 'peak_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
     )
     run = subprocess.run(
-        [sys.executable, "-c", probe, *moduseg, "predict", str(photo), "--bank", str(bank), "--out", str(tmp_path / "out")],
-        check=True, env=env, cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            probe,
+            *moduseg,
+            "predict",
+            str(photo),
+            "--bank",
+            str(bank),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["rc"] == 0, result["err"]

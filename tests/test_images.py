@@ -89,7 +89,9 @@ def _cases():
 
         raw = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(H))
         header = struct.pack(">IIBBBBB", W, H, 16, 2, 0, 0, 0)
-        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+        path.write_bytes(
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+        )
 
     return [
         ("RGB png", "x.png", _save(rgb), rgb),
@@ -98,20 +100,43 @@ def _cases():
         ("I;16 png full range", "x.png", _save(ramp16()), expected_from_16(ramp16())),
         ("I;16 tiff", "x.tif", _save(ramp16()), expected_from_16(ramp16())),
         ("I 32-bit tiff holding 16-bit data", "x.tif", _save(ramp16().astype(np.int32)), expected_from_16(ramp16())),
-        ("F tiff 0..1", "x.tif", _save(floats), np.repeat(np.round(floats * 255).astype(np.uint8)[:, :, None], 3, axis=2)),
-        ("F tiff 0..255", "x.tif", _save(floats * 255), np.repeat(np.round(floats * 255).astype(np.uint8)[:, :, None], 3, axis=2)),
+        (
+            "F tiff 0..1",
+            "x.tif",
+            _save(floats),
+            np.repeat(np.round(floats * 255).astype(np.uint8)[:, :, None], 3, axis=2),
+        ),
+        (
+            "F tiff 0..255",
+            "x.tif",
+            _save(floats * 255),
+            np.repeat(np.round(floats * 255).astype(np.uint8)[:, :, None], 3, axis=2),
+        ),
         ("RGB 16-bit png", "x.png", png48, (rgb16 // 257).astype(np.uint8)),
         ("RGBA opaque", "x.png", _save(np.dstack([rgb, np.full((H, W), 255, np.uint8)])), rgb),
         ("RGBA over white", "x.png", _save(np.dstack([rgb, alpha])), over_white(rgb, alpha)),
-        ("LA over white", "x.png", _save(np.dstack([gray, alpha]), "LA"), over_white(np.repeat(gray[:, :, None], 3, 2), alpha)),
+        (
+            "LA over white",
+            "x.png",
+            _save(np.dstack([gray, alpha]), "LA"),
+            over_white(np.repeat(gray[:, :, None], 3, 2), alpha),
+        ),
         ("P", "x.png", paletted, palette[index]),
-        ("P with a transparent index", "x.png", lambda p: paletted(p, transparency=2),
-         np.where((index == 2)[:, :, None], np.uint8(255), palette[index])),
+        (
+            "P with a transparent index",
+            "x.png",
+            lambda p: paletted(p, transparency=2),
+            np.where((index == 2)[:, :, None], np.uint8(255), palette[index]),
+        ),
         ("CMYK jpeg-free tiff", "x.tif", cmyk, cmyk_expected),
         ("1-bit png", "x.png", _save(bits), np.repeat(np.where(bits, 255, 0).astype(np.uint8)[:, :, None], 3, axis=2)),
         ("1-bit bmp", "x.bmp", _save(bits), np.repeat(np.where(bits, 255, 0).astype(np.uint8)[:, :, None], 3, axis=2)),
-        ("L with a transparent grey (tRNS)", "x.png", _save(gray, transparency=int(gray[0, 0])),
-         np.where((gray == gray[0, 0])[:, :, None], np.uint8(255), np.repeat(gray[:, :, None], 3, axis=2))),
+        (
+            "L with a transparent grey (tRNS)",
+            "x.png",
+            _save(gray, transparency=int(gray[0, 0])),
+            np.where((gray == gray[0, 0])[:, :, None], np.uint8(255), np.repeat(gray[:, :, None], 3, axis=2)),
+        ),
     ]
 
 
@@ -226,7 +251,9 @@ def test_rotated_phone_photo_lines_up_with_its_mask(tmp_path):
 def test_mask_in_the_stored_orientation_is_refused_with_a_hint(tmp_path):
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "p.jpg", exif=_exif(6))
     Image.fromarray(np.zeros((H, W), np.uint8), "L").save(tmp_path / "m.png")  # raw, not as displayed
-    with pytest.raises(ModusegError, match=r"m\.png is 6×10 but its image is 10×6 \(it is the image turned by 90°.*EXIF"):
+    with pytest.raises(
+        ModusegError, match=r"m\.png is 6×10 but its image is 10×6 \(it is the image turned by 90°.*EXIF"
+    ):
         read_mask(tmp_path / "m.png", expected_hw=read_image(tmp_path / "p.jpg").shape[:2])
 
 
@@ -240,14 +267,18 @@ def test_malformed_exif_counts_as_no_orientation(tmp_path):
 
 
 def _truncated_jpeg(path):
-    Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path.with_suffix(".tmp.jpg"))
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+        path.with_suffix(".tmp.jpg")
+    )
     data = path.with_suffix(".tmp.jpg").read_bytes()
     path.with_suffix(".tmp.jpg").unlink()
     path.write_bytes(data[: len(data) // 2])
 
 
 def _truncated_png(path):
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path.with_suffix(".tmp.png"))
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+        path.with_suffix(".tmp.png")
+    )
     data = path.with_suffix(".tmp.png").read_bytes()
     path.with_suffix(".tmp.png").unlink()
     path.write_bytes(data[: len(data) - 200])
@@ -281,7 +312,9 @@ def test_pixel_guard_refuses_before_decoding(tmp_path):
     Image.fromarray(np.zeros((100, 300, 3), np.uint8)).save(tmp_path / "wide.png")
     with pytest.raises(ModusegError) as info:
         read_image(tmp_path / "wide.png", max_pixels=29_999)
-    assert str(info.value).startswith(f"image {tmp_path / 'wide.png'} is 300×100 (0.0 MP), more than method.max_image_pixels=29999")
+    assert str(info.value).startswith(
+        f"image {tmp_path / 'wide.png'} is 300×100 (0.0 MP), more than method.max_image_pixels=29999"
+    )
     assert "--set method.max_image_pixels=N" in str(info.value)
     assert read_image(tmp_path / "wide.png", max_pixels=30_000).shape == (100, 300, 3)
 
@@ -296,9 +329,15 @@ def test_huge_header_is_refused_without_decoding(tmp_path):
 
     header = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
     (tmp_path / "bomb.png").write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
     )
-    with pytest.raises(ModusegError, match=r"bomb\.png has 1600000000 pixels \(1600\.0 MP\), more than method\.max_image_pixels=150000000"):
+    with pytest.raises(
+        ModusegError,
+        match=r"bomb\.png has 1600000000 pixels \(1600\.0 MP\), more than method\.max_image_pixels=150000000",
+    ):
         read_image(tmp_path / "bomb.png")
 
 
@@ -324,9 +363,21 @@ def test_masks_of_every_lossless_mode(tmp_path, mode):
 BAD_MASKS = [
     ("RGB colour mask", lambda p: Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(p), "has mode RGB"),
     ("LA", lambda p: Image.fromarray(np.zeros((H, W, 2), np.uint8), "LA").save(p), "has mode LA"),
-    ("JPEG named .png", lambda p: Image.fromarray(np.zeros((H, W), np.uint8), "L").save(p, format="JPEG"), "is a JPEG file"),
-    ("wrong size", lambda p: Image.fromarray(np.zeros((H + 1, W), np.uint8), "L").save(p), "is 7×10 but its image is 6×10"),
-    ("class id out of range", lambda p: Image.fromarray(np.full((H, W), 21, np.uint8), "L").save(p), "holds class id 21, outside 0..20"),
+    (
+        "JPEG named .png",
+        lambda p: Image.fromarray(np.zeros((H, W), np.uint8), "L").save(p, format="JPEG"),
+        "is a JPEG file",
+    ),
+    (
+        "wrong size",
+        lambda p: Image.fromarray(np.zeros((H + 1, W), np.uint8), "L").save(p),
+        "is 7×10 but its image is 6×10",
+    ),
+    (
+        "class id out of range",
+        lambda p: Image.fromarray(np.full((H, W), 21, np.uint8), "L").save(p),
+        "holds class id 21, outside 0..20",
+    ),
     ("16-bit id", lambda p: Image.fromarray(np.full((H, W), 1000, np.uint16)).save(p), "holds class id 1000"),
     ("empty", lambda p: p.write_bytes(b""), "unreadable or corrupt"),
     ("corrupt", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), "unreadable or corrupt"),

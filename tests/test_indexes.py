@@ -385,7 +385,9 @@ def test_registration_is_light_and_declares_faiss():
 
 def recall_at(found_rows: np.ndarray, exact_rows: np.ndarray) -> float:
     """Mean fraction of each query's exact top-k rows that the approximate search also returned."""
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found_rows.tolist(), exact_rows.tolist(), strict=True)]))
+    return float(
+        np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found_rows.tolist(), exact_rows.tolist(), strict=True)])
+    )
 
 
 def bank_and_queries(rng: np.random.Generator, n: int, q: int, dim: int, classes: int):

@@ -33,8 +33,22 @@ TIMING_KEYS = {"seconds", "first_seconds", "wall"}
 
 
 def tiny(coco: Path, bank: int = 6, evals: int = 4, resize: int = 224) -> list[str]:
-    return ["-c", PRESET, "--set", f"dataset.root={coco}", "--set", f"bank_limit={bank}", "--set", f"eval_limit={evals}",
-            "--set", f"encoder.resize={resize}", "--set", "proposer.n_segments=[20]", "--set", "method.batch_images=2"]
+    return [
+        "-c",
+        PRESET,
+        "--set",
+        f"dataset.root={coco}",
+        "--set",
+        f"bank_limit={bank}",
+        "--set",
+        f"eval_limit={evals}",
+        "--set",
+        f"encoder.resize={resize}",
+        "--set",
+        "proposer.n_segments=[20]",
+        "--set",
+        "method.batch_images=2",
+    ]
 
 
 def moduseg(args: list[str], crash: str | None = None) -> subprocess.CompletedProcess:
@@ -183,7 +197,9 @@ def test_run_rerun_with_fewer_images_removes_its_stale_predictions(coco_mini, tm
     (out / "predictions" / "mine.txt").write_text("not moduseg's\n")
     ok(moduseg(["run", *tiny(coco_mini, evals=2), "--set", "overlays=false", "--out", str(out)]))
     first_two = (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:2]
-    assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted([f"{i}.png" for i in first_two] + ["mine.txt"])
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(
+        [f"{i}.png" for i in first_two] + ["mine.txt"]
+    )
     assert not (out / "overlays").exists()
     assert json.loads((out / "report.json").read_text())["eval"]["images"] == 2
 
@@ -192,7 +208,15 @@ def test_run_rerun_with_fewer_images_removes_its_stale_predictions(coco_mini, tm
 
 
 def _sweep(coco: Path, out: Path) -> list[str]:
-    return ["ablate", *tiny(coco, bank=4, evals=2, resize=112), "--grid", "method.top_k=1,5", "--no-cache", "--out", str(out)]
+    return [
+        "ablate",
+        *tiny(coco, bank=4, evals=2, resize=112),
+        "--grid",
+        "method.top_k=1,5",
+        "--no-cache",
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")

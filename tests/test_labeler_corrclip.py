@@ -60,9 +60,21 @@ def photo(coco_mini):
 def test_released_defaults():
     spec = ms.contract.plugins.get_spec("labeler", "corrclip")
     d = spec.options()
-    assert (d.model, d.pretrained, d.dino, d.proposer) == ("ViT-B-16", "metaclip_fullcc", "facebook/dino-vitb8", "entityseg")
+    assert (d.model, d.pretrained, d.dino, d.proposer) == (
+        "ViT-B-16",
+        "metaclip_fullcc",
+        "facebook/dino-vitb8",
+        "entityseg",
+    )
     assert (d.alpha, d.beta, d.tau, d.merge_eps, d.merge_min_samples) == (1.0, 0.5, 4.0, 0.2, 1)
-    assert (d.crop, d.stride, d.pad_multiple, d.logit_scale, d.min_score, d.short_side) == (336, 112, 56, 40.0, 0.5, 336)
+    assert (d.crop, d.stride, d.pad_multiple, d.logit_scale, d.min_score, d.short_side) == (
+        336,
+        112,
+        56,
+        40.0,
+        0.5,
+        336,
+    )
     assert spec.extra == "corrclip" and not spec.oracle
 
 
@@ -319,7 +331,9 @@ def samples(coco_mini):
     ids = (coco_mini / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
     several = [i for i in ids if len(labels.get(i, [])) >= 2][:2]
     empty = [i for i in ids if i in labels and not labels[i]][:1]
-    return [Sample(id=i, image_path=coco_mini / "JPEGImages" / f"{i}.jpg", labels=tuple(labels[i])) for i in several + empty]
+    return [
+        Sample(id=i, image_path=coco_mini / "JPEGImages" / f"{i}.jpg", labels=tuple(labels[i])) for i in several + empty
+    ]
 
 
 @pytest.mark.slow

@@ -51,7 +51,9 @@ def test_score_image_follows_the_prototypes_and_the_bias():
     weights = np.ones(4)
     others = {0: np.array([1.0, 0, 0]), 4: np.array([0, 1.0, 0]), 9: np.array([0, 0, 1.0])}
     start = np.array([0, -1, -1, 0])
-    assign, post = score_image(x, border, weights, (4, 9), start, others, _options(cross_weight=1.0, background_bias=0.0))
+    assign, post = score_image(
+        x, border, weights, (4, 9), start, others, _options(cross_weight=1.0, background_bias=0.0)
+    )
     np.testing.assert_array_equal(assign, [0, 4, 9, 0])  # the last region ties 0/4: the first candidate wins
     assert post.shape == (4, 3) and np.allclose(post.sum(axis=1), 1)
     assert post[1, 1] > 0.99 and post[2, 2] > 0.99
@@ -59,7 +61,9 @@ def test_score_image_follows_the_prototypes_and_the_bias():
     assign, _ = score_image(x, border, weights, (4, 9), start, others, _options(cross_weight=1.0, background_bias=1.0))
     np.testing.assert_array_equal(assign, [0, 0, 0, 0])
     # with only the image's own prototypes, region 3 joins class 4 once region 1 is assigned 4
-    assign, _ = score_image(x, border, weights, (4,), np.array([0, 4, 0, 0]), {}, _options(cross_weight=0.0, background_bias=0.0))
+    assign, _ = score_image(
+        x, border, weights, (4,), np.array([0, 4, 0, 0]), {}, _options(cross_weight=0.0, background_bias=0.0)
+    )
     np.testing.assert_array_equal(assign[:2], [0, 4])
 
 
@@ -90,7 +94,9 @@ def test_bad_parts_are_one_line_errors():
     assert "option proposer='slik' is not a registered proposer" in text and "slic" in text
     assert "fix it with --set labeler.proposer=NAME" in text
     text = _error(proposer_options={"n_segment": [5]})
-    assert text.startswith("labeler 'coseg' proposer: proposer 'slic' has no option 'n_segment'; did you mean 'n_segments'?")
+    assert text.startswith(
+        "labeler 'coseg' proposer: proposer 'slic' has no option 'n_segment'; did you mean 'n_segments'?"
+    )
     assert "option encoder='dinov3x' is not a registered encoder" in _error(encoder="dinov3x")
     assert "seed_quantile=1.5 is invalid" in _error(seed_quantile=1.5)
 

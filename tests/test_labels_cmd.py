@@ -34,7 +34,9 @@ def _train_ids(coco_mini, n):
 
 def test_gt_scores_100_and_says_oracle(coco_mini, tmp_path, capsys):
     out = tmp_path / "gt"
-    code = main(["evaluate-labels", *_dataset(coco_mini), "--labeler", "gt", "--limit", "4", "--out", str(out), "--save-masks"])
+    code = main(
+        ["evaluate-labels", *_dataset(coco_mini), "--labeler", "gt", "--limit", "4", "--out", str(out), "--save-masks"]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "ORACLE labeler" in captured.err

@@ -165,7 +165,9 @@ def test_nms_threshold_is_strict():
     shape = (10, 100)
     a = _box(shape, 0, 10, 0, 70)  # 700 px
     b = _box(shape, 0, 10, 30, 100)  # 700 px, intersection 400, union 1000 → IoU exactly 0.4
-    kept = mask_nms(np.stack([a, b]), np.array([1, 1]), np.array([0.9, 0.8], np.float32), iou_threshold=0.4, min_area=300)
+    kept = mask_nms(
+        np.stack([a, b]), np.array([1, 1]), np.array([0.9, 0.8], np.float32), iou_threshold=0.4, min_area=300
+    )
     assert kept.tolist() == [0, 1]
 
 

@@ -69,11 +69,25 @@ def test_evaluate_on_a_subset_reports_the_chosen_mean_and_both(coco_mini, tmp_pa
     preds.mkdir()
     for i in ids:
         shutil.copy(coco_mini / "SegmentationClassVOC" / f"{i}.png", preds)
-    common = ["--dataset", "voc", "--set", f"dataset.root={coco_mini}", "--set", "dataset.mask_dir=SegmentationClassVOC",
-              "--set", "dataset.labels_file=image_labels_voc.json", "--set", "eval_limit=3", "--split", "val"]
+    common = [
+        "--dataset",
+        "voc",
+        "--set",
+        f"dataset.root={coco_mini}",
+        "--set",
+        "dataset.mask_dir=SegmentationClassVOC",
+        "--set",
+        "dataset.labels_file=image_labels_voc.json",
+        "--set",
+        "eval_limit=3",
+        "--split",
+        "val",
+    ]
     assert main(["evaluate", str(preds), *common, "--out", str(tmp_path / "present")]) == 0
     assert "mIoU 100.00 on 3 images (mean over present classes; over all classes " in capsys.readouterr().out
-    assert main(["evaluate", str(preds), *common, "--set", "method.miou_average=all", "--out", str(tmp_path / "all")]) == 0
+    assert (
+        main(["evaluate", str(preds), *common, "--set", "method.miou_average=all", "--out", str(tmp_path / "all")]) == 0
+    )
     printed = capsys.readouterr().out
     report = json.loads((tmp_path / "all" / "report.json").read_text())
     present = sum(v is not None for v in report["per_class_iou"].values())

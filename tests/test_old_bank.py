@@ -40,7 +40,17 @@ def test_an_old_bank_loads_predicts_and_equals_a_new_build(coco_mini, tmp_path):
     assert list((tmp_path / "pred").rglob("*.png"))
 
     new = tmp_path / "new"
-    args = ["build-bank", "-c", str(PRESET), "--set", f"dataset.root={coco_mini}", "--set", "bank_limit=3", "--out", str(new)]
+    args = [
+        "build-bank",
+        "-c",
+        str(PRESET),
+        "--set",
+        f"dataset.root={coco_mini}",
+        "--set",
+        "bank_limit=3",
+        "--out",
+        str(new),
+    ]
     assert main(args) == 0
     built = Bank.load(new)
     np.testing.assert_array_equal(built.labels, old.labels)

@@ -185,15 +185,38 @@ def test_error_log_fail_reraises_and_skip_buffers_until_opened(tmp_path):
     log.add(Sample(id="y", image_path=tmp_path / "y.jpg"), "label", ModusegError("no labels"))
     rows = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
     assert rows == [
-        {"image": "x", "path": str(tmp_path / "x.jpg"), "split": "train", "stage": "read", "error": "ValueError", "reason": "ValueError: bad bytes"},
-        {"image": "y", "path": str(tmp_path / "y.jpg"), "split": "train", "stage": "label", "error": "ModusegError", "reason": "no labels"},
+        {
+            "image": "x",
+            "path": str(tmp_path / "x.jpg"),
+            "split": "train",
+            "stage": "read",
+            "error": "ValueError",
+            "reason": "ValueError: bad bytes",
+        },
+        {
+            "image": "y",
+            "path": str(tmp_path / "y.jpg"),
+            "split": "train",
+            "stage": "label",
+            "error": "ModusegError",
+            "reason": "no labels",
+        },
     ]
     with pytest.raises(ModusegError, match="all 2 images failed"):
         log.check_some_succeeded(2)
 
 
 def _tiny(root: Path) -> list[str]:
-    return ["-c", PRESET, "--set", f"dataset.root={root}", "--set", "encoder.resize=224", "--set", "proposer.n_segments=[20]"]
+    return [
+        "-c",
+        PRESET,
+        "--set",
+        f"dataset.root={root}",
+        "--set",
+        "encoder.resize=224",
+        "--set",
+        "proposer.n_segments=[20]",
+    ]
 
 
 @pytest.mark.slow
@@ -208,7 +231,10 @@ def test_run_skip_logs_counts_and_exits_3(broken_voc, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} <= {MARKER, "bank"} and not (out / "bank" / "manifest.json").exists()
     assert main(["run", *_tiny(root), "--on-error", "skip", "--out", str(out)]) == EXIT_SKIPPED
     rows = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert [(r["image"], r["split"], r["stage"]) for r in rows] == [(bad_bank, "train", "read"), (bad_eval, "val", "read")]
+    assert [(r["image"], r["split"], r["stage"]) for r in rows] == [
+        (bad_bank, "train", "read"),
+        (bad_eval, "val", "read"),
+    ]
     report = json.loads((out / "report.json").read_text())
     assert report["skipped"] == {"bank": 1, "eval": 1, "log": "errors.jsonl"}
     assert report["masks"]["images"] == 3
@@ -229,7 +255,10 @@ def test_build_bank_and_predict_skip(broken_voc, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MODUSEG_PROGRESS", "1")
     out = tmp_path / "pred"
     capsys.readouterr()
-    assert main(["predict", str(root / "JPEGImages"), "--bank", str(bank), "--on-error", "skip", "--out", str(out)]) == EXIT_SKIPPED
+    assert (
+        main(["predict", str(root / "JPEGImages"), "--bank", str(bank), "--on-error", "skip", "--out", str(out)])
+        == EXIT_SKIPPED
+    )
     err = capsys.readouterr().err
     n = len(list((root / "JPEGImages").iterdir()))
     assert f"{n}/{n}" in err
@@ -240,7 +269,9 @@ def test_build_bank_and_predict_skip(broken_voc, tmp_path, capsys, monkeypatch):
     only_bad = tmp_path / "bad"
     only_bad.mkdir()
     shutil.copy(root / "JPEGImages" / f"{bad_eval}.jpg", only_bad)
-    assert main(["predict", str(only_bad), "--bank", str(bank), "--on-error", "skip", "--out", str(tmp_path / "p2")]) == 2
+    assert (
+        main(["predict", str(only_bad), "--bank", str(bank), "--on-error", "skip", "--out", str(tmp_path / "p2")]) == 2
+    )
     assert "all 1 images failed" in capsys.readouterr().err
 
 

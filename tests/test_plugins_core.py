@@ -124,7 +124,10 @@ def test_load_plugins_env_restricts_entry_points():
         "print(sorted({s.entry_point for s in ms.list_components()}))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={"MODUSEG_LOAD_PLUGINS": "purifiers,aggregators", "PATH": ""}
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"MODUSEG_LOAD_PLUGINS": "purifiers,aggregators", "PATH": ""},
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['aggregators', 'purifiers']"

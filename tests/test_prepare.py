@@ -69,8 +69,17 @@ def _annotations(gt: np.ndarray, image_id: int, next_id: list[int]) -> list[dict
                      "segmentation": seg, "iscrowd": crowd, "area": float(region.sum()), "bbox": [0, 0, 1, 1]})
         next_id[0] += 1
     # a box-shaped polygon over everything (overlaps the others), listed last
-    anns.append({"id": next_id[0], "image_id": image_id, "category_id": 44, "iscrowd": 0, "area": 1.0, "bbox": [0, 0, 1, 1],
-                 "segmentation": [[w * 0.3, h * 0.3, w * 0.6, h * 0.3, w * 0.6, h * 0.5, w * 0.3, h * 0.5]]})
+    anns.append(
+        {
+            "id": next_id[0],
+            "image_id": image_id,
+            "category_id": 44,
+            "iscrowd": 0,
+            "area": 1.0,
+            "bbox": [0, 0, 1, 1],
+            "segmentation": [[w * 0.3, h * 0.3, w * 0.6, h * 0.3, w * 0.6, h * 0.5, w * 0.3, h * 0.5]],
+        }
+    )
     next_id[0] += 1
     return anns
 

@@ -72,7 +72,11 @@ def test_prepare_cityscapes_train_ids_and_plugin(coco_mini, tmp_path, capsys, vo
     for _, label_id, train_id in CITYSCAPES_LABELS:
         if train_id != 255:
             table[label_id] = train_id + 1
-    names = (Path(ms.__file__).parents[1] / "plugins/moduseg_builtins/datasets/cityscapes_classes.txt").read_text().split("\n")
+    names = (
+        (Path(ms.__file__).parents[1] / "plugins/moduseg_builtins/datasets/cityscapes_classes.txt")
+        .read_text()
+        .split("\n")
+    )
     assert names[1:20] == [n for n, _, t in sorted(CITYSCAPES_LABELS, key=lambda r: r[2]) if t != 255]
     for split in ("train", "val"):
         ds = ms.get_component("dataset", "cityscapes", root=out, split=split, void=void)

@@ -122,7 +122,9 @@ def test_without_detectron2_it_says_exactly_what_to_install(capsys):
     message = str(info.value)
     assert "\n" not in message
     assert "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'" in message
-    assert "https://github.com/qqlu/Entity" in message and "cropformer_root" in message and "docs/proposers.md" in message
+    assert (
+        "https://github.com/qqlu/Entity" in message and "cropformer_root" in message and "docs/proposers.md" in message
+    )
     # and `moduseg plugins list` shows it as not importable, with the reason
     assert main(["plugins", "list", "--json"]) == 0
     row = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "entityseg")

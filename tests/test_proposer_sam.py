@@ -50,14 +50,28 @@ def tiny_sam(seed: int = 0, img_size: int = 256) -> Sam:
     grid = img_size // 16
     return Sam(
         image_encoder=ImageEncoderViT(
-            img_size=img_size, patch_size=16, embed_dim=64, depth=2, num_heads=2, mlp_ratio=4, out_chans=32,
-            qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=4,
+            img_size=img_size,
+            patch_size=16,
+            embed_dim=64,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=4,
+            out_chans=32,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
             global_attn_indexes=(1,),
         ),
-        prompt_encoder=PromptEncoder(embed_dim=32, image_embedding_size=(grid, grid), input_image_size=(img_size, img_size), mask_in_chans=8),
+        prompt_encoder=PromptEncoder(
+            embed_dim=32, image_embedding_size=(grid, grid), input_image_size=(img_size, img_size), mask_in_chans=8
+        ),
         mask_decoder=MaskDecoder(
-            num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=32, mlp_dim=64, num_heads=2),
-            transformer_dim=32, iou_head_depth=2, iou_head_hidden_dim=32,
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=1, embedding_dim=32, mlp_dim=64, num_heads=2),
+            transformer_dim=32,
+            iou_head_depth=2,
+            iou_head_hidden_dim=32,
         ),
     ).eval()
 
@@ -76,7 +90,14 @@ def check_proposals(proposals, image):
 
 def test_options_are_the_generators_with_its_defaults():
     signature = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
-    exposed = set(SamOptions.model_fields) - {"model_type", "checkpoint", "device", "engine", "fast_decoder", "batch_size"}  # ours
+    exposed = set(SamOptions.model_fields) - {
+        "model_type",
+        "checkpoint",
+        "device",
+        "engine",
+        "fast_decoder",
+        "batch_size",
+    }  # ours
     assert exposed == set(signature) - {"self", "model", "point_grids", "output_mode"}
     for name in exposed:
         assert SamOptions.model_fields[name].default == signature[name].default, name

@@ -66,8 +66,16 @@ def check_proposals(proposals, image):
 
 def test_options_are_the_generators_with_its_defaults():
     signature = inspect.signature(SAM2AutomaticMaskGenerator.__init__).parameters
-    exposed = set(Sam2Options.model_fields) - {"model", "config", "image_size", "device", "dtype", "engine", "fast_decoder",
-                                                  "batch_size"}  # ours
+    exposed = set(Sam2Options.model_fields) - {
+        "model",
+        "config",
+        "image_size",
+        "device",
+        "dtype",
+        "engine",
+        "fast_decoder",
+        "batch_size",
+    }  # ours
     assert exposed == set(signature) - {"self", "model", "point_grids", "output_mode", "kwargs"}
     for name in exposed:
         assert Sam2Options.model_fields[name].default == signature[name].default, name
@@ -125,7 +133,8 @@ def test_local_yaml_config(proposer, released_checkpoint, tmp_path):
     assert loaded.model.image_size == 256
     assert loaded.model.sam_mask_decoder.dynamic_multimask_via_stability  # build_sam2's post-processing, applied too
     torch.testing.assert_close(
-        loaded.model.state_dict()["image_encoder.trunk.pos_embed"], proposer.model.state_dict()["image_encoder.trunk.pos_embed"]
+        loaded.model.state_dict()["image_encoder.trunk.pos_embed"],
+        proposer.model.state_dict()["image_encoder.trunk.pos_embed"],
     )
 
 
@@ -148,7 +157,9 @@ def test_loader_errors_are_one_line(released_checkpoint, tmp_path):
     renamed = tmp_path / "weights.pt"
     shutil.copy(released_checkpoint, renamed)
     assert "not a released file name" in _one_line_error(model=str(renamed))
-    message = _one_line_error(model=str(released_checkpoint), config="configs/sam2.1/sam2.1_hiera_s.yaml", image_size=256)
+    message = _one_line_error(
+        model=str(released_checkpoint), config="configs/sam2.1/sam2.1_hiera_s.yaml", image_size=256
+    )
     assert "does not fit config" in message
     assert "image_size" in _one_line_error(model="random", config=CONFIG, image_size=250)
 
@@ -180,5 +191,8 @@ def test_moduseg_run_with_sam2_end_to_end(coco_mini, tmp_path):
     assert report["config"]["proposer"]["name"] == "sam2"
     assert report["eval"]["images"] == 1 and report["masks"]["proposed"] >= 1
     for image_id in (coco_mini / "ImageSets/Segmentation/val.txt").read_text().split()[:1]:
-        with Image.open(out / "predictions" / f"{image_id}.png") as pred, Image.open(coco_mini / "JPEGImages" / f"{image_id}.jpg") as img:
+        with (
+            Image.open(out / "predictions" / f"{image_id}.png") as pred,
+            Image.open(coco_mini / "JPEGImages" / f"{image_id}.jpg") as img,
+        ):
             assert pred.size == img.size

@@ -126,7 +126,9 @@ def test_ray_follows_on_error(local_ray, coco_mini, tmp_path, capsys):
     assert f"{bad}.jpg" in err[-1] and not (tmp_path / "fail" / "manifest.json").exists()
     for executor in ("ray", "local"):
         out = tmp_path / f"skip-{executor}"
-        assert main(["build-bank", *args, "--executor", executor, "--on-error", "skip", "--out", str(out)]) == EXIT_SKIPPED
+        assert (
+            main(["build-bank", *args, "--executor", executor, "--on-error", "skip", "--out", str(out)]) == EXIT_SKIPPED
+        )
         rows = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
         assert [(r["image"], r["stage"]) for r in rows] == [(bad, "read")]
         assert json.loads((out / "manifest.json").read_text())["counts"]["skipped_images"] == 1
@@ -245,8 +247,23 @@ def test_predict_and_evaluate_on_ray_resume(local_ray, reference, coco_mini, tmp
     for i in ids:
         shutil.copy(coco_mini / "JPEGImages" / f"{i}.jpg", images)
     out = tmp_path / "pred"
-    predict = ["predict", str(images), "--bank", str(reference), "--set", "proposer.n_segments=[20]", "--executor", "ray",
-               "--set", "ray.actors=2", "--set", "method.batch_images=2", "--no-overlays", "--out", str(out)]
+    predict = [
+        "predict",
+        str(images),
+        "--bank",
+        str(reference),
+        "--set",
+        "proposer.n_segments=[20]",
+        "--executor",
+        "ray",
+        "--set",
+        "ray.actors=2",
+        "--set",
+        "method.batch_images=2",
+        "--no-overlays",
+        "--out",
+        str(out),
+    ]
     assert main(predict) == 0
     first = {p.name: sha(p) for p in (out / "predictions").iterdir()}
     (out / "chunks" / "00000001.json").unlink()  # as if the driver was killed before the last chunk
@@ -302,8 +319,20 @@ def test_two_nodes_share_the_work_and_the_bank_is_identical(reference, coco_mini
     nodes: list[subprocess.Popen] = []
     try:
         # 3 + 2 logical CPUs and actors of 2: exactly one actor fits on each node
-        nodes.append(_ray_node(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=3", "--num-gpus=0", "--include-dashboard=false",
-                                f"--temp-dir={temp}"], tmp_path / "head.log"))
+        nodes.append(
+            _ray_node(
+                [
+                    "--head",
+                    "--node-ip-address=127.0.0.1",
+                    f"--port={port}",
+                    "--num-cpus=3",
+                    "--num-gpus=0",
+                    "--include-dashboard=false",
+                    f"--temp-dir={temp}",
+                ],
+                tmp_path / "head.log",
+            )
+        )
         address = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         nodes.append(None)  # type: ignore[arg-type]
@@ -323,7 +352,9 @@ def test_two_nodes_share_the_work_and_the_bank_is_identical(reference, coco_mini
                                     capture_output=True, text=True, env={**os.environ, **LOOPBACK_ENV}).stdout
             if "0.0/5.0 CPU" in status:
                 break
-            assert time.monotonic() < deadline and nodes[1].poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            assert time.monotonic() < deadline and nodes[1].poll() is None, (tmp_path / "worker.log").read_text()[
+                -3000:
+            ]
             time.sleep(1)
         done = moduseg(args, RAY_ADDRESS=address, **LOOPBACK_ENV)
         assert done.returncode == 0, done.stderr[-3000:]

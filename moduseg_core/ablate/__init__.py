@@ -12,4 +12,14 @@ See docs/ablations.md.
 from moduseg_core.ablate.run import SweepRun, run_sweep
 from moduseg_core.ablate.sweep import Point, Sweep, compose_sweep, expand, load_sweep, parse_axis, sweep_from_dict
 
-__all__ = ["Point", "Sweep", "SweepRun", "compose_sweep", "expand", "load_sweep", "parse_axis", "run_sweep", "sweep_from_dict"]
+__all__ = [
+    "Point",
+    "Sweep",
+    "SweepRun",
+    "compose_sweep",
+    "expand",
+    "load_sweep",
+    "parse_axis",
+    "run_sweep",
+    "sweep_from_dict",
+]

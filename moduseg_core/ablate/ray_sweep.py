@@ -97,12 +97,18 @@ class RaySweep:
             dataset = ray.data.from_items([{"point": i} for i in rest], override_num_blocks=len(rest))
             results = dataset.map_batches(
                 SweepActor,
-                fn_constructor_kwargs={"runner_class": type(runner), "sweep": runner.sweep, "out_dir": os.path.abspath(runner.out_dir),
-                                       "cache_root": os.path.abspath(cache.root) if cache is not None else None,
-                                       "cwd": os.getcwd()},
-                batch_size=1, batch_format="numpy",
+                fn_constructor_kwargs={
+                    "runner_class": type(runner),
+                    "sweep": runner.sweep,
+                    "out_dir": os.path.abspath(runner.out_dir),
+                    "cache_root": os.path.abspath(cache.root) if cache is not None else None,
+                    "cwd": os.getcwd(),
+                },
+                batch_size=1,
+                batch_format="numpy",
                 compute=ActorPoolStrategy(size=min(settings.actors, len(rest)), max_tasks_in_flight_per_actor=1),
-                num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
+                num_cpus=settings.num_cpus,
+                num_gpus=settings.num_gpus,
                 runtime_env=worker_env(settings.threads or local_threads()),
             )
             for row in results.iter_rows():

@@ -95,7 +95,10 @@ def markdown(sweep: Sweep, reports: list[dict[str, Any]], summary: dict[str, Any
     axes = sweep.axes
     best = max((r.get("miou") or -1 for r in reports), default=None)
     head = ["#", *(f"`{a}`" for a in axes), "mIoU", "boundary F", "Boundary IoU", "seconds", "computed"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---:"] + ["---"] * len(axes) + ["---:"] * 4 + ["---"]) + "|"]
+    lines += [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---:"] + ["---"] * len(axes) + ["---:"] * 4 + ["---"]) + "|",
+    ]
     for r in reports:
         bound = r.get("boundary") or {}
         miou = _pct(r.get("miou"))
@@ -106,8 +109,15 @@ def markdown(sweep: Sweep, reports: list[dict[str, Any]], summary: dict[str, Any
             computed = "cached" + (f" (computed in {first:.1f} s)" if first is not None else "")
         else:
             computed = computed_text(r)
-        cells = [str(r["point"]), *(format_value(r["axes"].get(a)) for a in axes), miou,
-                 _pct(bound.get("f_score")), _pct(bound.get("iou")), f"{r.get('seconds', {}).get('wall', 0):.1f}", computed]
+        cells = [
+            str(r["point"]),
+            *(format_value(r["axes"].get(a)) for a in axes),
+            miou,
+            _pct(bound.get("f_score")),
+            _pct(bound.get("iou")),
+            f"{r.get('seconds', {}).get('wall', 0):.1f}",
+            computed,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if reports and reports[0].get("boundary"):
@@ -118,7 +128,11 @@ def markdown(sweep: Sweep, reports: list[dict[str, Any]], summary: dict[str, Any
         lines += [note, ""]
     averages = sorted({r.get("miou_average", "present") for r in reports})
     if averages:
-        which = f"the mean over {averages[0]} classes" if len(averages) == 1 else "each point's own average (its report says which)"
+        which = (
+            f"the mean over {averages[0]} classes"
+            if len(averages) == 1
+            else "each point's own average (its report says which)"
+        )
         lines += [f"mIoU: {which} (`method.miou_average`).", ""]
     lines += ["Per-point reports: `points/*/report.md`; plots: `plots/`; the page: `report.html`.", ""]
     return "\n".join(lines)
@@ -176,10 +190,31 @@ def write_results(
     write_text(out_dir / "results.csv", buffer.getvalue())
     points = []
     for r in reports:
-        points.append({k: r.get(k) for k in ("point", "label", "slug", "axes", "miou", "pixel_accuracy", "per_class_iou",
-                                              "boundary", "masks", "seconds", "first_seconds", "cache", "encoder",
-                                              "scores_cached", "oracle")})
-    write_json(out_dir / "results.json", {"sweep": summary, "axes": {"grid": sweep.grid, "zip": sweep.zip}, "points": points})
+        points.append(
+            {
+                k: r.get(k)
+                for k in (
+                    "point",
+                    "label",
+                    "slug",
+                    "axes",
+                    "miou",
+                    "pixel_accuracy",
+                    "per_class_iou",
+                    "boundary",
+                    "masks",
+                    "seconds",
+                    "first_seconds",
+                    "cache",
+                    "encoder",
+                    "scores_cached",
+                    "oracle",
+                )
+            }
+        )
+    write_json(
+        out_dir / "results.json", {"sweep": summary, "axes": {"grid": sweep.grid, "zip": sweep.zip}, "points": points}
+    )
     write_text(out_dir / "results.md", markdown(sweep, reports, summary))
     if plots and reports:
         plot(out_dir / "plots", sweep, reports)
@@ -282,7 +317,9 @@ def plot(folder: Path, sweep: Sweep, reports: list[dict[str, Any]]) -> list[Path
         middle = (finite.min() + finite.max()) / 2 if finite.size else 0
         for (i, j), v in np.ndenumerate(grid):
             if v == v:
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white" if v < middle else "black")
+                ax.text(
+                    j, i, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white" if v < middle else "black"
+                )
         fig.colorbar(image, ax=ax, label="mIoU (%)")
         ax.set_title(f"{sweep.name}: mIoU")
         fig.tight_layout()

@@ -96,7 +96,14 @@ class SweepRun:
             self._split(point.config, point.config.eval_split, point.config.eval_limit)
         self.errors = ErrorLog(self.sweep.base.on_error)
         output = self.output or OutputDir(self.out_dir, "ablate")
-        planned = ["results.csv", "results.json", "results.md", "report.html", ERRORS_FILE, *(f"plots/{name}" for name in PLOTS)]
+        planned = [
+            "results.csv",
+            "results.json",
+            "results.md",
+            "report.html",
+            ERRORS_FILE,
+            *(f"plots/{name}" for name in PLOTS),
+        ]
         planned += [f"points/{point.slug}/" for point in points]
         if resumed := self.scored(points):
             note(f"resuming: {resumed} of {len(points)} points already scored (read back from the stage cache)")
@@ -115,7 +122,9 @@ class SweepRun:
                 self.reports.sort(key=lambda r: r["point"])
                 # tables after every point (a killed sweep leaves what it finished); plots at the end
                 last = len(self.reports) == len(points)
-                write_results(self.out_dir, self.sweep, self.reports, self.summary(time.perf_counter() - started), plots=last)
+                write_results(
+                    self.out_dir, self.sweep, self.reports, self.summary(time.perf_counter() - started), plots=last
+                )
                 if last:
                     self.write_html(points[0])
                 crash_point("ablate-point")
@@ -221,7 +230,10 @@ class SweepRun:
         bank = self._split(config, config.bank_split, config.bank_limit)
         evals = self._split(config, config.eval_split, config.eval_limit)
         report |= point_fields(point) | {
-            "encoder": {"passes": len(bank.samples) + len(evals.samples), "uncached_passes": len(bank.samples) + len(evals.samples)},
+            "encoder": {
+                "passes": len(bank.samples) + len(evals.samples),
+                "uncached_passes": len(bank.samples) + len(evals.samples),
+            },
         }
         write_point(out, report)
         return report
@@ -355,8 +367,13 @@ class SweepRun:
             "config": describe_config(config),
             "bank": bank_info,
             "eval": {k: v for k, v in eval_split.info.items() if k != "files"},
-            "masks": {"proposed": predictor.masks_seen, "kept": predictor.masks_kept, "images": len(eval_split.samples)},
-            "seconds": {k: round(v, 3) for k, v in timer.seconds.items()} | {"wall": round(time.perf_counter() - started, 3)},
+            "masks": {
+                "proposed": predictor.masks_seen,
+                "kept": predictor.masks_kept,
+                "images": len(eval_split.samples),
+            },
+            "seconds": {k: round(v, 3) for k, v in timer.seconds.items()}
+            | {"wall": round(time.perf_counter() - started, 3)},
             "versions": package_versions(),
             "encoder": {
                 "passes": self.encoder_passes() - passes0,

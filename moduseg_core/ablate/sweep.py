@@ -137,7 +137,9 @@ def sweep_from_dict(data: dict[str, Any], *, source: str = "sweep", here: Path |
     elif isinstance(base_data, dict):
         base = config_from_dict(base_data, source=f"{source} base")
     else:
-        raise ModusegError(f"{source}: base must be a run-config mapping or the path of a run config, got {type(base_data).__name__}")
+        raise ModusegError(
+            f"{source}: base must be a run-config mapping or the path of a run config, got {type(base_data).__name__}"
+        )
     limits = data.get("limits") or {}
     if not isinstance(limits, dict) or any(k not in LIMIT_KEYS for k in limits):
         bad = next((k for k in limits if k not in LIMIT_KEYS), limits) if isinstance(limits, dict) else limits
@@ -160,7 +162,9 @@ def load_sweep(path: Path) -> Sweep:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
-        raise ModusegError(f"sweep file {path} does not exist; pass an existing YAML file (see docs/ablations.md)") from exc
+        raise ModusegError(
+            f"sweep file {path} does not exist; pass an existing YAML file (see docs/ablations.md)"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -209,7 +213,9 @@ def expand(sweep: Sweep) -> list[Point]:
     lengths = {k: len(v) for k, v in sweep.zip.items()}
     if len(set(lengths.values())) > 1:
         text = ", ".join(f"{k} has {n}" for k, n in lengths.items())
-        raise ModusegError(f"{sweep.source}: zip axes must have equal lengths ({text}); make them equal or move one to grid")
+        raise ModusegError(
+            f"{sweep.source}: zip axes must have equal lengths ({text}); make them equal or move one to grid"
+        )
     grid_keys = list(sweep.grid)
     zip_rows = list(zip(*sweep.zip.values(), strict=True)) if sweep.zip else [()]
     points = []

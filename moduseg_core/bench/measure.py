@@ -104,9 +104,19 @@ def bank_projection(config: RunConfig, encoder: Built, n: int, propose_per_image
     parts = {kind: build(kind, config.choice(kind)) for kind in BANK_KINDS if kind != "encoder"}
     timer = Timer()
     t0 = time.perf_counter()
-    build_bank(samples, n_samples=len(samples), class_names=list(dataset.component.class_names),
-               labeler=parts["labeler"], purifier=parts["purifier"], encoder=encoder, aggregator=parts["aggregator"],
-               index_choice=config.index, method=config.method, dataset_info=dataset_info(dataset, samples), timer=timer)
+    build_bank(
+        samples,
+        n_samples=len(samples),
+        class_names=list(dataset.component.class_names),
+        labeler=parts["labeler"],
+        purifier=parts["purifier"],
+        encoder=encoder,
+        aggregator=parts["aggregator"],
+        index_choice=config.index,
+        method=config.method,
+        dataset_info=dataset_info(dataset, samples),
+        timer=timer,
+    )
     per_image = (time.perf_counter() - t0) / len(samples)
     return {
         "images": len(samples), "wall_s": per_image * len(samples), "stages_s": dict(timer.seconds),

@@ -68,7 +68,9 @@ def loop_vote(sims: np.ndarray, labels: np.ndarray) -> tuple[int, float]:
     return winner, sums[winner] / counts[winner]
 
 
-def loop_nms_paint(masks: list[np.ndarray], labels: list[int], scores: list[float], hw, iou: float, min_area: int) -> np.ndarray:
+def loop_nms_paint(
+    masks: list[np.ndarray], labels: list[int], scores: list[float], hw, iou: float, min_area: int
+) -> np.ndarray:
     final = []
     for label in sorted(set(labels)):
         order = sorted((i for i in range(len(labels)) if labels[i] == label), key=lambda i: -scores[i])

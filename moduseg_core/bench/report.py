@@ -39,12 +39,21 @@ def bench_markdown(report: dict[str, Any]) -> str:
                  f"{report['speedup']:.1f}× |" if loop else f"| **end to end** | – | {fw['images_per_s']:.2f} | – |")
     lines.append("")
     cap = f", at most {report['max_masks']} per image (--max-masks)" if report.get("max_masks") else ""
-    lines.append(f"Masks per image: {fw['masks_per_image']:.1f}" + (f" (loop {loop['masks_per_image']:.1f})" if loop else "") + cap)
+    lines.append(
+        f"Masks per image: {fw['masks_per_image']:.1f}"
+        + (f" (loop {loop['masks_per_image']:.1f})" if loop else "")
+        + cap
+    )
     if fw.get("peak_gpu_gib") is not None:
-        lines.append(f"Peak GPU memory: (b) {fw['peak_gpu_gib']:.2f} GiB" + (f", (a) {loop['peak_gpu_gib']:.2f} GiB" if loop else ""))
+        lines.append(
+            f"Peak GPU memory: (b) {fw['peak_gpu_gib']:.2f} GiB"
+            + (f", (a) {loop['peak_gpu_gib']:.2f} GiB" if loop else "")
+        )
     if loop:
         lines.append(f"Pooling + retrieval + NMS: {report['speedup_pool_retrieve_nms']:.1f}× (b over a)")
-        lines.append(f"Identical semantic maps: {report['identical_maps']} (pixel agreement {100 * report['pixel_agreement']:.2f}%)")
+        lines.append(
+            f"Identical semantic maps: {report['identical_maps']} (pixel agreement {100 * report['pixel_agreement']:.2f}%)"
+        )
     floor = report.get("floor")
     if floor and floor.get("flops_per_image"):
         lines += [

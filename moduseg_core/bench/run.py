@@ -75,7 +75,10 @@ def proposal_stage(component: Any, engines: Sequence[str], warm: Sequence[Sample
 def framework(samples: Sequence[Sample], predictor: Predictor) -> tuple[list[np.ndarray], float]:
     """(b): semantic maps and the wall time of the streamed pipeline."""
     t0 = time.perf_counter()
-    maps = [p.semantic for _, _, p in progress(stream_predictions(predictor, samples), total=len(samples), desc="bench (b) moduseg")]
+    maps = [
+        p.semantic
+        for _, _, p in progress(stream_predictions(predictor, samples), total=len(samples), desc="bench (b) moduseg")
+    ]
     return maps, time.perf_counter() - t0
 
 
@@ -104,7 +107,9 @@ def run_bench(
     wanted = images + warmup
     dataset, samples = open_dataset(config, config.eval_split, min(wanted, config.eval_limit or wanted))
     if len(samples) < warmup + 1:
-        raise ModusegError(f"split {config.eval_split!r} has {len(samples)} image(s); bench needs at least {warmup + 1} (--images/--warmup)")
+        raise ModusegError(
+            f"split {config.eval_split!r} has {len(samples)} image(s); bench needs at least {warmup + 1} (--images/--warmup)"
+        )
     warm, timed = samples[:warmup], samples[warmup:]
     n_classes = len(dataset.component.class_names)
     proposer = build("proposer", config.proposer)

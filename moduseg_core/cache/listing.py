@@ -30,7 +30,10 @@ def list_text(cache: StageCache, stage: str | None = None, *, as_json: bool = Fa
         check_stage(stage)
         entries = list(cache.entries(stage))
         if as_json:
-            rows = [{"key": e.key, "bytes": e.bytes, "mtime": e.mtime, "partial": e.partial, "path": str(e.path)} for e in entries]
+            rows = [
+                {"key": e.key, "bytes": e.bytes, "mtime": e.mtime, "partial": e.partial, "path": str(e.path)}
+                for e in entries
+            ]
             return json.dumps(rows, indent=1)
         lines = [
             f"{e.key[:16]}  {bytes_text(e.bytes):>10}  used {age_text(now - e.mtime)} ago{'  (partial)' if e.partial else ''}"
@@ -64,7 +67,9 @@ def size_text(cache: StageCache, stage: str | None = None) -> str:
     return f"{bytes_text(total)} in {count} entries ({total} bytes) under {where}"
 
 
-def prune_text(cache: StageCache, *, older_than: float | None = None, stage: str | None = None, everything: bool = False) -> str:
+def prune_text(
+    cache: StageCache, *, older_than: float | None = None, stage: str | None = None, everything: bool = False
+) -> str:
     """Delete entries by age (``older_than`` days) or all of them (``everything``); what was removed."""
     if older_than is None and not everything:
         raise ModusegError("cache prune needs --older-than DAYS or --all; e.g. moduseg cache prune --older-than 30")

@@ -28,7 +28,14 @@ from moduseg_core.files.io import atomic_path, remove_path, temp_writer_alive
 #: Bump when an entry's layout or a key's meaning changes: old entries are then never read.
 FORMAT = 1
 STAGES = ("proposals", "features", "pooled", "banks", "predictions", "scores")
-SUFFIXES = {"proposals": ".npz", "features": ".npz", "pooled": ".npz", "banks": "", "predictions": ".png", "scores": ".json"}
+SUFFIXES = {
+    "proposals": ".npz",
+    "features": ".npz",
+    "pooled": ".npz",
+    "banks": "",
+    "predictions": ".png",
+    "scores": ".json",
+}
 
 
 def cache_base() -> Path:
@@ -159,7 +166,9 @@ class StageCache:
     def summary(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for entry in self.entries():
-            row = out.setdefault(entry.stage, {"entries": 0, "bytes": 0, "partial": 0, "oldest": entry.mtime, "newest": entry.mtime})
+            row = out.setdefault(
+                entry.stage, {"entries": 0, "bytes": 0, "partial": 0, "oldest": entry.mtime, "newest": entry.mtime}
+            )
             row["entries"] += 0 if entry.partial else 1
             row["partial"] += int(entry.partial)
             row["bytes"] += entry.bytes

@@ -23,14 +23,25 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override: KIND.OPTION=VALUE, method.KEY=VALUE or a top-level key; repeatable."),
 ]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder: new, empty, or an earlier output of this command (docs/reliability.md).")]
+OutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out", "-o", help="Output folder: new, empty, or an earlier output of this command (docs/reliability.md)."
+    ),
+]
 OverwriteOpt = Annotated[
     bool,
-    typer.Option("--overwrite", help="Replace the output of another moduseg command in --out, or start an earlier output afresh (only files moduseg wrote are removed; never a folder it did not write)."),
+    typer.Option(
+        "--overwrite",
+        help="Replace the output of another moduseg command in --out, or start an earlier output afresh (only files moduseg wrote are removed; never a folder it did not write).",
+    ),
 ]
 ExecutorOpt = Annotated[
     str | None,
-    typer.Option("--executor", help="Where the per-image work runs: local (this process, the default) or ray (a Ray cluster: RAY_ADDRESS, `ray start`, or a local instance; docs/scaling.md). Same as --set executor=..."),
+    typer.Option(
+        "--executor",
+        help="Where the per-image work runs: local (this process, the default) or ray (a Ray cluster: RAY_ADDRESS, `ray start`, or a local instance; docs/scaling.md). Same as --set executor=...",
+    ),
 ]
 
 
@@ -41,7 +52,10 @@ class OnError(str, Enum):
 
 OnErrorOpt = Annotated[
     OnError | None,
-    typer.Option("--on-error", help="An image that cannot be processed stops the job (fail, the default) or is logged to OUT/errors.jsonl and left out (skip; exit code 3). Same as --set on_error=..."),
+    typer.Option(
+        "--on-error",
+        help="An image that cannot be processed stops the job (fail, the default) or is logged to OUT/errors.jsonl and left out (skip; exit code 3). Same as --set on_error=...",
+    ),
 ]
 
 
@@ -68,7 +82,9 @@ def exit_code(skipped: int) -> int:
     from moduseg_core.files.failures import EXIT_SKIPPED
 
     if skipped:
-        typer.secho(f"NOTE: {skipped} image(s) skipped (on_error: skip); reasons in errors.jsonl", fg="yellow", err=True)
+        typer.secho(
+            f"NOTE: {skipped} image(s) skipped (on_error: skip); reasons in errors.jsonl", fg="yellow", err=True
+        )
         return EXIT_SKIPPED
     return 0
 

@@ -25,9 +25,13 @@ def evaluate_labels(
     dataset: DatasetOpt = None,
     labeler: LabelerOpt = None,
     sets: SetOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N images of the bank split.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the first N images of the bank split.")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write labels_report.md/json here.")] = None,
-    save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write the pseudo masks as PNGs under OUT/pseudo_masks.")] = False,
+    save_masks: Annotated[
+        bool, typer.Option("--save-masks", help="Also write the pseudo masks as PNGs under OUT/pseudo_masks.")
+    ] = False,
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
 ) -> int:

@@ -62,7 +62,9 @@ def list_cmd(
         if spec.kind != current:
             current = spec.kind
             typer.echo(f"{PLURAL.get(current, current + 's')}:")
-        status = "ok" if spec.importable else f"missing {', '.join(spec.missing_requirements())} -> {spec.install_hint()}"
+        status = (
+            "ok" if spec.importable else f"missing {', '.join(spec.missing_requirements())} -> {spec.install_hint()}"
+        )
         extra = f" [{spec.extra}]" if spec.extra else ""
         typer.echo(f"  {spec.name:<14} {spec.summary}{extra}  ({status}; {spec.plugin})")
 

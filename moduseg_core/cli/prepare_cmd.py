@@ -18,7 +18,11 @@ app = typer.Typer(
 
 PrepOutOpt = Annotated[
     Path,
-    typer.Option("--out", "-o", help="Dataset root to write: new, empty, or an earlier output of the same command (images are linked, not copied)."),
+    typer.Option(
+        "--out",
+        "-o",
+        help="Dataset root to write: new, empty, or an earlier output of the same command (images are linked, not copied).",
+    ),
 ]
 
 
@@ -45,14 +49,23 @@ def coco(
         list[Path],
         typer.Option("--annotations", "-a", help="instances_{train,val}2014.json (or 2017); repeat for each split."),
     ],
-    images: Annotated[Path, typer.Option("--images", help="Folder holding train2014/ val2014/ ... (or one split's images).")],
+    images: Annotated[
+        Path, typer.Option("--images", help="Folder holding train2014/ val2014/ ... (or one split's images).")
+    ],
     out: PrepOutOpt,
-    crowd: Annotated[Crowd, typer.Option("--crowd", help="Crowd regions (iscrowd=1) carry their class, or 255 (ignore).")] = Crowd.class_,
+    crowd: Annotated[
+        Crowd, typer.Option("--crowd", help="Crowd regions (iscrowd=1) carry their class, or 255 (ignore).")
+    ] = Crowd.class_,
     overlap: Annotated[
         Overlap,
-        typer.Option("--overlap", help="Overlapping instances: order = a later annotation in the file wins; area = smaller instances on top."),
+        typer.Option(
+            "--overlap",
+            help="Overlapping instances: order = a later annotation in the file wins; area = smaller instances on top.",
+        ),
     ] = Overlap.order,
-    keep_empty: Annotated[bool, typer.Option("--keep-empty", help="Also write images without annotations (all-background masks).")] = False,
+    keep_empty: Annotated[
+        bool, typer.Option("--keep-empty", help="Also write images without annotations (all-background masks).")
+    ] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """COCO instances JSON → semantic masks (0 background, 1..80 in category-id order), labels, split lists."""
@@ -74,7 +87,9 @@ def coco(
 def voc(
     root: Annotated[Path, typer.Option("--root", help="VOC2012 folder (JPEGImages/, SegmentationClass/, ImageSets/).")],
     out: PrepOutOpt,
-    aug: Annotated[Path | None, typer.Option("--aug", help="SBD's SegmentationClassAug folder: adds the train_aug split.")] = None,
+    aug: Annotated[
+        Path | None, typer.Option("--aug", help="SBD's SegmentationClassAug folder: adds the train_aug split.")
+    ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """PASCAL VOC 2012 (+ SegmentationClassAug) → image-level labels of train / train_aug / val from the masks."""
@@ -96,7 +111,9 @@ def ade20k(
     out: PrepOutOpt,
     unlabeled: Annotated[
         Unlabeled,
-        typer.Option("--unlabeled", help="ADE20K's 0 (other): ignore = 255, not scored (official); background = class 0."),
+        typer.Option(
+            "--unlabeled", help="ADE20K's 0 (other): ignore = 255, not scored (official); background = class 0."
+        ),
     ] = Unlabeled.ignore,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -109,11 +126,15 @@ def ade20k(
 
 @app.command("cityscapes")
 def cityscapes(
-    root: Annotated[Path, typer.Option("--root", help="Cityscapes folder (leftImg8bit/, gtFine/ with *_gtFine_labelIds.png).")],
+    root: Annotated[
+        Path, typer.Option("--root", help="Cityscapes folder (leftImg8bit/, gtFine/ with *_gtFine_labelIds.png).")
+    ],
     out: PrepOutOpt,
     void: Annotated[
         Unlabeled,
-        typer.Option("--void", help="Void pixels (train id 255): ignore = not scored (official); background = class 0."),
+        typer.Option(
+            "--void", help="Void pixels (train id 255): ignore = not scored (official); background = class 0."
+        ),
     ] = Unlabeled.ignore,
     overwrite: OverwriteOpt = False,
 ) -> None:

@@ -209,7 +209,13 @@ class Prediction:
     __slots__ = ("semantic", "labels", "scores", "_source", "_kept", "_masks")
 
     def __init__(
-        self, semantic: np.ndarray, masks: np.ndarray, labels: np.ndarray, scores: np.ndarray, *, kept: np.ndarray | None = None
+        self,
+        semantic: np.ndarray,
+        masks: np.ndarray,
+        labels: np.ndarray,
+        scores: np.ndarray,
+        *,
+        kept: np.ndarray | None = None,
     ):
         self.semantic = semantic  # uint8/int32 H×W class map
         self.labels = labels  # int32 K

@@ -20,13 +20,20 @@ def prediction_key(config: RunConfig, bank: Path, samples: list) -> dict[str, An
     """What a run's predictions and scores depend on: the bank (its manifest), the inference
     components and numbers, the images and whether overlays are drawn."""
     return {
-        "bank": hashlib.sha256(json.dumps({k: v for k, v in json.loads((bank / "manifest.json").read_text()).items()
-                                           if k != "created"}, sort_keys=True).encode()).hexdigest(),
-        "components": {kind: identity(kind, config.choice(kind)) for kind in ("proposer", "encoder", "aggregator", "index")},
+        "bank": hashlib.sha256(
+            json.dumps(
+                {k: v for k, v in json.loads((bank / "manifest.json").read_text()).items() if k != "created"},
+                sort_keys=True,
+            ).encode()
+        ).hexdigest(),
+        "components": {
+            kind: identity(kind, config.choice(kind)) for kind in ("proposer", "encoder", "aggregator", "index")
+        },
         "method": config.method.identity(),
         "images": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
         "files": files_digest([s.image_path for s in samples]),
-        "batch": config.method.batch_images, "overlays": config.overlays,
+        "batch": config.method.batch_images,
+        "overlays": config.overlays,
     }
 
 

@@ -59,7 +59,9 @@ class BankActor:
             results = self.worker.process(items, catch=True)
             records = [r for r in results if isinstance(r, ImageRecords)]
             failed = [r for r in results if not isinstance(r, ImageRecords)]
-            shard = write_shard(self.store, shard_name(self.source, int(index)), records, [self.samples[f.pos].id for f in failed])
+            shard = write_shard(
+                self.store, shard_name(self.source, int(index)), records, [self.samples[f.pos].id for f in failed]
+            )
             crash_point("bank-worker")
             for result in results:
                 bad = not isinstance(result, ImageRecords)
@@ -113,10 +115,18 @@ class RayExecutor:
                                       override_num_blocks=len(todo))
         results = dataset.map_batches(
             BankActor,
-            fn_constructor_kwargs={"config": self.config.model_dump(mode="json"), "samples": absolute(samples),
-                                   "store": os.path.abspath(store.folder), "n_classes": n_classes, "source": source},
-            batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=min(settings.actors, len(todo)), max_tasks_in_flight_per_actor=1),
-            num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
+            fn_constructor_kwargs={
+                "config": self.config.model_dump(mode="json"),
+                "samples": absolute(samples),
+                "store": os.path.abspath(store.folder),
+                "n_classes": n_classes,
+                "source": source,
+            },
+            batch_size=1,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=min(settings.actors, len(todo)), max_tasks_in_flight_per_actor=1),
+            num_cpus=settings.num_cpus,
+            num_gpus=settings.num_gpus,
             runtime_env=worker_env(settings.threads or local_threads()),
         )
         nodes: set[str] = set()

@@ -211,9 +211,15 @@ def _score_chunk(pred_dir: str, samples: list[Sample], n_classes: int) -> dict[s
     accumulator = Accumulator(n_classes)
     for sample in samples:
         gt = read_mask(sample.mask_path, n_classes=n_classes)
-        pred = read_mask(Path(pred_dir) / f"{sample.id}.png", expected_hw=gt.shape, against=f"its ground truth {sample.mask_path}")
+        pred = read_mask(
+            Path(pred_dir) / f"{sample.id}.png", expected_hw=gt.shape, against=f"its ground truth {sample.mask_path}"
+        )
         accumulator.add(gt, pred)
-    return {"matrix": accumulator.matrix.tobytes(), "boundary": accumulator.boundary.tobytes(), "scored": accumulator.images}
+    return {
+        "matrix": accumulator.matrix.tobytes(),
+        "boundary": accumulator.boundary.tobytes(),
+        "scored": accumulator.images,
+    }
 
 
 def evaluate_on_ray(config: RunConfig, pred_dir: Path, samples: Sequence[Sample], n_classes: int, *,
@@ -231,7 +237,9 @@ def evaluate_on_ray(config: RunConfig, pred_dir: Path, samples: Sequence[Sample]
         if sample.mask_path is None:
             raise ModusegError(f"sample {sample.id} has no ground-truth mask; evaluate needs a split with masks")
         if not (Path(pred_dir) / f"{sample.id}.png").is_file():
-            raise ModusegError(f"prediction {Path(pred_dir) / f'{sample.id}.png'} is missing; predict every image of the split first")
+            raise ModusegError(
+                f"prediction {Path(pred_dir) / f'{sample.id}.png'} is missing; predict every image of the split first"
+            )
     task = ray.remote(num_cpus=config.ray.num_cpus)(_score_chunk)
     work = chunks(len(samples), config.method.batch_images)
     whole = absolute(samples)

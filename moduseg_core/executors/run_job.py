@@ -82,9 +82,13 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
         errors.check_some_succeeded(len(samples), since=bank_errors)
         skipped = {"bank": bank_errors, "eval": len(errors) - bank_errors}
         report = make_report(
-            config, bank, evaluation.scores(**score_rules(config, dataset.component)) if evaluation is not None else None,
-            class_names, timer,
-            wall=time.perf_counter() - started, eval_info=dataset_info(dataset, samples),
+            config,
+            bank,
+            evaluation.scores(**score_rules(config, dataset.component)) if evaluation is not None else None,
+            class_names,
+            timer,
+            wall=time.perf_counter() - started,
+            eval_info=dataset_info(dataset, samples),
             masks=masks | {"images": len(samples) - skipped["eval"]},
         )
         report["skipped"] = skipped | ({"log": ERRORS_FILE} if any(skipped.values()) else {})

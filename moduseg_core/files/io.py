@@ -187,7 +187,9 @@ def _to_rgb(img: Any, path: Path) -> np.ndarray:
         try:
             rgba = img.convert("RGBA")
         except ValueError as exc:
-            raise ModusegError(f"image {path} has mode {mode}, which cannot be converted to RGB ({_reason(exc)})") from exc
+            raise ModusegError(
+                f"image {path} has mode {mode}, which cannot be converted to RGB ({_reason(exc)})"
+            ) from exc
         return _composite_white(np.asarray(rgba))
     try:
         return np.asarray(img.convert("RGB"))
@@ -247,7 +249,11 @@ def read_mask(
     names that reference in the error); ``n_classes``: refuse ids outside ``0..n_classes-1`` other
     than 255 (ignore). Lossy JPEG files are refused: compression invents class ids at edges."""
     path = Path(path)
-    limit = DEFAULT_MAX_IMAGE_PIXELS if expected_hw is None else max(DEFAULT_MAX_IMAGE_PIXELS, expected_hw[0] * expected_hw[1])
+    limit = (
+        DEFAULT_MAX_IMAGE_PIXELS
+        if expected_hw is None
+        else max(DEFAULT_MAX_IMAGE_PIXELS, expected_hw[0] * expected_hw[1])
+    )
     with _open(path, "mask", limit) as img:
         if img.format in ("JPEG", "MPO"):
             raise ModusegError(

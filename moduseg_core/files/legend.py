@@ -25,7 +25,9 @@ def present_classes(classes: np.ndarray, n_classes: int | None = None) -> list[i
     return [c for c in ids if n_classes is None or c < n_classes]
 
 
-def legend_strip(width: int, ids: Sequence[int], class_names: Sequence[str], palette: np.ndarray | None = None) -> np.ndarray:
+def legend_strip(
+    width: int, ids: Sequence[int], class_names: Sequence[str], palette: np.ndarray | None = None
+) -> np.ndarray:
     """An ``H×width×3`` uint8 strip: one swatch and name per class id, wrapped onto as many lines as
     needed (``"background only"`` when ``ids`` is empty)."""
     from PIL import Image, ImageDraw
@@ -59,7 +61,9 @@ def legend_strip(width: int, ids: Sequence[int], class_names: Sequence[str], pal
         x, y = pad, pad + row * line_h
         for colour, name, w in line:
             if colour is not None:
-                draw.rectangle([x, y + 1, x + box - 1, y + box], fill=tuple(int(v) for v in colour), outline=(40, 40, 40))
+                draw.rectangle(
+                    [x, y + 1, x + box - 1, y + box], fill=tuple(int(v) for v in colour), outline=(40, 40, 40)
+                )
                 x += box + 4
             draw.text((x, y), name, fill=(20, 20, 20), font=font)
             x += w - (box + 4 if colour is not None else 0) + gap

@@ -19,14 +19,20 @@ def report_markdown(report: dict[str, Any]) -> str:
     parts = ", ".join(f"{k}: `{cfg[k]['name']}`" for k in RUN_KINDS)
     lines += [f"Components — {parts}", ""]
     ev = report["eval"]
-    lines += [f"Evaluated {ev['images']} images of `{ev['name']}` split `{ev['split']}`; bank of {report['bank']['size']} vectors.", ""]
+    lines += [
+        f"Evaluated {ev['images']} images of `{ev['name']}` split `{ev['split']}`; bank of {report['bank']['size']} vectors.",
+        "",
+    ]
     skipped = report.get("skipped") or {}
     if skipped.get("bank") or skipped.get("eval"):
         lines += [f"**Skipped images** (on_error: skip; reasons in `{skipped.get('log', ERRORS_FILE)}`): "
                   f"{skipped.get('bank', 0)} of the bank split, {skipped.get('eval', 0)} of the eval split "
                   "(left out of the bank and the scores).", ""]
     if "miou" in report:
-        lines += [f"**mIoU: {100 * report['miou']:.2f}**  ({miou_note(report)}; pixel accuracy {100 * report['pixel_accuracy']:.2f})", ""]
+        lines += [
+            f"**mIoU: {100 * report['miou']:.2f}**  ({miou_note(report)}; pixel accuracy {100 * report['pixel_accuracy']:.2f})",
+            "",
+        ]
         lines += score_table(report)
         lines.append("")
     lines += ["| stage | seconds |", "|---|---:|"]

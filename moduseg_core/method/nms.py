@@ -90,7 +90,9 @@ def _iou_exceeds(inter: float, area_a: float, area_b: float, threshold: float) -
     return union > 0 and inter / max(union, 1e-9) > threshold
 
 
-def _greedy_boxes(masks: np.ndarray, idx: np.ndarray, areas: np.ndarray, boxes: np.ndarray, threshold: float) -> list[int]:
+def _greedy_boxes(
+    masks: np.ndarray, idx: np.ndarray, areas: np.ndarray, boxes: np.ndarray, threshold: float
+) -> list[int]:
     kept: list[int] = []
     for i in idx.tolist():
         y0, y1, x0, x1 = boxes[i].tolist()

@@ -36,7 +36,10 @@ class Predictor:
 
     def predict_batch(self, images: Sequence[np.ndarray], ids: Sequence[str | None]) -> list[Prediction]:
         described = self.propose_and_describe(images, ids)
-        return [self.decide(image.shape[:2], masks, vectors) for image, (masks, vectors) in zip(images, described, strict=True)]
+        return [
+            self.decide(image.shape[:2], masks, vectors)
+            for image, (masks, vectors) in zip(images, described, strict=True)
+        ]
 
     def propose_and_describe(
         self, images: Sequence[np.ndarray], ids: Sequence[str | None]
@@ -170,7 +173,9 @@ def propose_many(component: object, images: Sequence[np.ndarray], ids: Sequence[
         return [component.propose(image, image_id=image_id) for image, image_id in zip(images, ids, strict=True)]  # type: ignore[attr-defined]
     found = list(batch(list(images), list(ids)))
     if len(found) != len(images):
-        raise ValueError(f"{type(component).__name__}.propose_batch returned {len(found)} results for {len(images)} images")
+        raise ValueError(
+            f"{type(component).__name__}.propose_batch returned {len(found)} results for {len(images)} images"
+        )
     return found
 
 

@@ -75,13 +75,23 @@ def predict_files(
             from moduseg_core.executors.keys import CHUNKS, prediction_key
             from moduseg_core.executors.ray_predict import predict_on_ray
 
-            key = prediction_key(config, Path(bank_dir), samples) | {"overlays": overlays, "index_set": "index" in named}
+            key = prediction_key(config, Path(bank_dir), samples) | {
+                "overlays": overlays,
+                "index_set": "index" in named,
+            }
             _, masks = predict_on_ray(config, Path(bank_dir), samples, out, n_classes=len(loaded.class_names),
                                       overlays=overlays, errors=errors, class_names=loaded.class_names,
                                       index=config.index if "index" in named else None, state=out / CHUNKS, key=key)
         else:
-            predict_samples(predictor, samples, out, n_classes=len(loaded.class_names), overlays=overlays, errors=errors,
-                            class_names=loaded.class_names)
+            predict_samples(
+                predictor,
+                samples,
+                out,
+                n_classes=len(loaded.class_names),
+                overlays=overlays,
+                errors=errors,
+                class_names=loaded.class_names,
+            )
             masks = {"proposed": predictor.masks_seen, "kept": predictor.masks_kept}
         errors.check_some_succeeded(len(samples))
         skipped = {"images": len(errors)} | ({"log": ERRORS_FILE} if len(errors) else {})

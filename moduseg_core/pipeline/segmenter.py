@@ -166,7 +166,9 @@ class Segmenter:
         from moduseg_core.pipeline.bank import Bank
         from moduseg_core.pipeline.runner import make_predictor
 
-        cfg = apply_overrides(load_config(Path(config) if config else None), choices={"proposer": proposer}, sets=list(sets))
+        cfg = apply_overrides(
+            load_config(Path(config) if config else None), choices={"proposer": proposer}, sets=list(sets)
+        )
         loaded = Bank.load(bank)
         data = cfg.model_dump()
         for kind in ("encoder", "aggregator"):

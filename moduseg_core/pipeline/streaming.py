@@ -90,8 +90,12 @@ def load_images(
         from torch.utils.data import DataLoader
 
         loader = DataLoader(
-            _Images(samples, max_pixels), batch_size=1, num_workers=min(workers, len(samples), os.cpu_count() or 1), pin_memory=pin_memory,
-            collate_fn=_keep_list, prefetch_factor=max(1, lookahead // workers),
+            _Images(samples, max_pixels),
+            batch_size=1,
+            num_workers=min(workers, len(samples), os.cpu_count() or 1),
+            pin_memory=pin_memory,
+            collate_fn=_keep_list,
+            prefetch_factor=max(1, lookahead // workers),
         )
         for (item,) in loader:
             if isinstance(item, BaseException):
@@ -145,7 +149,11 @@ def stream_predictions(
         skip_errors=skip_errors,
     )
     # a predictor that does not stream (the caching one serves whole batches) gets no worker thread
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moduseg-decide") if overlap and predictor.streams else None
+    pool = (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="moduseg-decide")
+        if overlap and predictor.streams
+        else None
+    )
     pending: deque[tuple[list[Sample], list[np.ndarray], list[Future] | list[Prediction]]] = deque()
     try:
         for start in range(0, len(samples), batch):
@@ -161,7 +169,10 @@ def stream_predictions(
                 decided = predictor.predict_batch(pixels, ids)
             else:
                 described = predictor.propose_and_describe(pixels, ids)
-                decided = [pool.submit(predictor.decide, image.shape[:2], *d) for image, d in zip(pixels, described, strict=True)]
+                decided = [
+                    pool.submit(predictor.decide, image.shape[:2], *d)
+                    for image, d in zip(pixels, described, strict=True)
+                ]
             pending.append((chunk, pixels, decided))
             # keep one batch in flight: its post-processing overlaps the next batch's model work
             while len(pending) > (1 if pool is not None else 0):

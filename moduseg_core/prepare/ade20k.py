@@ -44,7 +44,9 @@ def prepare_ade20k(root: Path, out: Path, *, unlabeled: str = "ignore", overwrit
     images = check_dir(root / "images", "ADEChallengeData2016 folder (holding images/)", "--root")
     splits = [s for s in SPLITS if (root / "annotations" / s).is_dir()]
     if not splits:
-        raise ModusegError(f"--root {root} has no annotations/training or annotations/validation; pass ADEChallengeData2016")
+        raise ModusegError(
+            f"--root {root} has no annotations/training or annotations/validation; pass ADEChallengeData2016"
+        )
     jobs = []
     for split in splits:
         masks = stems(root / "annotations" / split, (".png",))
@@ -69,7 +71,9 @@ def prepare_ade20k(root: Path, out: Path, *, unlabeled: str = "ignore", overwrit
             for path in progress(paths, total=len(paths), desc=f"prepare ade20k {split}"):
                 raw = read_mask(path)
                 if raw.min() < 0 or raw.max() > 150:
-                    raise ModusegError(f"mask {path} holds value {int(raw.max())}, outside ADE20K's 0..150; check --root")
+                    raise ModusegError(
+                        f"mask {path} holds value {int(raw.max())}, outside ADE20K's 0..150; check --root"
+                    )
                 mask = raw.astype(np.uint8)
                 mask[raw == 0] = zero
                 write_png(out / "annotations" / split / path.name, mask)

@@ -59,7 +59,9 @@ def _load(path: Path) -> dict[str, Any]:
             data = json.load(f)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModusegError(f"--annotations {path} is not valid JSON ({exc}); pass an instances_*.json file") from exc
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
         raise ModusegError(
             f"--annotations {path} lacks the lists images, annotations and categories; pass a COCO instances_*.json "
             "file (captions_* and person_keypoints_* files have no segmentation of every category)"
@@ -99,7 +101,13 @@ def rle_of(mask_api: Any, segmentation: Any, height: int, width: int) -> Any:
 
 
 def rasterise(
-    mask_api: Any, image: dict[str, Any], anns: list[dict[str, Any]], classes: dict[int, int], *, crowd: str, overlap: str
+    mask_api: Any,
+    image: dict[str, Any],
+    anns: list[dict[str, Any]],
+    classes: dict[int, int],
+    *,
+    crowd: str,
+    overlap: str,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """One image's class mask (uint8) and counts (crowd regions, empty annotations skipped)."""
     h, w = int(image["height"]), int(image["width"])
@@ -191,7 +199,9 @@ def prepare_coco(
             link(folder, out / "images" / split)
             stems = []
             for img in progress(chosen, total=len(chosen), desc=f"prepare coco {split}"):
-                mask, counts = rasterise(mask_api, img, by_image.get(img["id"], []), table, crowd=crowd, overlap=overlap)
+                mask, counts = rasterise(
+                    mask_api, img, by_image.get(img["id"], []), table, crowd=crowd, overlap=overlap
+                )
                 stem = Path(img["file_name"]).stem
                 write_png(out / "SegmentationClass" / split / f"{stem}.png", mask)
                 labels[stem] = summary.add(mask)

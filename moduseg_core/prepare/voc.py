@@ -69,7 +69,9 @@ def prepare_voc(root: Path, out: Path, *, aug: Path | None = None, overwrite: bo
             if i not in jpegs:
                 raise ModusegError(f"image {images / (i + '.jpg')} of split {name} does not exist; check --root")
             if i not in source:
-                raise ModusegError(f"mask {gt_dir / (i + '.png')} of split {name} does not exist; check --root and --aug")
+                raise ModusegError(
+                    f"mask {gt_dir / (i + '.png')} of split {name} does not exist; check --root and --aug"
+                )
     names = builtin_class_names("voc")
     planned = ["JPEGImages", "SegmentationClass", *(["SegmentationClassAug"] if aug_dir else [])]
     planned += [f"ImageSets/Segmentation/{s}.txt" for s in splits] + [LABELS, "prepare_summary.json"]
@@ -91,7 +93,9 @@ def prepare_voc(root: Path, out: Path, *, aug: Path | None = None, overwrite: bo
                 found = summary.add(mask.astype("uint8"))
                 bad = [c for c in found if c >= len(names)]
                 if bad:
-                    raise ModusegError(f"mask {path} holds class id {bad[0]}, outside 0..20 and 255; check --root / --aug")
+                    raise ModusegError(
+                        f"mask {path} holds class id {bad[0]}, outside 0..20 and 255; check --root / --aug"
+                    )
                 labels[i] = found
             write_split(out / "ImageSets" / "Segmentation" / f"{name}.txt", ids)
             summaries.append(summary)

@@ -63,9 +63,11 @@ def _skipped_text(skipped: Any) -> str:
         if not (bank or evals):
             return ""
         log = skipped.get("log", "errors.jsonl")
-        return (f'<div class="skipped" id="skipped"><b>Skipped images</b> (on_error: skip; reasons in '
-                f"<code>{escape(str(log))}</code>): {bank} of the bank split, {evals} of the eval split — left out of the "
-                "bank and the scores.</div>")
+        return (
+            f'<div class="skipped" id="skipped"><b>Skipped images</b> (on_error: skip; reasons in '
+            f"<code>{escape(str(log))}</code>): {bank} of the bank split, {evals} of the eval split — left out of the "
+            "bank and the scores.</div>"
+        )
     if isinstance(skipped, int) and skipped:
         return f'<div class="skipped" id="skipped"><b>Skipped images:</b> {skipped} (reasons in <code>errors.jsonl</code>).</div>'
     return ""
@@ -81,12 +83,22 @@ def headline(report: dict[str, Any], images: int | None = None) -> str:
 
         if report.get("miou_average") == "all":  # every scored class, an empty union as 0
             n = len(per_class) - len(report.get("not_scored") or [])
-        cards.append(card(pct(report.get("miou")), "mIoU", f"mean of {n} classes (dataset-level IoU; {miou_note(report)})", "miou"))
+        cards.append(
+            card(
+                pct(report.get("miou")), "mIoU", f"mean of {n} classes (dataset-level IoU; {miou_note(report)})", "miou"
+            )
+        )
         cards.append(card(pct(report.get("pixel_accuracy")), "pixel accuracy"))
     bound = report.get("boundary") or {}
     if bound:
-        cards.append(card(pct(bound.get("f_score")), "boundary F", f"tolerance {escape(tolerance_text(bound['tolerance']))}", "bf"))
-        cards.append(card(pct(bound.get("iou")), "Boundary IoU", f"dilation {bound['dilation_ratio']:g} of the diagonal", "biou"))
+        cards.append(
+            card(
+                pct(bound.get("f_score")), "boundary F", f"tolerance {escape(tolerance_text(bound['tolerance']))}", "bf"
+            )
+        )
+        cards.append(
+            card(pct(bound.get("iou")), "Boundary IoU", f"dilation {bound['dilation_ratio']:g} of the diagonal", "biou")
+        )
     ev = report.get("eval") or {}
     if images is None:
         skipped = report.get("skipped")
@@ -146,8 +158,10 @@ def _gallery(items: list[_images.Item], names: Sequence[str], palette: np.ndarra
 def _cap_note(shown: int, total: int, limit: int) -> str:
     if total <= limit:
         return ""
-    return (f"The gallery shows {shown} of {total} images (capped at {limit}): the {limit // 2} with the lowest image IoU "
-            "and the rest spread evenly over the others by IoU.")
+    return (
+        f"The gallery shows {shown} of {total} images (capped at {limit}): the {limit // 2} with the lowest image IoU "
+        "and the rest spread evenly over the others by IoU."
+    )
 
 
 def run_html(
@@ -166,19 +180,37 @@ def run_html(
     names = list(class_names)
     columns = {PREDICTION: Path(predictions_dir)} if predictions_dir is not None else {}
     stats = _images.image_stats(samples, columns, len(names)) if columns else None
-    body = [f"<h1>{escape(title)}</h1>", oracle_banner(bool(report.get("oracle"))), _skipped_text(report.get("skipped"))]
+    body = [
+        f"<h1>{escape(title)}</h1>",
+        oracle_banner(bool(report.get("oracle"))),
+        _skipped_text(report.get("skipped")),
+    ]
     cfg = report.get("config") or {}
     ev = report.get("eval") or {}
     if ev:
-        body.append(f'<p class="note">Evaluated on <code>{escape(str(ev.get("name")))}</code> split '
-                    f'<code>{escape(str(ev.get("split")))}</code>'
-                    + ("; components: " + ", ".join(f"{k} <code>{escape(str(cfg[k]['name']))}</code>"
-                                                      for k in RUN_KINDS[1:] if isinstance(cfg.get(k), dict)) if cfg else "")
-                    + ".</p>")
+        body.append(
+            f'<p class="note">Evaluated on <code>{escape(str(ev.get("name")))}</code> split '
+            f"<code>{escape(str(ev.get('split')))}</code>"
+            + (
+                "; components: "
+                + ", ".join(
+                    f"{k} <code>{escape(str(cfg[k]['name']))}</code>"
+                    for k in RUN_KINDS[1:]
+                    if isinstance(cfg.get(k), dict)
+                )
+                if cfg
+                else ""
+            )
+            + ".</p>"
+        )
     body.append(headline(report))
     body.append('<h2 id="scores">Per-class IoU and confusion</h2><div class="row2">')
     if report.get("per_class_iou"):
-        body.append('<div><b>Per-class IoU</b> (best first)' + iou_bars(report["per_class_iou"], palette, _ids_by_name(names)) + "</div>")
+        body.append(
+            "<div><b>Per-class IoU</b> (best first)"
+            + iou_bars(report["per_class_iou"], palette, _ids_by_name(names))
+            + "</div>"
+        )
     if stats is not None and stats.with_gt:
         body.append(f'<div><b>Confusion matrix</b> (rows: ground truth, share of its pixels; {stats.with_gt} images)'
                     + heatmap(stats.matrix, names) + "</div>")
@@ -188,13 +220,27 @@ def run_html(
         chosen = _images.choose(stats.ids, iou, limit)
         items = _images.build_items(samples, columns, len(names), chosen, stats)
         body.append(f'<h2 id="gallery-title">Gallery ({len(items)} images)</h2>')
-        body.append('<p class="note">Each row: the photo, the ground truth and the prediction over it (fill and outline '
-                    "in the class colour; the legend names the colours). Image IoU: mean over the classes in that image's "
-                    "ground truth or prediction. Click a class in the legend to show only images with it; the URL keeps "
-                    "the view (e.g. <code>#sort=iou-asc&amp;class=person</code>).</p>")
-        body.append(_gallery(items, names, palette, [PREDICTION],
-                             sorts=[("iou-asc", "image IoU, worst first"), ("iou-desc", "image IoU, best first"), ("id-asc", "image id")],
-                             default_sort="iou-asc", note=_cap_note(len(items), len(stats.ids), limit)))
+        body.append(
+            '<p class="note">Each row: the photo, the ground truth and the prediction over it (fill and outline '
+            "in the class colour; the legend names the colours). Image IoU: mean over the classes in that image's "
+            "ground truth or prediction. Click a class in the legend to show only images with it; the URL keeps "
+            "the view (e.g. <code>#sort=iou-asc&amp;class=person</code>).</p>"
+        )
+        body.append(
+            _gallery(
+                items,
+                names,
+                palette,
+                [PREDICTION],
+                sorts=[
+                    ("iou-asc", "image IoU, worst first"),
+                    ("iou-desc", "image IoU, best first"),
+                    ("id-asc", "image id"),
+                ],
+                default_sort="iou-asc",
+                note=_cap_note(len(items), len(stats.ids), limit),
+            )
+        )
         css = photo_css(items)
     else:
         css = ""
@@ -203,7 +249,9 @@ def run_html(
     seconds = report.get("seconds") or {}
     if seconds:
         rows = "".join(f'<tr><td>{escape(k)}</td><td class="n">{v:.2f}</td></tr>' for k, v in seconds.items())
-        body.append(timed(f'<details><summary>Timing (seconds)</summary><table><tbody>{rows}</tbody></table></details>'))
+        body.append(
+            timed(f"<details><summary>Timing (seconds)</summary><table><tbody>{rows}</tbody></table></details>")
+        )
     body.append('<footer>Written by moduseg; self-contained (no network). Numbers from report.json.</footer>')
     return document(title, "".join(body), css)
 
@@ -309,11 +357,28 @@ def sweep_html(
         cards.insert(0, card(pct(best["miou"]), "best mIoU", escape(_point_label(best, axes)), "miou"))
         bound = best.get("boundary") or {}
         if bound:
-            cards.insert(1, card(pct(bound.get("f_score")), "its boundary F", f"tolerance {escape(tolerance_text(bound['tolerance']))}", "bf"))
-            cards.insert(2, card(pct(bound.get("iou")), "its Boundary IoU", f"dilation {bound['dilation_ratio']:g}", "biou"))
+            cards.insert(
+                1,
+                card(
+                    pct(bound.get("f_score")),
+                    "its boundary F",
+                    f"tolerance {escape(tolerance_text(bound['tolerance']))}",
+                    "bf",
+                ),
+            )
+            cards.insert(
+                2, card(pct(bound.get("iou")), "its Boundary IoU", f"dilation {bound['dilation_ratio']:g}", "biou")
+            )
         ev = best.get("eval") or {}
         if ev.get("images") is not None:
-            cards.append(card(str(ev["images"]), "images per point", f"{escape(str(ev.get('name', '')))} / {escape(str(ev.get('split', '')))}", "images"))
+            cards.append(
+                card(
+                    str(ev["images"]),
+                    "images per point",
+                    f"{escape(str(ev.get('name', '')))} / {escape(str(ev.get('split', '')))}",
+                    "images",
+                )
+            )
     body.append('<div class="cards">' + "".join(cards) + "</div>")
     n = sum(v is not None for v in ((best or {}).get("per_class_iou") or {}).values())
     if best is not None:
@@ -340,7 +405,9 @@ def sweep_html(
         note = (f"{len(items)} of {len(stats.ids)} images: those whose image IoU differs most between the points shown"
                 + (f"; {len(shown)} of {len(reports)} points (the best, the worst and the rest spread by mIoU)"
                    if len(shown) < len(reports) else "") + ".")
-        body.append(f'<h2 id="gallery-title">Same images across points ({len(items)} images × {len(columns)} points)</h2>')
+        body.append(
+            f'<h2 id="gallery-title">Same images across points ({len(items)} images × {len(columns)} points)</h2>'
+        )
         first = next(iter(columns))
         sorts = [("spread-desc", "IoU spread between points, largest first"),
                  ("iou-asc", f"image IoU at {first}, worst first"), ("iou-desc", f"image IoU at {first}, best first"),
@@ -357,16 +424,29 @@ def sweep_html(
             body.append(f'<div><img alt="{escape(name)}" src="{data_uri(payload, "image/png")}"></div>')
         body.append("</div>")
     if best is not None and best.get("per_class_iou"):
-        body.append(f'<h2>Per-class IoU of the best point ({escape(_point_label(best, axes))})</h2><div class="row2"><div>'
-                    + iou_bars(best["per_class_iou"], palette, _ids_by_name(names)) + "</div></div>")
+        body.append(
+            f'<h2>Per-class IoU of the best point ({escape(_point_label(best, axes))})</h2><div class="row2"><div>'
+            + iou_bars(best["per_class_iou"], palette, _ids_by_name(names))
+            + "</div></div>"
+        )
     if best is not None and best.get("config"):
-        body.append('<h2 id="components">Components of the best point</h2>' + components_table(best["config"], RUN_KINDS))
+        body.append(
+            '<h2 id="components">Components of the best point</h2>' + components_table(best["config"], RUN_KINDS)
+        )
     body.append("<footer>Written by moduseg ablate; self-contained (no network). Numbers from results.json.</footer>")
     return document(title, "".join(body), css)
 
 
-def write_sweep_html(out_dir: Path, reports: Sequence[dict[str, Any]], samples: Sequence[Any], class_names: Sequence[str],
-                     *, results: dict[str, Any] | None = None, name: str = "report.html", **options: Any) -> Path:
+def write_sweep_html(
+    out_dir: Path,
+    reports: Sequence[dict[str, Any]],
+    samples: Sequence[Any],
+    class_names: Sequence[str],
+    *,
+    results: dict[str, Any] | None = None,
+    name: str = "report.html",
+    **options: Any,
+) -> Path:
     """Write ``out_dir/report.html`` for a sweep folder (results.json, plots/*.png, points/SLUG/predictions)."""
     import json
 

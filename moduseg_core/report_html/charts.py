@@ -13,7 +13,9 @@ def _rgb(colour: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colour[:3]))
 
 
-def iou_bars(per_class: dict[str, float | None], palette: np.ndarray, class_ids: dict[str, int], *, width: int = 470) -> str:
+def iou_bars(
+    per_class: dict[str, float | None], palette: np.ndarray, class_ids: dict[str, int], *, width: int = 470
+) -> str:
     """Horizontal bars of the classes with an IoU, best first, each with its colour swatch and value;
     classes without one (absent from ground truth and prediction) are named under the chart."""
     scored = sorted(((n, v) for n, v in per_class.items() if v is not None), key=lambda nv: (-nv[1], nv[0]))
@@ -74,10 +76,14 @@ def heatmap(matrix: np.ndarray, names: Sequence[str], *, limit: int = 40) -> str
     ]
     for j, c in enumerate(used):  # column labels, rotated
         x = label + j * cell + cell / 2 + 4
-        parts.append(f'<text class="label" transform="translate({x:.1f},{label - 4}) rotate(-60)">{escape(names[c])}</text>')
+        parts.append(
+            f'<text class="label" transform="translate({x:.1f},{label - 4}) rotate(-60)">{escape(names[c])}</text>'
+        )
     for i, r in enumerate(used):
         y = label + i * cell
-        parts.append(f'<text class="label" x="{label - 4}" y="{y + cell * 0.7:.1f}" text-anchor="end">{escape(names[r])}</text>')
+        parts.append(
+            f'<text class="label" x="{label - 4}" y="{y + cell * 0.7:.1f}" text-anchor="end">{escape(names[r])}</text>'
+        )
         for j, c in enumerate(used):
             v = share[i, j]
             # white → dark blue; the diagonal in green tones so correct pixels read apart from confusions

@@ -27,7 +27,9 @@ def data_uri(payload: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
-def thumb_size(height: int, width: int, max_width: int = THUMB_WIDTH, max_height: int = THUMB_HEIGHT) -> tuple[int, int]:
+def thumb_size(
+    height: int, width: int, max_width: int = THUMB_WIDTH, max_height: int = THUMB_HEIGHT
+) -> tuple[int, int]:
     """(width, height) of the thumbnail of an ``height × width`` picture; never enlarged."""
     scale = min(1.0, max_width / max(1, width), max_height / max(1, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
@@ -158,7 +160,9 @@ def _maps(sample, predictions: dict[str, Path], n_classes: int):
     from moduseg_core.files.io import read_mask
 
     gt = _read(getattr(sample, "mask_path", None), lambda p: read_mask(p))
-    maps = {name: _read(Path(folder) / f"{sample.id}.png", lambda p: read_mask(p)) for name, folder in predictions.items()}
+    maps = {
+        name: _read(Path(folder) / f"{sample.id}.png", lambda p: read_mask(p)) for name, folder in predictions.items()
+    }
     return gt, maps
 
 

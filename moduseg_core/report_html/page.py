@@ -82,20 +82,32 @@ def components_table(config: dict[str, Any], kinds: Iterable[str]) -> str:
     if isinstance(method, dict):
         text = ", ".join(f"{k}={v}" for k, v in method.items())
         rows.append(f"<tr><td>method</td><td></td><td><code>{escape(text)}</code></td></tr>")
-    return "<table><thead><tr><th>kind</th><th>component</th><th>options</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    return (
+        "<table><thead><tr><th>kind</th><th>component</th><th>options</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
 
 
 def legend(class_ids: Iterable[int], names: Sequence[str], palette: np.ndarray) -> str:
     keys = []
     for c in class_ids:
         name = names[c]
-        keys.append(f'<button type="button" class="key" data-name="{escape(name)}" title="show only images with {escape(name)}">'
-                    f'<span class="sw" style="background:{rgb(palette[c])}"></span>{escape(name)}</button>')
+        keys.append(
+            f'<button type="button" class="key" data-name="{escape(name)}" title="show only images with {escape(name)}">'
+            f'<span class="sw" style="background:{rgb(palette[c])}"></span>{escape(name)}</button>'
+        )
     return '<div class="legend" id="legend">' + "".join(keys) + "</div>"
 
 
 def class_list(ids: Iterable[int], names: Sequence[str], palette: np.ndarray) -> str:
-    return "".join(f'<span class="c"><span class="sw" style="background:{rgb(palette[c])}"></span>{escape(names[c])}</span>' for c in ids) or "–"
+    return (
+        "".join(
+            f'<span class="c"><span class="sw" style="background:{rgb(palette[c])}"></span>{escape(names[c])}</span>'
+            for c in ids
+        )
+        or "–"
+    )
 
 
 def controls(class_ids: Iterable[int], names: Sequence[str], sorts: Sequence[tuple[str, str]]) -> str:
@@ -113,9 +125,15 @@ def controls(class_ids: Iterable[int], names: Sequence[str], sorts: Sequence[tup
 
 
 def panel(tag: str, item: Item, overlay: str | None, *, missing: str = "") -> str:
-    inner = f'<img alt="" src="{overlay}">' if overlay else (f'<div class="none">{escape(missing)}</div>' if missing else "")
-    return (f'<div class="panel" style="width:{item.width}px"><span class="tag" title="{escape(tag)}">{escape(tag)}</span>'
-            f'<div class="ph" data-photo="{escape(item.id)}" style="width:{item.width}px;height:{item.height}px">{inner}</div></div>')
+    inner = (
+        f'<img alt="" src="{overlay}">'
+        if overlay
+        else (f'<div class="none">{escape(missing)}</div>' if missing else "")
+    )
+    return (
+        f'<div class="panel" style="width:{item.width}px"><span class="tag" title="{escape(tag)}">{escape(tag)}</span>'
+        f'<div class="ph" data-photo="{escape(item.id)}" style="width:{item.width}px;height:{item.height}px">{inner}</div></div>'
+    )
 
 
 def photo_css(items: Sequence[Item]) -> str:

@@ -50,7 +50,9 @@ class SoftAggregator:
 
 
 class HardOptions(PoolOptions):
-    threshold: float = Field(0.5, gt=0.0, le=1.0, description="a patch counts (weight 1) when at least this fraction is covered")
+    threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="a patch counts (weight 1) when at least this fraction is covered"
+    )
 
 
 class HardAggregator(SoftAggregator):

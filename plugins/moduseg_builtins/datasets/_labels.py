@@ -45,11 +45,15 @@ def _read_text(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ModusegError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+        raise ModusegError(
+            f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from exc
     except IsADirectoryError as exc:
         raise ModusegError(f"{what} {path} is a folder; point at the file") from exc
     except OSError as exc:
-        raise ModusegError(f"{what} {path} cannot be read ({exc.strerror or exc}); check the path and its permissions") from exc
+        raise ModusegError(
+            f"{what} {path} cannot be read ({exc.strerror or exc}); check the path and its permissions"
+        ) from exc
 
 
 def _norm_name(name: str) -> str:

@@ -75,7 +75,9 @@ def _labels_file(root: Path, value: str | None) -> Path | None:
 
 
 class Ade20kOptions(_SceneOptions):
-    root: Path = Field(..., description="output of `moduseg prepare ade20k` (or ADEChallengeData2016 with unlabeled=background)")
+    root: Path = Field(
+        ..., description="output of `moduseg prepare ade20k` (or ADEChallengeData2016 with unlabeled=background)"
+    )
     split: str = Field("train", description="train (→ training), val (→ validation), or a folder name under images/")
     unlabeled: Literal["ignore", "background"] = Field(
         "ignore",
@@ -96,7 +98,9 @@ def make_ade20k(options: Ade20kOptions) -> FileDataset:
     note = _read_note(root)
     prepared = note.get("unlabeled") if note and note.get("dataset") == "ade20k" else None
     if options.unlabeled == "ignore" and prepared != "ignore":
-        found = f"was prepared with --unlabeled {prepared}" if prepared else "holds ADE20K's raw annotations (0 = other)"
+        found = (
+            f"was prepared with --unlabeled {prepared}" if prepared else "holds ADE20K's raw annotations (0 = other)"
+        )
         raise ModusegError(
             f"ade20k root {root} {found}; for unlabeled=ignore run `moduseg prepare ade20k --root {root} --out DIR` "
             "and set dataset.root=DIR, or set dataset.unlabeled=background to score 0 as a background class"
@@ -108,8 +112,12 @@ def make_ade20k(options: Ade20kOptions) -> FileDataset:
         )
     names, desc = load_class_names("ade20k")
     folder = ADE_SPLITS.get(options.split, options.split)
-    images = _check_dir(_resolve(root, options.image_dir) / folder, f"ade20k split {options.split!r} image folder", "split")
-    masks = _check_dir(_resolve(root, options.mask_dir) / folder, f"ade20k split {options.split!r} mask folder", "mask_dir")
+    images = _check_dir(
+        _resolve(root, options.image_dir) / folder, f"ade20k split {options.split!r} image folder", "split"
+    )
+    masks = _check_dir(
+        _resolve(root, options.mask_dir) / folder, f"ade20k split {options.split!r} mask folder", "mask_dir"
+    )
     ids = sorted(_index_dir(masks, (".png",)))
     labels_file = _labels_file(root, options.labels_file)
     return FileDataset(
@@ -129,7 +137,9 @@ def make_ade20k(options: Ade20kOptions) -> FileDataset:
 
 
 class CityscapesOptions(_SceneOptions):
-    root: Path = Field(..., description="output of `moduseg prepare cityscapes` (leftImg8bit/, gtFine/ with train-id masks)")
+    root: Path = Field(
+        ..., description="output of `moduseg prepare cityscapes` (leftImg8bit/, gtFine/ with train-id masks)"
+    )
     split: str = Field("train", description="train, val, or another folder under leftImg8bit/")
     void: Literal["ignore", "background"] = Field(
         "ignore",
@@ -158,7 +168,9 @@ def make_cityscapes(options: CityscapesOptions) -> FileDataset:
             f"dataset.void={prepared} or prepare again with --void {options.void}"
         )
     names, desc = load_class_names("cityscapes")
-    images = _check_dir(root / "leftImg8bit" / options.split, f"cityscapes split {options.split!r} image folder", "split")
+    images = _check_dir(
+        root / "leftImg8bit" / options.split, f"cityscapes split {options.split!r} image folder", "split"
+    )
     entries: list[tuple[str, Path, Path | None]] = []
     for city in sorted(p for p in images.iterdir() if p.is_dir()):
         for path in sorted(city.iterdir()):

@@ -130,7 +130,9 @@ class ClipLabeler:
                 f"set --set labeler.crop={options.crop // self.patch * self.patch or self.patch}"
             )
         cfg = getattr(self.visual, "preprocess_cfg", {}) or {}
-        self._mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=self.device).view(3, 1, 1)
+        self._mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=self.device).view(
+            3, 1, 1
+        )
         self._std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=self.device).view(3, 1, 1)
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
 

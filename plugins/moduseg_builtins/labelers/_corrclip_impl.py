@@ -56,7 +56,9 @@ class CorrClipLabeler(ClipLabeler):
         try:
             self.spatial = parts.spatial_blocks(len(blocks), options.spatial_blocks)
         except ValueError as exc:
-            raise ModusegError(f"labeler {NAME!r} model {options.model!r}: {exc}; use a deeper CLIP (e.g. ViT-B-16)") from exc
+            raise ModusegError(
+                f"labeler {NAME!r} model {options.model!r}: {exc}; use a deeper CLIP (e.g. ViT-B-16)"
+            ) from exc
 
     def _make_corrector(self):
         o = self.options
@@ -105,7 +107,9 @@ class CorrClipLabeler(ClipLabeler):
         side = int(round((pos.shape[0] - 1) ** 0.5))
         grid = pos[1:].reshape(side, side, -1).permute(2, 0, 1)
         grid = parts.resize_grid(grid, (grid_h, grid_w)).permute(1, 2, 0).reshape(grid_h * grid_w, -1)
-        h = torch.cat([emb.cls_token.to(tokens.dtype), tokens], dim=1) + torch.cat([pos[:1], grid])[None].to(tokens.dtype)
+        h = torch.cat([emb.cls_token.to(tokens.dtype), tokens], dim=1) + torch.cat([pos[:1], grid])[None].to(
+            tokens.dtype
+        )
         layers = self._dino_layers()
         for layer in layers[:-1]:
             out = layer(h)

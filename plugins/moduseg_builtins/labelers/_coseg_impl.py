@@ -57,7 +57,12 @@ class Regions:
 
 
 def touches_border(masks: np.ndarray) -> np.ndarray:
-    return masks[:, 0, :].any(axis=1) | masks[:, -1, :].any(axis=1) | masks[:, :, 0].any(axis=1) | masks[:, :, -1].any(axis=1)
+    return (
+        masks[:, 0, :].any(axis=1)
+        | masks[:, -1, :].any(axis=1)
+        | masks[:, :, 0].any(axis=1)
+        | masks[:, :, -1].any(axis=1)
+    )
 
 
 def paint(proposals: Proposals, usable: np.ndarray, posteriors: np.ndarray, candidates: Sequence[int]) -> np.ndarray:
@@ -177,7 +182,9 @@ class CosegLabeler:
 
         def flush() -> None:
             features = self.encoder.encode_batch([image for image, _ in pending])
-            regions.extend(self._regions(proposals, feats) for (_, proposals), feats in zip(pending, features, strict=True))
+            regions.extend(
+                self._regions(proposals, feats) for (_, proposals), feats in zip(pending, features, strict=True)
+            )
             pending.clear()
 
         for sample in progress(samples, total=len(samples), desc="coseg fit"):
@@ -196,7 +203,9 @@ class CosegLabeler:
         self.mean = np.concatenate(stacked).astype(np.float64).mean(axis=0)
         xs = [self._centre(r.vectors.astype(np.float64)) for r in regions]
         labels = [tuple(sorted({int(c) for c in s.labels})) for s in samples]
-        assign = [seed(x, r.border, ls, self.options.seed_quantile) for x, r, ls in zip(xs, regions, labels, strict=True)]
+        assign = [
+            seed(x, r.border, ls, self.options.seed_quantile) for x, r, ls in zip(xs, regions, labels, strict=True)
+        ]
         posteriors: list[np.ndarray] = [np.ones((len(x), 1)) for x in xs]
         for _ in range(self.options.iterations):
             sums = self._class_sums(xs, regions, assign)
@@ -244,7 +253,11 @@ class CosegLabeler:
             return np.zeros((height, width), np.int32)
         proposals = self._propose(image, sample)
         seen = self.fitted.get(sample.id)
-        if seen is not None and seen[1] == labels and np.array_equal(seen[0].areas, proposals.masks.reshape(len(proposals), -1).sum(axis=1)):
+        if (
+            seen is not None
+            and seen[1] == labels
+            and np.array_equal(seen[0].areas, proposals.masks.reshape(len(proposals), -1).sum(axis=1))
+        ):
             regions, posteriors = seen[0], seen[2]
         else:  # an image fit did not see (or whose proposals changed): score it against the fitted prototypes
             regions = self._regions(proposals, self.encoder.encode(image))
@@ -252,7 +265,9 @@ class CosegLabeler:
             assign = seed(x, regions.border, labels, self.options.seed_quantile)
             posteriors = np.ones((len(x), 1))
             for _ in range(self.options.iterations):
-                assign, posteriors = score_image(x, regions.border, regions.weights, labels, assign, self.prototypes, self.options)
+                assign, posteriors = score_image(
+                    x, regions.border, regions.weights, labels, assign, self.prototypes, self.options
+                )
         if not regions.usable.any():
             return np.zeros((height, width), np.int32)
         return paint(proposals, regions.usable, posteriors, (BACKGROUND, *labels))

@@ -77,13 +77,17 @@ class GeneratorProposer:
 
     def _engine(self, sam2: bool) -> None:
         options = self.options
-        self.fast = FastGenerator(self.generator, sam2=sam2, decoder=options.fast_decoder) if options.engine == "fast" else None
+        self.fast = (
+            FastGenerator(self.generator, sam2=sam2, decoder=options.fast_decoder) if options.engine == "fast" else None
+        )
 
     def _precision(self) -> ContextManager:
         """The context the model runs in (SAM 2: autocast to its ``dtype``)."""
         return contextlib.nullcontext()
 
-    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None) -> list[Proposals]:
+    def propose_batch(
+        self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None
+    ) -> list[Proposals]:
         """``propose`` for several images; engine=fast encodes ``batch_size`` of them per image-encoder call."""
         if self.fast is None:
             return [self.propose(image) for image in images]

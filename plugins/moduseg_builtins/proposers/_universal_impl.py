@@ -229,7 +229,9 @@ class UniversalProposer:
         """Every query's mask whose score reaches ``score_threshold``; sorted by score."""
         return self.propose_batch([image], [image_id])[0]
 
-    def propose_batch(self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None) -> list[Proposals]:
+    def propose_batch(
+        self, images: Sequence[np.ndarray], image_ids: Sequence[str | None] | None = None
+    ) -> list[Proposals]:
         """``propose`` for several images: images whose padded input sizes are equal (every image, for EoMT)
         share forward passes, ``batch_size`` at a time. Each image's proposals are those ``propose`` gives."""
         images = [check_image(image, f"proposer {self.name!r}") for image in images]

@@ -35,7 +35,9 @@ def save_proposals(path: Path | str, proposals: Proposals) -> None:
     masks = np.asarray(proposals.masks, dtype=bool)
     scores = np.asarray(proposals.scores, dtype=np.float32)
     if not np.isfinite(scores).all():
-        raise ModusegError(f"proposal file {path}: refusing to write NaN or infinite scores; give every mask a finite score")
+        raise ModusegError(
+            f"proposal file {path}: refusing to write NaN or infinite scores; give every mask a finite score"
+        )
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             write_packed(handle, Proposals(masks, scores))
@@ -75,7 +77,9 @@ def _read_npz(path: Path, expected_hw: tuple[int, int] | None = None) -> tuple[n
     except FileNotFoundError as exc:
         raise ModusegError(f"proposal file {path} does not exist") from exc
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModusegError(f"proposal file {path} is unreadable or corrupt ({short_reason(exc, 160)}); regenerate it") from exc
+        raise ModusegError(
+            f"proposal file {path} is unreadable or corrupt ({short_reason(exc, 160)}); regenerate it"
+        ) from exc
     if "masks" in arrays:
         masks = arrays["masks"]
         if masks.ndim != 3:
@@ -147,7 +151,9 @@ def _read_png(path: Path, expected_hw: tuple[int, int] | None = None) -> tuple[n
     except FileNotFoundError as exc:
         raise ModusegError(f"instance map {path} does not exist") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ModusegError(f"instance map {path} is unreadable or corrupt ({short_reason(exc, 160)}); regenerate it") from exc
+        raise ModusegError(
+            f"instance map {path} is unreadable or corrupt ({short_reason(exc, 160)}); regenerate it"
+        ) from exc
     work = _working_size(instances.shape, expected_hw)
     if work is not None:
         instances = resize_nearest(instances, work)
