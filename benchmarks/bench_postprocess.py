@@ -115,12 +115,14 @@ def main() -> None:
           f"{args.runs} runs (fastest of {args.repeat} per image, both sides interleaved)")
     print("semantic maps identical: yes (every image, every run)")
     print(
-        "| implementation (median over runs) | pool s/img | retrieve+vote s/img | NMS+paint s/img | total s/img | images/s |"
+        "| implementation (median over runs) | pool s/img | retrieve+vote s/img | NMS+paint s/img | total s/img | "
+        "images/s |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     lp, lr, ln = loop_t / n
     print(
-        f"| released-code loop (re-created) | {lp:.3f} | {lr:.3f} | {ln:.3f} | {loop_t.sum() / n:.3f} | {n / loop_t.sum():.2f} |"
+        f"| released-code loop (re-created) | {lp:.3f} | {lr:.3f} | {ln:.3f} | {loop_t.sum() / n:.3f} | "
+        f"{n / loop_t.sum():.2f} |"
     )
     p, r, q = frame_t / n
     print(f"| ModuSeg | {p:.3f} | {r:.3f} | {q:.3f} | {frame_t.sum() / n:.3f} | {n / frame_t.sum():.2f} |")

@@ -4,8 +4,8 @@ SAM ViT-B (segment-anything) and SAM 2.1 hiera-tiny (sam2) with random weights (
 speed depends on the architecture, not the weights) at their native 1,024-pixel input with a 32×32 point
 grid, on real coco-mini photos. Each image is proposed by both engines, interleaved; with
 ``--fast-decoder library`` the masks and scores are checked to be identical before any time is printed, with
-the default ``factored`` decoder (equal up to float rounding) their agreement is printed and bounded. Two settings: the libraries' default
-thresholds (random weights: no candidate passes them, so the time is the model and the filtering) and
+the default ``factored`` decoder (equal up to float rounding) their agreement is printed and bounded. Two
+settings: the libraries' default thresholds (random weights: no candidate passes them, so the time is the model and the filtering) and
 thresholds at 0 (every candidate passes, then box NMS). ``--m2m``: SAM 2's mask-to-mask refinement on both
 engines (``use_m2m=true``; sam2 only).
 
@@ -86,7 +86,8 @@ def main() -> None:
           f"device {args.device}, sam2 dtype {args.dtype}, fast_decoder {args.fast_decoder}, use_m2m {args.m2m}; "
           "random weights")
     print(
-        "| proposer | setting | engine | encoder s/img | decoder s/img | post-processing s/img | total s/img | masks/img "
+        "| proposer | setting | engine | encoder s/img | decoder s/img | post-processing s/img | total s/img | "
+        "masks/img "
         "| library / fast (speed-up) |"
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")

@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import encoder_checkpoints as ec
+import encoder_checkpoints as ec  # noqa: E402
 
-import moduseg_core as ms
-from moduseg_core.files.io import read_image
+import moduseg_core as ms  # noqa: E402
+from moduseg_core.files.io import read_image  # noqa: E402
 
 
 def seconds_per_image(encoder, images, batch: bool) -> float:

@@ -47,10 +47,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import random_checkpoints
+import random_checkpoints  # noqa: E402
 
-from moduseg_core.bench.measure import gpu_memory
-from moduseg_core.contract.plugins import get_spec
+from moduseg_core.bench.measure import gpu_memory  # noqa: E402
+from moduseg_core.contract.plugins import get_spec  # noqa: E402
 
 VERSIONS = ("moduseg", "torch", "torchvision", "transformers", "numpy", "segment-anything", "sam2", "open_clip_torch",
             "timm", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "pydantic", "typer", "ray")
@@ -92,7 +92,7 @@ class Check:
             entry = {"status": "pass", **figures}
         except Unavailable as exc:
             entry = {"status": "unavailable", "reason": str(exc)}
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - every failure is a result here
             if isinstance(exc, KeyboardInterrupt):
                 raise
             tail = traceback.format_exc().strip().splitlines()[-25:]
@@ -372,9 +372,11 @@ def check_faiss(setting: Setting) -> dict[str, Any]:
     if not gpus:
         out["note"] = "a CPU-only faiss wheel: gpu=auto ran on the CPU"
         raise Unavailable(
-            "faiss has no GPU support here (CPU wheel): the faiss GPU wheels (faiss-gpu 1.15.1: 135 MB; faiss-gpu-cu12: "
+            "faiss has no GPU support here (CPU wheel): the faiss GPU wheels (faiss-gpu 1.15.1: 135 MB; "
+            "faiss-gpu-cu12: "
             "48 MB plus CUDA 12 cuBLAS) are larger than the 64 MiB that can travel to the device; "
-            f"gpu=auto fell back to the CPU and agreed with exact on {agree:.2%}; gpu=always: {out.get('always_refused')}"
+            f"gpu=auto fell back to the CPU and agreed with exact on {agree:.2%}; gpu=always: "
+            f"{out.get('always_refused')}"
         )
     return out
 

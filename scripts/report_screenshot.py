@@ -1,7 +1,8 @@
 """Screenshot a report.html in headless Chromium (Debian's ``chromium``): how docs/images/report-*.png
 were made.
 
-    .venv/bin/python scripts/report_screenshot.py runs/demo/report.html docs/images/report-run.png [--height 2000] [--hash '#sort=iou-asc']
+    .venv/bin/python scripts/report_screenshot.py runs/demo/report.html docs/images/report-run.png
+        [--height 2000] [--hash '#sort=iou-asc']
 
 The PNG is quantised to 256 colours so it stays small."""
 

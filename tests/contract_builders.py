@@ -258,7 +258,8 @@ def _sam(ctx: Context):
 
 
 def _entityseg_standin(ctx: Context):
-    """The registered factory driven through detectron2's documented predictor interface (tests/entityseg_standin.py)."""
+    """The registered factory driven through detectron2's documented predictor interface
+    (tests/entityseg_standin.py)."""
     from moduseg_core.contract.plugins import get_spec
 
     spec = get_spec("proposer", "entityseg")

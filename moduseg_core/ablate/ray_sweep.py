@@ -54,7 +54,7 @@ class SweepActor:
             try:
                 report = self.runner.run_point(point, total=len(self.points))
                 report["skipped"] = len(errors) - before
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (raised again in the driver, as a local sweep would)
                 failure = _pickled(exc)
             rows["point"].append(point.index)
             rows["report"].append(pickle.dumps(report))

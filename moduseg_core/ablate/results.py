@@ -144,7 +144,8 @@ def point_line(report: dict[str, Any], total: int) -> str:
     computed = "all cached" if report.get("scores_cached") else f"computed: {computed_text(report)}"
     return (
         f"[{report['point'] + 1}/{total}] {report['label']}: mIoU {100 * report['miou']:.2f} ({miou_note(report)}), "
-        f"boundary F {100 * bound.get('f_score', float('nan')):.2f}, Boundary IoU {100 * bound.get('iou', float('nan')):.2f} "
+        f"boundary F {100 * bound.get('f_score', float('nan')):.2f}, Boundary IoU "
+        f"{100 * bound.get('iou', float('nan')):.2f} "
         f"({report['seconds']['wall']:.1f} s; {computed})"
     )
 

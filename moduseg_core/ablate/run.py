@@ -151,7 +151,7 @@ class SweepRun:
         try:
             split = self._split(point.config, point.config.eval_split, point.config.eval_limit)
             write_sweep_html(self.out_dir, self.reports, split.samples, list(split.dataset.component.class_names))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (results.* are written; the page is a view of them)
             import sys
 
             print(f"warning: report.html not written: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -355,7 +355,8 @@ class SweepRun:
             timer.add(f"predict_{stage}", seconds)
         if evaluation is None:
             raise ModusegError(
-                f"point {point.index}: split {config.eval_split!r} has no ground-truth masks, so nothing can be scored; "
+                f"point {point.index}: split {config.eval_split!r} has no ground-truth masks, so nothing can be "
+                "scored; "
                 "set eval_split to a split with masks"
             )
         result = evaluation.scores(**score_rules(config, eval_split.dataset.component))

@@ -126,7 +126,8 @@ def sweep_from_dict(data: dict[str, Any], *, source: str = "sweep", here: Path |
     for key in data:
         if key not in SWEEP_KEYS:
             raise ModusegError(
-                f"{source}: unknown sweep key {key!r}{did_you_mean(str(key), SWEEP_KEYS)} (allowed: {', '.join(SWEEP_KEYS)})"
+                f"{source}: unknown sweep key {key!r}{did_you_mean(str(key), SWEEP_KEYS)} (allowed: "
+                f"{', '.join(SWEEP_KEYS)})"
             )
     base_data = data.get("base") or {}
     if isinstance(base_data, str):
@@ -223,7 +224,10 @@ def expand(sweep: Sweep) -> list[Point]:
         for row in zip_rows:
             values = dict(zip(grid_keys, combo, strict=True)) | dict(zip(sweep.zip, row, strict=True))
             index = len(points)
-            where = f"{sweep.source} point {index} ({', '.join(f'{k}={format_value(v)}' for k, v in values.items()) or 'base'})"
+            where = (
+                f"{sweep.source} point {index} "
+                f"({', '.join(f'{k}={format_value(v)}' for k, v in values.items()) or 'base'})"
+            )
             try:
                 config = assign(sweep.base, values)
                 validate(config, RUN_KINDS)

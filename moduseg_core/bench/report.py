@@ -52,16 +52,19 @@ def bench_markdown(report: dict[str, Any]) -> str:
     if loop:
         lines.append(f"Pooling + retrieval + NMS: {report['speedup_pool_retrieve_nms']:.1f}× (b over a)")
         lines.append(
-            f"Identical semantic maps: {report['identical_maps']} (pixel agreement {100 * report['pixel_agreement']:.2f}%)"
+            f"Identical semantic maps: {report['identical_maps']} (pixel agreement "
+            f"{100 * report['pixel_agreement']:.2f}%)"
         )
     floor = report.get("floor")
     if floor and floor.get("flops_per_image"):
         lines += [
             "",
             f"Encoder floor ({floor['dtype']}, batch {floor['batch']}, {floor['image_hw'][0]}×{floor['image_hw'][1]}): "
-            f"{floor['flops_per_image'] / 1e9:.1f} GFLOP/image; measured matmul rate {floor['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s; "
+            f"{floor['flops_per_image'] / 1e9:.1f} GFLOP/image; measured matmul rate "
+            f"{floor['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s; "
             f"encoder {floor['images_per_s']:.2f} img/s = {floor['achieved_flops_per_s'] / 1e12:.2f} TFLOP/s = "
-            f"**{100 * floor['fraction_of_floor']:.0f}% of the floor** ({floor['floor_images_per_s']:.1f} img/s at 100%).",
+            f"**{100 * floor['fraction_of_floor']:.0f}% of the floor** ({floor['floor_images_per_s']:.1f} img/s at "
+            "100%).",
         ]
     if report.get("proposal_split"):
         lines += split_markdown(report["proposal_split"])
@@ -70,6 +73,7 @@ def bench_markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"Bank build: {bank['images']} images in {bank['wall_s']:.1f} s → {bank['for_images']:,} images projected "
-            f"{bank['projected_min']:.1f} min ({bank['projected_with_proposer_min']:.1f} min if the labeler also runs the proposer once per image).",
+            f"{bank['projected_min']:.1f} min ({bank['projected_with_proposer_min']:.1f} min if the labeler also runs "
+            "the proposer once per image).",
         ]
     return "\n".join(lines) + "\n"

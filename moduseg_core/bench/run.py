@@ -108,7 +108,8 @@ def run_bench(
     dataset, samples = open_dataset(config, config.eval_split, min(wanted, config.eval_limit or wanted))
     if len(samples) < warmup + 1:
         raise ModusegError(
-            f"split {config.eval_split!r} has {len(samples)} image(s); bench needs at least {warmup + 1} (--images/--warmup)"
+            f"split {config.eval_split!r} has {len(samples)} image(s); bench needs at least {warmup + 1} "
+            "(--images/--warmup)"
         )
     warm, timed = samples[:warmup], samples[warmup:]
     n_classes = len(dataset.component.class_names)

@@ -36,7 +36,8 @@ def list_text(cache: StageCache, stage: str | None = None, *, as_json: bool = Fa
             ]
             return json.dumps(rows, indent=1)
         lines = [
-            f"{e.key[:16]}  {bytes_text(e.bytes):>10}  used {age_text(now - e.mtime)} ago{'  (partial)' if e.partial else ''}"
+            f"{e.key[:16]}  {bytes_text(e.bytes):>10}  used {age_text(now - e.mtime)} "
+            f"ago{'  (partial)' if e.partial else ''}"
             for e in entries
         ]
         lines.append(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {cache.root / stage}")

@@ -108,7 +108,7 @@ class CachingPredictor(Predictor):
 
     def decide(self, image_hw: tuple[int, int], masks: np.ndarray, vectors: np.ndarray) -> Prediction:
         if len(masks):
-            self.bank
+            self.bank  # noqa: B018 — load (or build) the bank outside the retrieval timer
         return super().decide(image_hw, masks, vectors)
 
     def describe(

@@ -33,14 +33,20 @@ OverwriteOpt = Annotated[
     bool,
     typer.Option(
         "--overwrite",
-        help="Replace the output of another moduseg command in --out, or start an earlier output afresh (only files moduseg wrote are removed; never a folder it did not write).",
+        help=(
+            "Replace the output of another moduseg command in --out, or start an earlier output afresh (only files "
+            "moduseg wrote are removed; never a folder it did not write)."
+        ),
     ),
 ]
 ExecutorOpt = Annotated[
     str | None,
     typer.Option(
         "--executor",
-        help="Where the per-image work runs: local (this process, the default) or ray (a Ray cluster: RAY_ADDRESS, `ray start`, or a local instance; docs/scaling.md). Same as --set executor=...",
+        help=(
+            "Where the per-image work runs: local (this process, the default) or ray (a Ray cluster: RAY_ADDRESS, `ray "
+            "start`, or a local instance; docs/scaling.md). Same as --set executor=..."
+        ),
     ),
 ]
 
@@ -54,7 +60,10 @@ OnErrorOpt = Annotated[
     OnError | None,
     typer.Option(
         "--on-error",
-        help="An image that cannot be processed stops the job (fail, the default) or is logged to OUT/errors.jsonl and left out (skip; exit code 3). Same as --set on_error=...",
+        help=(
+            "An image that cannot be processed stops the job (fail, the default) or is logged to OUT/errors.jsonl and "
+            "left out (skip; exit code 3). Same as --set on_error=..."
+        ),
     ),
 ]
 

@@ -53,7 +53,8 @@ def evaluate_labels(
         typer.echo(f"  {name:<{width}}  {'   –' if value is None else f'{100 * value:6.2f}'}")
     typer.echo(
         f"pseudo-mask mIoU {100 * report['miou']:.2f} on {report['dataset']['images']} images of split "
-        f"{report['dataset']['split']!r} ({miou_note(report)}) (labeler {report['labeler']['name']}; fit {report['seconds']['fit']:.1f} s, "
+        f"{report['dataset']['split']!r} ({miou_note(report)}) (labeler {report['labeler']['name']}; fit "
+        f"{report['seconds']['fit']:.1f} s, "
         f"label {report['seconds']['label']:.1f} s)"
     )
     if out is not None:

@@ -21,7 +21,10 @@ PrepOutOpt = Annotated[
     typer.Option(
         "--out",
         "-o",
-        help="Dataset root to write: new, empty, or an earlier output of the same command (images are linked, not copied).",
+        help=(
+            "Dataset root to write: new, empty, or an earlier output of the same command (images are linked, not "
+            "copied)."
+        ),
     ),
 ]
 

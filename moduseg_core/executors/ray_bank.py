@@ -53,7 +53,7 @@ class BankActor:
                 sample = self.samples[pos]
                 try:
                     image: Any = read_image(sample.image_path, self.method.max_image_pixels)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 (on_error decides, in the driver)
                     image = Failure("read", exc)
                 items.append((pos, sample, image))
             results = self.worker.process(items, catch=True)
@@ -80,7 +80,7 @@ def _pickled(error: BaseException) -> bytes:
         data = pickle.dumps(error)
         pickle.loads(data)
         return data
-    except Exception:
+    except Exception:  # noqa: BLE001 (an exception that does not pickle travels as its one-line reason)
         return pickle.dumps(RuntimeError(reason(error)))
 
 

@@ -1,7 +1,8 @@
 """Connecting to Ray by Ray's own conventions (heavy: imports ray; only ``make_executor`` imports this).
 
 In order: ``RAY_ADDRESS`` (a cluster's head, ``ray://`` included; ``local`` for a new local
-instance), a cluster running on this machine (``ray start``: Ray's ``auto``), else a local instance started here (on loopback) and stopped with this process.
+instance), a cluster running on this machine (``ray start``: Ray's ``auto``), else a local instance started
+here (on loopback) and stopped with this process.
 A local instance gets one logical CPU more than the actors reserve, so Ray Data's own tasks are never
 starved by actors that hold every CPU.
 """
@@ -29,10 +30,11 @@ def import_ray() -> Any:
         os.environ.setdefault(LOOPBACK, "0")
     try:
         import ray
-        import ray.data
+        import ray.data  # noqa: F401
     except ImportError as exc:
         raise ModusegError(
-            f"--executor ray needs Ray, which is not installed here ({exc.name or exc}); install it with {RAY_INSTALL}, "
+            f"--executor ray needs Ray, which is not installed here ({exc.name or exc}); install it with "
+            f"{RAY_INSTALL}, "
             "or use --executor local"
         ) from exc
     return ray
@@ -59,7 +61,7 @@ def connect(settings: RayConfig) -> None:
     elif address is not None:
         try:
             ray.init(address=address, **quiet)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ValueError...)
             raise ModusegError(
                 f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({type(exc).__name__}: {_first_line(exc)}); "
                 "start it (`ray start --head`) or unset RAY_ADDRESS to run a local instance"

@@ -68,7 +68,7 @@ class PredictActor:
                 if sample.mask_path is not None:
                     try:
                         gt = read_mask(sample.mask_path, expected_hw=image.shape[:2], n_classes=self.n_classes)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 (on_error decides, in the driver)
                         failures.append((pos, "mask", _pickled(exc)))
                         continue
                 if self.out is not None:

@@ -111,7 +111,7 @@ def exif_oriented(img: Any) -> Any:
 
     try:
         orientation = img.getexif().get(_ORIENTATION, 1)
-    except Exception:
+    except Exception:  # noqa: BLE001 — malformed EXIF of any kind: the picture itself decodes fine
         return img
     if orientation in (2, 3, 4, 5, 6, 7, 8):
         return ImageOps.exif_transpose(img)
@@ -205,7 +205,7 @@ def image_size(path: Path | str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
         width, height = img.size
         try:
             orientation = img.getexif().get(_ORIENTATION, 1)
-        except Exception:
+        except Exception:  # noqa: BLE001 — as in exif_oriented
             orientation = 1
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 

@@ -20,7 +20,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += [f"Components — {parts}", ""]
     ev = report["eval"]
     lines += [
-        f"Evaluated {ev['images']} images of `{ev['name']}` split `{ev['split']}`; bank of {report['bank']['size']} vectors.",
+        f"Evaluated {ev['images']} images of `{ev['name']}` split `{ev['split']}`; bank of {report['bank']['size']} "
+        "vectors.",
         "",
     ]
     skipped = report.get("skipped") or {}
@@ -30,7 +31,8 @@ def report_markdown(report: dict[str, Any]) -> str:
                   "(left out of the bank and the scores).", ""]
     if "miou" in report:
         lines += [
-            f"**mIoU: {100 * report['miou']:.2f}**  ({miou_note(report)}; pixel accuracy {100 * report['pixel_accuracy']:.2f})",
+            f"**mIoU: {100 * report['miou']:.2f}**  ({miou_note(report)}; pixel accuracy "
+            f"{100 * report['pixel_accuracy']:.2f})",
             "",
         ]
         lines += score_table(report)
@@ -53,7 +55,8 @@ def score_table(report: dict[str, Any]) -> list[str]:
         return rows
     rows = [
         (
-            f"Boundary F-score **{_pct(boundary['f_score'])}** (tolerance {boundary_tolerance_text(boundary['tolerance'])}), "
+            f"Boundary F-score **{_pct(boundary['f_score'])}** (tolerance "
+            f"{boundary_tolerance_text(boundary['tolerance'])}), "
             f"Boundary IoU **{_pct(boundary['iou'])}** (dilation {boundary['dilation_ratio']:g} of the diagonal)."
         ),
         "",
@@ -62,7 +65,8 @@ def score_table(report: dict[str, Any]) -> list[str]:
     ]
     for name, value in report["per_class_iou"].items():
         rows.append(
-            f"| {name} | {_pct(value)} | {_pct(boundary['per_class_f'].get(name))} | {_pct(boundary['per_class_iou'].get(name))} |"
+            f"| {name} | {_pct(value)} | {_pct(boundary['per_class_f'].get(name))} | "
+            f"{_pct(boundary['per_class_iou'].get(name))} |"
         )
     return rows
 

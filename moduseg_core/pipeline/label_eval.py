@@ -36,7 +36,8 @@ def evaluate_labeler(
     without = [s.id for s in samples if s.mask_path is None]
     if without:
         raise ModusegError(
-            f"image {without[0]!r} of split {config.bank_split!r} has no ground-truth mask ({len(without)} such images); "
+            f"image {without[0]!r} of split {config.bank_split!r} has no ground-truth mask ({len(without)} such "
+            "images); "
             "evaluate-labels needs a split with masks (set --set bank_split=... or the dataset's mask folder)"
         )
     labeler = build("labeler", config.labeler)
@@ -147,7 +148,8 @@ def labels_markdown(report: dict[str, Any]) -> str:
     lines += [
         f"Labeler `{report['labeler']['name']}` on {ds['images']} images of `{ds['name']}` split `{ds['split']}`.",
         "",
-        f"**pseudo-mask mIoU: {100 * report['miou']:.2f}**  ({miou_note(report)}; pixel accuracy {100 * report['pixel_accuracy']:.2f}; "
+        f"**pseudo-mask mIoU: {100 * report['miou']:.2f}**  ({miou_note(report)}; pixel accuracy "
+        f"{100 * report['pixel_accuracy']:.2f}; "
         f"pixels outside the image labels: {report['pixels_outside_labels']}; "
         f"ground-truth pixels left as ignore: {report['ignored_gt_pixels']})",
         "",

@@ -69,7 +69,10 @@ def _skipped_text(skipped: Any) -> str:
             "bank and the scores.</div>"
         )
     if isinstance(skipped, int) and skipped:
-        return f'<div class="skipped" id="skipped"><b>Skipped images:</b> {skipped} (reasons in <code>errors.jsonl</code>).</div>'
+        return (
+            f'<div class="skipped" id="skipped"><b>Skipped images:</b> {skipped} (reasons in '
+            '<code>errors.jsonl</code>).</div>'
+        )
     return ""
 
 

@@ -39,7 +39,8 @@ def iou_bars(
             f'<g class="bar" data-class="{escape(name)}"><title>{escape(name)}: IoU {100 * value:.2f}</title>'
             f'<rect x="2" y="{y + 4}" width="10" height="{row - 8}" fill="{colour}" stroke="#333" stroke-width="0.5"/>'
             f'<text x="16" y="{y + row - 6}" class="label">{escape(name)}</text>'
-            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{colour}" stroke="#333" stroke-width="0.5"/>'
+            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{colour}" stroke="#333" '
+            'stroke-width="0.5"/>'
             f'<text x="{label_w + bar_w + 4}" y="{y + row - 6}" class="value">{100 * value:.1f}</text></g>'
         )
     parts.append("</svg>")
@@ -104,7 +105,8 @@ def heatmap(matrix: np.ndarray, names: Sequence[str], *, limit: int = 40) -> str
                 )
     parts.append(
         f'<text class="axis" x="{label + n * cell / 2}" y="{size_y - 1}" text-anchor="middle">prediction →</text>'
-        f'<text class="axis" transform="translate(10,{label + n * cell / 2}) rotate(-90)" text-anchor="middle">ground truth →</text>'
+        f'<text class="axis" transform="translate(10,{label + n * cell / 2}) rotate(-90)" text-anchor="middle">ground '
+        'truth →</text>'
     )
     parts.append("</svg>")
     html = "".join(parts)

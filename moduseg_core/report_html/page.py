@@ -94,7 +94,8 @@ def legend(class_ids: Iterable[int], names: Sequence[str], palette: np.ndarray) 
     for c in class_ids:
         name = names[c]
         keys.append(
-            f'<button type="button" class="key" data-name="{escape(name)}" title="show only images with {escape(name)}">'
+            f'<button type="button" class="key" data-name="{escape(name)}" title="show only images with '
+            f'{escape(name)}">'
             f'<span class="sw" style="background:{rgb(palette[c])}"></span>{escape(name)}</button>'
         )
     return '<div class="legend" id="legend">' + "".join(keys) + "</div>"
@@ -132,7 +133,8 @@ def panel(tag: str, item: Item, overlay: str | None, *, missing: str = "") -> st
     )
     return (
         f'<div class="panel" style="width:{item.width}px"><span class="tag" title="{escape(tag)}">{escape(tag)}</span>'
-        f'<div class="ph" data-photo="{escape(item.id)}" style="width:{item.width}px;height:{item.height}px">{inner}</div></div>'
+        f'<div class="ph" data-photo="{escape(item.id)}" '
+        f'style="width:{item.width}px;height:{item.height}px">{inner}</div></div>'
     )
 
 

@@ -2,7 +2,8 @@
 
 ``load_class_names`` reads a dataset's class names (built-in ``voc``/``coco`` or a text file,
 background first); ``LabelTable`` reads a labels file (json, csv, or npy, including the
-pickled ``cls_labels.npy`` dicts of WSSS repositories) into per-image class ids; ``labels_from_mask`` derives them from a ground-truth mask.
+pickled ``cls_labels.npy`` dicts of WSSS repositories) into per-image class ids; ``labels_from_mask``
+derives them from a ground-truth mask.
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ def load_clip(model: str, pretrained: str | None) -> torch.nn.Module:
     except Exception as exc:  # hub unreachable, corrupt file, mismatched checkpoint...
         fetch = f" (e.g. `hf download {hub_repo}`)" if hub_repo else ""
         raise ModusegError(
-            f"encoder 'clip' could not load {model!r} with pretrained={pretrained!r} ({short_reason(exc)}); download the "
+            f"encoder 'clip' could not load {model!r} with pretrained={pretrained!r} ({short_reason(exc)}); download "
+            "the "
             f"weights on a connected machine{fetch} and copy the Hugging Face cache here, pass the checkpoint file "
             "as encoder.pretrained, or use local-dir:PATH"
         ) from exc

@@ -82,7 +82,8 @@ def load_clip(model: str, pretrained: str | None, labeler: str = NAME) -> torch.
         loaded = open_clip.create_model(model, pretrained=pretrained, **kwargs)
     except Exception as exc:  # hub unreachable, corrupt file, mismatched checkpoint...
         raise ModusegError(
-            f"labeler {labeler!r} could not load {model!r} with pretrained={pretrained!r} ({short_reason(exc)}); download the "
+            f"labeler {labeler!r} could not load {model!r} with pretrained={pretrained!r} ({short_reason(exc)}); "
+            "download the "
             "weights on a connected machine and pass the file as labeler.pretrained, or use local-dir:PATH"
         ) from exc
     return loaded
@@ -93,7 +94,8 @@ def prompt_names(class_names: Sequence[str], extra: dict[str, list[str]], labele
     unknown = [k for k in extra if k not in class_names[1:]]
     if unknown:
         raise ModusegError(
-            f"labeler {labeler!r} option names has class {unknown[0]!r}{did_you_mean(unknown[0], class_names[1:])}, which "
+            f"labeler {labeler!r} option names has class {unknown[0]!r}{did_you_mean(unknown[0], class_names[1:])}, "
+            "which "
             f"is not one of the classes ({', '.join(class_names[1:6])}, ...); fix --set labeler.names"
         )
     out = []
@@ -126,7 +128,8 @@ class ClipLabeler:
         self.patch = int(self.visual.patch_size[0])
         if options.crop % self.patch:
             raise ModusegError(
-                f"labeler {self.name!r} option crop={options.crop} is not a multiple of the model's patch size {self.patch}; "
+                f"labeler {self.name!r} option crop={options.crop} is not a multiple of the model's patch size "
+                f"{self.patch}; "
                 f"set --set labeler.crop={options.crop // self.patch * self.patch or self.patch}"
             )
         cfg = getattr(self.visual, "preprocess_cfg", {}) or {}

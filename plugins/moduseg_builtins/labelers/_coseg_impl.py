@@ -140,7 +140,10 @@ class CosegLabeler:
         self.fitted: dict[str, tuple[Regions, tuple[int, ...], np.ndarray]] = {}  # id -> regions, labels, posteriors
 
     def __repr__(self) -> str:
-        return f"CosegLabeler(proposer={self.options.proposer!r}, encoder={self.options.encoder!r}, fitted={len(self.fitted)})"
+        return (
+            f"CosegLabeler(proposer={self.options.proposer!r}, encoder={self.options.encoder!r}, "
+            f"fitted={len(self.fitted)})"
+        )
 
     # -- regions --------------------------------------------------------------------------------
 

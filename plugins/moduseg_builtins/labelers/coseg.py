@@ -4,7 +4,8 @@ It co-segments the whole bank split: proposals of every image are pooled on the 
 tokens, background is seeded by each image's border, and every region is named by its
 similarity to the current class prototypes of the OTHER images (plus its own image's), with
 the assignment iterated. docs/labelers.md states the rule. This module is light (the options;
-``moduseg_builtins.labelers`` registers them): the proposer and encoder are built, and numpy work runs, only when the factory is called.
+``moduseg_builtins.labelers`` registers them): the proposer and encoder are built, and numpy work runs,
+only when the factory is called.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ def _hf_checkpoint(model: str, filename: str) -> Path:
         return Path(hf_hub_download(repo_id=model, filename=filename))
     except Exception as exc:  # offline and not cached, gated, interrupted...
         raise ModusegError(
-            f"could not fetch {filename} of {model} from the Hugging Face hub or its local cache ({short_reason(exc)}); "
+            f"could not fetch {filename} of {model} from the Hugging Face hub or its local cache "
+            f"({short_reason(exc)}); "
             f"on a connected machine run `hf download {model} {filename}` and copy the cache, "
             f"or pass --set proposer.model=/path/to/{filename}"
         ) from exc

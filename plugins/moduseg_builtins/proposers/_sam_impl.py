@@ -71,4 +71,7 @@ class SamProposer(GeneratorProposer):
         self._engine(sam2=False)
 
     def __repr__(self) -> str:
-        return f"SamProposer(model_type={self.options.model_type!r}, points_per_side={self.options.points_per_side}, device={self.device})"
+        return (
+            f"SamProposer(model_type={self.options.model_type!r}, points_per_side={self.options.points_per_side}, "
+            f"device={self.device})"
+        )

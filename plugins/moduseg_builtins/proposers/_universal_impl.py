@@ -185,7 +185,10 @@ class UniversalProposer:
             self.size_divisor = int(settings.get("size_divisor") or 32)
 
     def __repr__(self) -> str:
-        return f"UniversalProposer({self.name}, model={self.options.model!r}, device={self.device}, dtype={self.options.dtype})"
+        return (
+            f"UniversalProposer({self.name}, model={self.options.model!r}, device={self.device}, "
+            f"dtype={self.options.dtype})"
+        )
 
     # -- preprocessing --------------------------------------------------------------------------------
 

@@ -29,8 +29,8 @@ CHECKPOINT_URLS = {
 
 class GeneratorOptions(Options):
     """The automatic mask generator's options that SAM and SAM 2 share (``SamAutomaticMaskGenerator`` /
-    ``SAM2AutomaticMaskGenerator`` keyword arguments of the same names; ``_torch_common.mask_generator`` passes them all),
-    with the libraries' defaults; each proposer sets its own ``pred_iou_thresh`` default."""
+    ``SAM2AutomaticMaskGenerator`` keyword arguments of the same names; ``_torch_common.mask_generator`` passes
+    them all), with the libraries' defaults; each proposer sets its own ``pred_iou_thresh`` default."""
 
     points_per_side: int = Field(
         32, ge=1, description="point prompts per image side (points_per_side² prompts per crop)"

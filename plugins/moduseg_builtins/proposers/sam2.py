@@ -47,7 +47,10 @@ class Sam2Options(GeneratorOptions):
         None,
         ge=64,
         multiple_of=32,
-        description="model input side; null = the config's (1024, what the weights were trained at); smaller runs faster",
+        description=(
+            "model input side; null = the config's (1024, what the weights were trained at); smaller runs "
+            "faster"
+        ),
     )
     pred_iou_thresh: float = Field(0.8, ge=0.0, le=1.0, description="drop masks whose predicted IoU is not above this")
     mask_threshold: float = Field(0.0, description="logit threshold that binarises the mask predictions")
