@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from moduseg_core.cli import ablate_cmd, labels_cmd, run_cmd
+from moduseg_core.cli import ablate_cmd, doctor_cmd, labels_cmd, run_cmd
 from moduseg_core.cli.plugins_cmd import app as plugins_app
 from moduseg_core.cli.prepare_cmd import app as prepare_app
 from moduseg_core.contract.errors import ModusegError
@@ -27,6 +27,7 @@ app.command("evaluate")(run_cmd.evaluate)
 app.command("demo")(run_cmd.demo)
 app.command("evaluate-labels")(labels_cmd.evaluate_labels)
 app.command("bench")(run_cmd.bench)
+app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(plugins_app, name="plugins")
 app.command("ablate")(ablate_cmd.ablate)
 app.add_typer(ablate_cmd.cache_app, name="cache")

@@ -62,6 +62,11 @@ def ablate(
         on_error=on_error.value if on_error is not None else None,
     )
     points = expand(sweep)
+    if not dry_run:  # every distinct component of every point, before the first point runs
+        from moduseg_core.contract.kinds import KINDS
+        from moduseg_core.doctor.run import preflight
+
+        preflight([point.config for point in points], KINDS)
     out = out or Path("runs") / "ablate" / sweep.name
     output = None if dry_run else prepare(out, "ablate", overwrite=overwrite)
     typer.echo(f"sweep {sweep.name!r}: {len(points)} point(s) over {', '.join(sweep.axes) or 'no axes'}", err=True)

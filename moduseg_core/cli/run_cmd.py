@@ -74,6 +74,13 @@ def run(
     output = prepare(out, "run", overwrite=overwrite)
     cfg = compose(config, sets, on_error, executor=executor, dataset=dataset, labeler=labeler, proposer=proposer,
                   purifier=purifier, encoder=encoder, aggregator=aggregator, index=index)
+    from moduseg_core.contract.kinds import KINDS
+    from moduseg_core.doctor.run import preflight
+
+    if bank is None:  # every component checked before the job: a long job does not die on a missing package
+        preflight(cfg, KINDS)
+    else:
+        preflight(cfg, ("dataset", "proposer", "index"), splits=(cfg.eval_split,))
     from moduseg_core.executors.run_job import (
         run_distributed,  # the bank resumable (OUT/bank/shards/), with either executor
     )
@@ -109,6 +116,10 @@ def build_bank_cmd(
     output = prepare(out, "build-bank", overwrite=overwrite)
     cfg = compose(config, sets, on_error, executor=executor, dataset=dataset, labeler=labeler, purifier=purifier,
                   encoder=encoder, aggregator=aggregator, index=index)
+    from moduseg_core.contract.kinds import BANK_KINDS
+    from moduseg_core.doctor.run import preflight
+
+    preflight(cfg, ("dataset", *BANK_KINDS), splits=(cfg.bank_split,))
     result, errors, job = build_bank_job(cfg, out, output=output, add=add)
     if result.manifest["components"]["labeler"].get("oracle"):
         typer.secho("NOTE: labeler 'gt' is the ORACLE: this bank was built from ground-truth masks.", fg="yellow", err=True)

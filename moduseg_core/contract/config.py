@@ -220,9 +220,12 @@ def apply_overrides(
         raise ModusegError(str(exc).replace("--set method.", "--set method.")) from exc
     ray = parse_options("ray", "settings", RayConfig, data.pop("ray"))
     try:
-        return RunConfig.model_validate({**data, "method": method, "ray": ray})
+        composed = RunConfig.model_validate({**data, "method": method, "ray": ray})
     except ValidationError as exc:
         raise ModusegError(f"--set {invalid_setting(exc, data)}") from exc
+    from .nested import inherit_shared  # a nested component takes where its model is from the run's own
+
+    return inherit_shared(composed)
 
 
 def coco_mini_root() -> Path:

@@ -35,7 +35,7 @@ import torch
 from moduseg_core import Geometry, ModusegError
 
 from .._shared import short_reason
-from ._vit_common import PatchEncoder, looks_like_path, resolve_hf_source, resolve_layers
+from ._vit_common import PatchEncoder, _no_transformers_bars, looks_like_path, resolve_hf_source, resolve_layers
 from .radio import DEFAULT_MODEL, RadioOptions
 
 _HF_FIX = (
@@ -64,7 +64,8 @@ def _load_hf(model: str) -> Any:
         ) from exc
     source, local = resolve_hf_source(model, DEFAULT_MODEL)
     try:
-        return AutoModel.from_pretrained(source, trust_remote_code=True)
+        with _no_transformers_bars():  # silent, as the other encoders: a command's stderr carries its own lines
+            return AutoModel.from_pretrained(source, trust_remote_code=True)
     except Exception as exc:
         if local:
             raise ModusegError(

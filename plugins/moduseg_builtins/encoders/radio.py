@@ -32,6 +32,19 @@ class RadioOptions(ViTEncoderOptions):
         "(RADIO's forward_intermediates norm=True); layer -1 is the model's own spatial output",
     )
 
+    def doctor_checks(self) -> list:
+        """The weights: a local copy or a hub id in the cache (or reachable); a torch.hub version needs its repo."""
+        from pathlib import Path
+
+        from moduseg_core.doctor.checks import fail, hf_model, hub_reachable, ok
+
+        if "/" in self.model or Path(self.model).expanduser().is_dir():
+            return [hf_model(self.model, "model", alternative=", or --set encoder.model=<a local copy>")]
+        if Path(self.model).expanduser().is_file() or Path(self.hub_repo).expanduser().is_dir() or hub_reachable():
+            return [ok(f"torch.hub {self.hub_repo} {self.model}")]
+        return [fail(f"torch.hub repo {self.hub_repo} is not a local clone and GitHub is unreachable",
+                     "clone NVlabs/RADIO and --set encoder.hub_repo=<the clone>")]
+
     @field_validator("hub_repo")
     @classmethod
     def _hub_repo_not_empty(cls, value: str) -> str:

@@ -88,3 +88,10 @@ class ClipLabelerOptions(ClipPromptOptions):
     batch_size: int = Field(16, ge=1, description="sliding windows per forward pass")
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "batch_size"})
+    #: see CorrClipLabelerOptions.nested_options
+    nested_options: ClassVar[dict[str, tuple[str, str]]] = {"correct_options": ("proposer", "correct_with")}
+
+    def doctor_checks(self) -> list:
+        from ._checks import clip_weights
+
+        return [clip_weights(self)]

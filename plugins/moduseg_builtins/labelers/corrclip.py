@@ -55,3 +55,11 @@ class CorrClipLabelerOptions(ClipPromptOptions):
     )
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})
+    #: proposer_options take where the model is (cropformer_root, weights...) from the run's own proposer when it is
+    #: the same one and they leave it unset (moduseg_core.contract.nested)
+    nested_options: ClassVar[dict[str, tuple[str, str]]] = {"proposer_options": ("proposer", "proposer")}
+
+    def doctor_checks(self) -> list:
+        from ._checks import corrclip_checks
+
+        return corrclip_checks(self)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from moduseg_core import hookimpl
 
-from .entityseg import DEFAULT_WEIGHTS_NAME, EntitySegOptions
+from .entityseg import DEFAULT_WEIGHTS_NAME, DETECTRON2_INSTALL, EntitySegOptions
 from .precomputed import PrecomputedProposer, PrecomputedProposerOptions
 from .sam import SamOptions
 from .sam2 import Sam2Options
@@ -120,6 +120,6 @@ def register_proposers(register):
         options=EntitySegOptions,
         summary="EntitySeg/CropFormer entity masks, the paper's proposer (detectron2 + CropFormer from source: docs/proposers.md)",
         requires=("detectron2",),
-        install="install detectron2 and CropFormer from source: see docs/proposers.md (entityseg)",
+        install=f"{DETECTRON2_INSTALL}, then CropFormer (docs/paper.md)",
         weights=f"local CropFormer/EntitySeg checkpoint ({DEFAULT_WEIGHTS_NAME}, Hugging Face dataset qqlu1992/Adobe_EntitySeg)",
     )

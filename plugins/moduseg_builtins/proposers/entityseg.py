@@ -15,7 +15,7 @@ since detectron2 cannot be installed from PyPI.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -27,6 +27,17 @@ from ._common import device_field, dtype_field
 #: The paper's model: Mask2Former with a HorNet backbone trained for entity segmentation (EntitySeg).
 DEFAULT_CONFIG = "configs/entityv2/entity_segmentation/mask2former_hornet_3x.yaml"
 DEFAULT_WEIGHTS_NAME = "Mask2Former_hornet_3x_576d0b.pth"
+#: where `hf download` finds the paper's checkpoint (a gated Hugging Face dataset); ``weights: null`` looks there
+WEIGHTS_REPO = "qqlu1992/Adobe_EntitySeg"
+WEIGHTS_FILE = f"CropFormer_model/Entity_Segmentation/Mask2Former_hornet_3x/{DEFAULT_WEIGHTS_NAME}"
+WEIGHTS_DOWNLOAD = f"hf download {WEIGHTS_REPO} {WEIGHTS_FILE} --repo-type dataset"
+
+DETECTRON2_INSTALL = "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
+CROPFORMER_HINT = (
+    "git clone https://github.com/qqlu/Entity and pass --set proposer.cropformer_root=<Entity>/Entityv2/CropFormer"
+)
+#: modules CropFormer imports that a pip name other than the module's installs
+PIP_NAMES = {"mmcv": "mmcv-lite", "cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn"}
 
 
 class EntitySegOptions(Options):
@@ -42,7 +53,14 @@ class EntitySegOptions(Options):
         description="detectron2 config: an existing path, or a path relative to cropformer_root",
     )
     weights: str | None = Field(
-        None, description=f"local checkpoint for the config (the paper's: {DEFAULT_WEIGHTS_NAME}); required"
+        None,
+        description=f"local checkpoint for the config (the paper's: {DEFAULT_WEIGHTS_NAME}); null = that file in the "
+        f"Hugging Face cache (`{WEIGHTS_DOWNLOAD}`), for the default config only",
+    )
+    trust_weights: bool = Field(
+        False,
+        description="load a checkpoint holding objects that torch's safe loader refuses (weights_only=False: it can "
+        "run code from the file); only for a file you trust",
     )
     predictor_type: Literal["default", "cropformer"] = Field(
         "default",
@@ -66,7 +84,20 @@ class EntitySegOptions(Options):
     device: Device = device_field()
     dtype: Dtype = dtype_field()
 
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "trust_weights"})
+    #: where the model is: a component holding entityseg's options inside its own (the corrclip labeler's
+    #: ``proposer_options``) takes these from the run's own ``entityseg`` proposer unless it sets them
+    shared_fields: ClassVar[frozenset[str]] = frozenset(
+        {"cropformer_root", "config_file", "weights", "predictor_type", "predictor", "trust_weights"}
+    )
+
+    @field_validator("opts", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        """YAML reads ``[INPUT.MIN_SIZE_TEST, 800]`` as a string and a number; detectron2 takes text for both."""
+        if isinstance(value, (list, tuple)):
+            return [v if isinstance(v, str) else str(v) for v in value]
+        return value
 
     @field_validator("opts")
     @classmethod
@@ -74,6 +105,11 @@ class EntitySegOptions(Options):
         if len(value) % 2:
             raise ValueError("opts must hold KEY VALUE pairs (an even number of items)")
         return [str(v) for v in value]
+
+    def doctor_checks(self) -> list:
+        from ._entityseg_setup import checks
+
+        return checks(self)
 
     @field_validator("predictor")
     @classmethod
