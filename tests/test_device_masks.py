@@ -13,14 +13,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import plugins_only, val_photos  # noqa: E402
-from contract_builders import save_eomt  # noqa: E402
-from encoder_checkpoints import save_dinov2  # noqa: E402
+from conftest import plugins_only, val_photos
+from contract_builders import save_eomt
+from encoder_checkpoints import save_dinov2
 
-from moduseg_core import Proposals, get_component  # noqa: E402
-from moduseg_core.contract.components import Built  # noqa: E402
-from moduseg_core.contract.config import MethodConfig  # noqa: E402
-from moduseg_core.pipeline.inference import Predictor  # noqa: E402
+from moduseg_core import Proposals, get_component
+from moduseg_core.contract.components import Built
+from moduseg_core.contract.config import MethodConfig
+from moduseg_core.pipeline.inference import Predictor
 
 
 def _random(n: int = 6, height: int = 7, width: int = 9) -> tuple[np.ndarray, np.ndarray]:

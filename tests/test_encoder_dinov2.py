@@ -19,12 +19,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import torch  # noqa: E402
-from conftest import plugins_only  # noqa: E402
-from encoder_checkpoints import save_dinov2  # noqa: E402
-from PIL import Image  # noqa: E402
+import torch
+from conftest import plugins_only
+from encoder_checkpoints import save_dinov2
+from PIL import Image
 
-from moduseg_core import ModusegError, get_component  # noqa: E402
+from moduseg_core import ModusegError, get_component
 
 pytestmark = pytest.mark.slow
 

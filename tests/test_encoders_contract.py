@@ -19,10 +19,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("open_clip")
 
-import encoder_checkpoints as ec  # noqa: E402
+import encoder_checkpoints as ec
 
-import moduseg_core.contract.plugins as plugins  # noqa: E402
-from moduseg_core import ModusegError, get_component  # noqa: E402
+import moduseg_core.contract.plugins as plugins
+from moduseg_core import ModusegError, get_component
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ transformers = pytest.importorskip("transformers")
 if not hasattr(transformers, "DINOv3ViTModel"):
     pytest.skip("transformers without DINOv3 (needs >= 4.56)", allow_module_level=True)
 
-import encoder_checkpoints as ec  # noqa: E402
-import torch  # noqa: E402
+import encoder_checkpoints as ec
+import torch
 
-from moduseg_core import ModusegError, get_component  # noqa: E402
+from moduseg_core import ModusegError, get_component
 
 pytestmark = pytest.mark.slow
 

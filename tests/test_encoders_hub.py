@@ -25,10 +25,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("open_clip")
 
-import encoder_checkpoints as ec  # noqa: E402
-import torch  # noqa: E402
+import encoder_checkpoints as ec
+import torch
 
-from moduseg_core import get_component  # noqa: E402
+from moduseg_core import get_component
 
 pytestmark = pytest.mark.slow
 

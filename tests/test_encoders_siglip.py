@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import encoder_checkpoints as ec  # noqa: E402
-import torch  # noqa: E402
+import encoder_checkpoints as ec
+import torch
 
-from moduseg_core import ModusegError, get_component  # noqa: E402
+from moduseg_core import ModusegError, get_component
 
 pytestmark = pytest.mark.slow
 

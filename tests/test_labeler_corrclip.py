@@ -15,16 +15,16 @@ pytest.importorskip("open_clip")
 pytest.importorskip("transformers")
 pytest.importorskip("sklearn")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from contract_builders import save_corrclip_models  # noqa: E402
-from moduseg_builtins.labelers import _corrclip_parts as parts  # noqa: E402
+import torch
+import torch.nn.functional as F
+from contract_builders import save_corrclip_models
+from moduseg_builtins.labelers import _corrclip_parts as parts
 
-import moduseg_core as ms  # noqa: E402
-from moduseg_core import ModusegError  # noqa: E402
-from moduseg_core.cli import main  # noqa: E402
-from moduseg_core.contract.types import Proposals, Sample  # noqa: E402
-from moduseg_core.files.io import read_image  # noqa: E402
+import moduseg_core as ms
+from moduseg_core import ModusegError
+from moduseg_core.cli import main
+from moduseg_core.contract.types import Proposals, Sample
+from moduseg_core.files.io import read_image
 
 FAST = {"templates": ["a photo of a {}."], "short_side": 112, "crop": 112, "stride": 56, "device": "cpu"}
 

@@ -16,14 +16,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
-import torch  # noqa: E402
-from conftest import plugins_only  # noqa: E402
-from contract_builders import CLIP_LABELER_CFG, save_clip_labeler  # noqa: E402
+import torch
+from conftest import plugins_only
+from contract_builders import CLIP_LABELER_CFG, save_clip_labeler
 
-import moduseg_core as ms  # noqa: E402
-from moduseg_core import plugins  # noqa: E402
-from moduseg_core.contract.types import Sample  # noqa: E402
-from moduseg_core.files.io import read_image  # noqa: E402
+import moduseg_core as ms
+from moduseg_core import plugins
+from moduseg_core.contract.types import Sample
+from moduseg_core.files.io import read_image
 
 PLUGINS = "datasets,labelers,proposers"
 TINY = CLIP_LABELER_CFG

@@ -288,3 +288,46 @@ def test_paper_components_against_the_release(tmp_path):
     assert found and found.group(1) == found.group(2)
     assert "run: exit code 0" in run.stdout
     yaml.safe_load((tmp_path / "run" / "report.json").read_text())
+
+
+# -- moduseg doctor --------------------------------------------------------------------------------------
+
+
+def doctor(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODUSEG_LOAD_PLUGINS": ""}
+    env.pop("MODUSEG_LOAD_PLUGINS")
+    return subprocess.run(
+        [sys.executable, "-m", "moduseg_core", "doctor", *args], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("detectron2") is not None, reason="checks the lines shown without detectron2"
+)
+def test_doctor_names_detectron2_and_its_install_on_the_paper_preset(coco_mini):
+    run = doctor("-c", str(PRESETS / "paper-voc.yaml"), "--set", f"dataset.root={coco_mini}")
+    assert run.returncode == 2 and "Traceback" not in run.stderr + run.stdout
+    lines = dict(line.split(None, 2)[1:] for line in run.stdout.splitlines() if line.startswith(("ok", "FAIL")))
+    proposer = next(line for line in run.stdout.splitlines() if line.split()[1:2] == ["proposer"])
+    assert proposer.startswith("FAIL") and "detectron2 not installed" in proposer
+    assert "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'" in proposer
+    assert lines["dataset"].startswith("voc: train") and "checks failed" in run.stderr
+
+
+def test_doctor_on_the_demo_preset_is_all_ok(coco_mini):
+    run = doctor("-c", str(PRESETS / "coco-mini.yaml"), "--set", f"dataset.root={coco_mini}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = [line for line in run.stdout.splitlines() if line.split()[:1] in (["ok"], ["FAIL"])]
+    assert len(lines) == 7 and all(line.startswith("ok") for line in lines) and "all 7 ok" in run.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("detectron2") is not None, reason="checks the stop without detectron2")
+def test_run_stops_before_the_job_on_what_doctor_finds(coco_mini, tmp_path):
+    from moduseg_core.cli import main
+
+    out = tmp_path / "run"
+    sets = ["--set", f"dataset.root={coco_mini}", "--set", "dataset.mask_dir=SegmentationClassVOC"]
+    assert main(["run", "-c", str(PRESETS / "paper-voc.yaml"), *sets, "--out", str(out)]) == 2
+    assert not out.exists()  # nothing written
+    assert main(["build-bank", "-c", str(PRESETS / "paper-voc.yaml"), *sets, "--out", str(out)]) == 2
+    assert not out.exists()

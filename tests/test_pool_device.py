@@ -7,10 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from moduseg_builtins.aggregators._pool_torch import pool_on_device  # noqa: E402
+from moduseg_builtins.aggregators._pool_torch import pool_on_device
 
-from moduseg_core import ModusegError, get_component  # noqa: E402
-from moduseg_core.contract.types import FeatureMap, Geometry  # noqa: E402
+from moduseg_core import ModusegError, get_component
+from moduseg_core.contract.types import FeatureMap, Geometry
 
 
 def _case(seed: int, geometry: Geometry, n: int = 40):

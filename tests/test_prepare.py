@@ -17,8 +17,8 @@ from moduseg_core.cli import main
 from moduseg_core.files.io import read_mask
 
 pycocotools = pytest.importorskip("pycocotools")
-from pycocotools import mask as mask_api  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
+from pycocotools import mask as mask_api
+from pycocotools.coco import COCO
 
 COCO_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33,
             34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61,

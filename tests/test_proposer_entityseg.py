@@ -16,11 +16,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from moduseg_core import ModusegError, get_component  # noqa: E402
-from moduseg_core.cli import main  # noqa: E402
-from moduseg_core.contract.options import parse_options  # noqa: E402
-from moduseg_core.contract.plugins import get_spec  # noqa: E402
-from moduseg_core.files.io import read_image  # noqa: E402
+from moduseg_core import ModusegError, get_component
+from moduseg_core.cli import main
+from moduseg_core.contract.options import parse_options
+from moduseg_core.contract.plugins import get_spec
+from moduseg_core.files.io import read_image
 
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
 STANDIN = "entityseg_standin:make_predictor"

@@ -11,13 +11,13 @@ pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 pytest.importorskip("sam2")
 
-import torch  # noqa: E402
-from conftest import plugins_only, val_photos  # noqa: E402
-from moduseg_builtins.proposers._sam2_impl import Sam2Proposer, build_model  # noqa: E402
-from moduseg_builtins.proposers._sam_impl import SamProposer  # noqa: E402
-from test_proposer_sam import tiny_sam  # noqa: E402
+import torch
+from conftest import plugins_only, val_photos
+from moduseg_builtins.proposers._sam2_impl import Sam2Proposer, build_model
+from moduseg_builtins.proposers._sam_impl import SamProposer
+from test_proposer_sam import tiny_sam
 
-from moduseg_core.contract.plugins import build_options  # noqa: E402
+from moduseg_core.contract.plugins import build_options
 
 pytestmark = pytest.mark.slow
 

@@ -16,15 +16,15 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
-import torch  # noqa: E402
-from conftest import plugins_only, val_photos  # noqa: E402
-from moduseg_builtins.proposers._sam_impl import SamProposer  # noqa: E402
-from moduseg_builtins.proposers.sam import SamOptions  # noqa: E402
-from segment_anything import SamAutomaticMaskGenerator, sam_model_registry  # noqa: E402
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer  # noqa: E402
+import torch
+from conftest import plugins_only, val_photos
+from moduseg_builtins.proposers._sam_impl import SamProposer
+from moduseg_builtins.proposers.sam import SamOptions
+from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from moduseg_core import ModusegError, get_component  # noqa: E402
-from moduseg_core.contract.options import parse_options  # noqa: E402
+from moduseg_core import ModusegError, get_component
+from moduseg_core.contract.options import parse_options
 
 LOOSE = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 

@@ -18,14 +18,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-import torch  # noqa: E402
-from conftest import plugins_only, val_photos  # noqa: E402
-from moduseg_builtins.proposers.sam2 import Sam2Options  # noqa: E402
-from PIL import Image  # noqa: E402
-from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator  # noqa: E402
+import torch
+from conftest import plugins_only, val_photos
+from moduseg_builtins.proposers.sam2 import Sam2Options
+from PIL import Image
+from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-from moduseg_core import ModusegError, get_component  # noqa: E402
-from moduseg_core.cli import main  # noqa: E402
+from moduseg_core import ModusegError, get_component
+from moduseg_core.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -10,13 +10,13 @@ import pytest
 pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from conftest import plugins_only  # noqa: E402
-from contract_builders import save_eomt, save_mask2former  # noqa: E402
+import torch
+import torch.nn.functional as F
+from conftest import plugins_only
+from contract_builders import save_eomt, save_mask2former
 
-from moduseg_core import ModusegError, get_component  # noqa: E402
-from moduseg_core.files.io import read_image  # noqa: E402
+from moduseg_core import ModusegError, get_component
+from moduseg_core.files.io import read_image
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from moduseg_core.cli import main
 from moduseg_core.files.io import read_image, read_mask
 
 pytest.importorskip("pycocotools")
-from test_prepare import make_coco, make_voc  # noqa: E402
+from test_prepare import make_coco, make_voc
 
 
 def _release(mask: np.ndarray, path: Path) -> None:

@@ -10,8 +10,8 @@ pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 pytest.importorskip("sam2")
 
-import torch  # noqa: E402
-from moduseg_builtins.proposers._sam_decoder import TwoStageDecoder, factored_transformer  # noqa: E402
+import torch
+from moduseg_builtins.proposers._sam_decoder import TwoStageDecoder, factored_transformer
 
 
 def randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
