@@ -187,10 +187,13 @@ class Sample:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Top-k neighbours: ``similarities float32 Q×k`` (descending) and ``labels int32 Q×k``."""
+    """Top-k neighbours: ``similarities float32 Q×k`` (descending) and ``labels int32 Q×k``; ``rows`` (int Q×k,
+    optional) are the neighbours' bank rows, for an index that can say them (the built-in ones do): the
+    evidence of ``--explain`` names them."""
 
     similarities: np.ndarray
     labels: np.ndarray
+    rows: np.ndarray | None = None
 
     def __iter__(self):  # allows ``sims, labels = index.search(...)``
         yield self.similarities
@@ -206,7 +209,7 @@ class Prediction:
     size (``method/scale.py``) while ``semantic`` has the image's.
     """
 
-    __slots__ = ("semantic", "labels", "scores", "_source", "_kept", "_masks")
+    __slots__ = ("semantic", "labels", "scores", "_source", "_kept", "_masks", "evidence")
 
     def __init__(
         self,
@@ -216,6 +219,7 @@ class Prediction:
         scores: np.ndarray,
         *,
         kept: np.ndarray | None = None,
+        evidence: Any = None,
     ):
         self.semantic = semantic  # uint8/int32 H×W class map
         self.labels = labels  # int32 K
@@ -223,6 +227,8 @@ class Prediction:
         self._source = masks
         self._kept = kept
         self._masks = masks if kept is None else None
+        #: why each mask got its label (``pipeline/evidence.py``), when the predictor was asked to explain
+        self.evidence = evidence
         _check(len(labels) == len(scores), f"Prediction has {len(labels)} labels but {len(scores)} scores")
 
     @property

@@ -27,7 +27,7 @@ from moduseg_core.files.progress import note
 from moduseg_core.pipeline.bank import Bank
 from moduseg_core.pipeline.bank_build import WORK_KINDS, ImageRecords, assemble_bank, chunks
 
-BANK_FILES = ["manifest.json", "vectors.npy", "labels.npy", "index/", ERRORS_FILE, f"{SHARDS}/"]
+BANK_FILES = ["manifest.json", "vectors.npy", "labels.npy", "index/", "provenance.jsonl", ERRORS_FILE, f"{SHARDS}/"]
 
 
 def store_settings(config: RunConfig) -> dict[str, Any]:

@@ -7,7 +7,8 @@
   limit). A store of other settings is not reused: the build starts it afresh.
 - one ``S-CCCCCCCC.shard`` per finished chunk (source ``S`` of ``sources.json``, chunk ``C``: the
   ``batch_images`` consecutive images the encoder sees together): a header line, a JSON line
-  ``{"images": [{"image", "classes", "regions", "small"}...], "failed": [...], "dim"}`` and the
+  ``{"images": [{"image", "classes", "regions", "small", "path", "hw", "small_classes", "boxes", "rles"}...],
+  "failed": [...], "dim"}`` (the last five: the regions' provenance, ``pipeline/provenance.py``) and the
   float32 vectors, one per (image, class) region, with the stable id ``IMAGE_ID/CLASS``, in split
   order then ascending class. A shard is written whole or not at all (temporary file, then rename),
   so a shard that exists is finished, whoever wrote it; a chunk is the unit of resumption, so a
@@ -51,7 +52,9 @@ def write_shard(folder: Path | str, name: str, records: Sequence[ImageRecords], 
     dim = int(full[0].vectors.shape[1]) if full else 0
     header = {
         "images": [{"image": r.image_id, "classes": [int(c) for c in r.labels], "regions": int(r.regions),
-                    "small": int(r.small)} for r in records],
+                    "small": int(r.small), "path": r.path, "hw": [int(v) for v in r.hw],
+                    "small_classes": [int(c) for c in r.small_classes], "boxes": r.boxes, "rles": r.rles}
+                   for r in records],
         "failed": list(failed), "dim": dim,
     }
     with atomic_path(Path(folder) / name) as tmp:
@@ -90,7 +93,9 @@ def read_shard(path: Path) -> tuple[list[ImageRecords], list[str]]:
             n = len(image["classes"])
             block = vectors[row:row + n] if n else np.zeros((0, 0), np.float32)
             records.append(ImageRecords(-1, image["image"], block, np.asarray(image["classes"], np.int32),
-                                        int(image["regions"]), int(image["small"])))
+                                        int(image["regions"]), int(image["small"]), image.get("path", ""),
+                                        tuple(image.get("hw", (0, 0))), tuple(image.get("small_classes", ())),
+                                        image.get("boxes", []), image.get("rles", [])))
             row += n
         return records, list(header["failed"])
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -2,7 +2,8 @@
 
 A bank directory holds ``manifest.json`` (components, options, method numbers,
 versions, dataset fingerprint, per-class counts), ``vectors.npy`` (float32 N×C),
-``labels.npy`` (int32 N) and ``index/`` (the index's own files).
+``labels.npy`` (int32 N), ``index/`` (the index's own files) and, from format version 2,
+``provenance.jsonl`` (where each vector came from: ``provenance.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from moduseg_core.files.faults import crash_point
 from moduseg_core.files.io import notify_written, remove_path, temp_name, temp_writer_alive
 
 FORMAT = "moduseg-bank"
-FORMAT_VERSION = 1
+#: 2: ``provenance.jsonl`` (``pipeline/provenance.py``) says where each vector came from; version 1 banks load
+#: and predict without it
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -36,6 +39,19 @@ class Bank:
     index: Any = field(default=None, repr=False)
     #: The encoder that built the bank, reused by inference in the same process.
     encoder_component: Any = field(default=None, repr=False)
+    #: Where each vector came from (``provenance.Provenance``): set by a build, read on demand from a saved bank.
+    provenance: Any = field(default=None, repr=False)
+    #: The folder the bank was loaded from.
+    directory: Path | None = field(default=None, repr=False)
+
+    def traced(self) -> Any:
+        """The bank's ``Provenance``, or None for a bank saved without it (format version 1)."""
+        if self.provenance is None and self.directory is not None:
+            from moduseg_core.pipeline.provenance import FILE, Provenance
+
+            if (self.directory / FILE).is_file():
+                self.provenance = Provenance.read(self.directory / FILE)
+        return self.provenance
 
     def __len__(self) -> int:
         return int(len(self.labels))
@@ -56,7 +72,8 @@ class Bank:
 
     def save(self, directory: Path | str) -> Path:
         """Write the bank into ``directory`` (created if need be), touching only the bank's own files
-        (``manifest.json``, ``vectors.npy``, ``labels.npy``, ``index/``): anything else there stays.
+        (``manifest.json``, ``vectors.npy``, ``labels.npy``, ``index/``, ``provenance.jsonl``): anything else
+        there stays.
 
         Everything is first written to ``.bank_save.PID-RANDOM.tmp/`` inside the directory, then moved
         in place: the old manifest goes first and the new one comes last, so the directory holds either
@@ -76,10 +93,15 @@ class Bank:
             np.save(staging / "vectors.npy", self.vectors.astype(np.float32))
             np.save(staging / "labels.npy", self.labels.astype(np.int32))
             self.index.save(staging / "index")
+            provenance = self.traced()
+            if provenance is not None:
+                provenance.write(staging / "provenance.jsonl")
             (staging / "manifest.json").write_text(json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
             crash_point("bank-save-staged")
             remove_path(directory / "manifest.json")  # from here on the old files are no bank
-            for name in ("vectors.npy", "labels.npy", "index", "manifest.json"):
+            remove_path(directory / "provenance.jsonl")
+            traced = ["provenance.jsonl"] if provenance is not None else []
+            for name in ("vectors.npy", "labels.npy", "index", *traced, "manifest.json"):
                 if name == "index":
                     remove_path(directory / "index")
                 os.replace(staging / name, directory / name)
@@ -147,7 +169,7 @@ class Bank:
             component.load(directory / "index")
         else:
             component.add(vectors, labels)
-        return cls(vectors, labels, list(manifest["class_names"]), manifest, component)
+        return cls(vectors, labels, list(manifest["class_names"]), manifest, component, directory=directory)
 
     def check_encoder(self, encoder: Choice, aggregator: Choice | None = None) -> None:
         """Refuse to query this bank with features from another encoder configuration."""

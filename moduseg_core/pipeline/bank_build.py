@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from moduseg_core.method.bank_filter import outlier_keep
 from moduseg_core.method.pooling import valid_rows
 from moduseg_core.method.scale import downscale_image, resize_nearest, work_hw
 from moduseg_core.pipeline.bank import FORMAT, FORMAT_VERSION, Bank, _created, check_class_map
+from moduseg_core.pipeline.provenance import Provenance, class_distances, encode_region
 from moduseg_core.pipeline.streaming import load_images
 
 #: The bank's per-image components, in data-path order.
@@ -47,6 +48,13 @@ class ImageRecords:
     labels: np.ndarray  # int32 n
     regions: int  # class regions found (before the area minimum)
     small: int  # of which under the area minimum
+    # provenance (``provenance.py``): the image file, the size its regions have, the classes under the area
+    # minimum, and per vector its region's box and compressed RLE
+    path: str = ""
+    hw: tuple[int, int] = (0, 0)
+    small_classes: tuple[int, ...] = ()
+    boxes: list[list[int]] = field(default_factory=list)
+    rles: list[str] = field(default_factory=list)
 
     def region_ids(self) -> list[str]:
         """The records' stable ids: ``IMAGE_ID/CLASS``."""
@@ -77,7 +85,7 @@ class BankWorker:
         self.n_classes = n_classes
         self.timer = timer or Timer()
 
-    def _regions(self, sample: Sample, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[int], int, int]:
+    def _regions(self, sample: Sample, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[int], int, list[int]]:
         labeler, purifier = self.parts["labeler"], self.parts["purifier"]
         t0 = time.perf_counter()
         classes = np.asarray(labeler.component.label(image, sample))
@@ -87,22 +95,24 @@ class BankWorker:
         if work != image.shape[:2]:  # a huge photo: purified, encoded and pooled at its working size
             image, classes = downscale_image(image, work), resize_nearest(classes, work)
         t0 = time.perf_counter()
-        masks, ids = [], []
-        regions = small = 0
+        masks, ids, small = [], [], []
+        regions = 0
         for c in np.unique(classes):
             if c == IGNORE_INDEX:
                 continue
             region = purifier.component.purify(classes == c)
             regions += 1
             if int(region.sum()) < self.method.min_region_area:
-                small += 1
+                small.append(int(c))
                 continue
             masks.append(region)
             ids.append(int(c))
         self.timer.add("purify", time.perf_counter() - t0)
         return image, masks, ids, regions, small
 
-    def _encode(self, items: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _encode(
+        self, items: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         t0 = time.perf_counter()
         features = self.parts["encoder"].component.encode_batch([item[1] for item in items])
         t1 = time.perf_counter()
@@ -110,7 +120,7 @@ class BankWorker:
         for (_, _, masks, ids), feats in zip(items, features, strict=True):
             pooled = self.parts["aggregator"].component.aggregate(feats, masks)
             ok = valid_rows(pooled)
-            out.append((np.asarray(pooled[ok], np.float32), np.asarray(ids[ok], np.int32)))
+            out.append((np.asarray(pooled[ok], np.float32), np.asarray(ids[ok], np.int32), ok))
         self.timer.add("encode", t1 - t0)
         self.timer.add("pool", time.perf_counter() - t1)
         return out
@@ -121,7 +131,7 @@ class BankWorker:
         retried one image at a time to find the one at fault); without, the error propagates."""
         results: dict[int, ImageRecords | ImageFailed] = {}
         batch: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-        stats: dict[int, tuple[Sample, int, int]] = {}
+        stats: dict[int, tuple[Sample, int, list[int]]] = {}
         for pos, sample, image in items:
             if isinstance(image, Failure):
                 if not catch:
@@ -139,7 +149,8 @@ class BankWorker:
             if masks:
                 batch.append((pos, image, np.stack(masks), np.array(ids, np.int32)))
             else:
-                results[pos] = ImageRecords(pos, sample.id, np.zeros((0, 0), np.float32), np.zeros(0, np.int32), regions, small)
+                results[pos] = ImageRecords(pos, sample.id, np.zeros((0, 0), np.float32), np.zeros(0, np.int32), regions,
+                                            len(small), str(sample.image_path), image.shape[:2], tuple(small))
         if batch:
             try:
                 pooled = self._encode(batch)
@@ -153,10 +164,12 @@ class BankWorker:
                     except Exception as exc:
                         results[item[0]] = ImageFailed(item[0], stats[item[0]][0], "encode", exc)
                         pooled.append(None)  # type: ignore[arg-type]
-            for (pos, *_), got in zip(batch, pooled, strict=True):
+            for (pos, image, masks, _), got in zip(batch, pooled, strict=True):
                 if got is not None:
                     sample, regions, small = stats[pos]
-                    results[pos] = ImageRecords(pos, sample.id, got[0], got[1], regions, small)
+                    found = [encode_region(mask) for mask in masks[got[2]]]
+                    results[pos] = ImageRecords(pos, sample.id, got[0], got[1], regions, len(small), str(sample.image_path),
+                                                image.shape[:2], tuple(small), [b for b, _ in found], [r for _, r in found])
         return [results[pos] for pos, _, _ in items]
 
 
@@ -263,6 +276,9 @@ def assemble_bank(
         )
     keep = outlier_keep(all_vectors, all_labels, method.filter_ratio)
     kept_vectors, kept_labels = all_vectors[keep], all_labels[keep]
+    # where each vector came from; a store written before provenance (records without regions) gives none
+    traced = all(len(r.rles) == len(r.labels) and r.hw != (0, 0) for r in ordered)
+    provenance = Provenance.from_records(ordered, keep, class_distances(all_vectors, all_labels)) if traced else None
     t0 = time.perf_counter()
     index = build("index", index_choice)
     index.component.add(kept_vectors, kept_labels)
@@ -292,5 +308,6 @@ def assemble_bank(
             "background_vectors": int((kept_labels == BACKGROUND).sum()),
         },
         "versions": package_versions(),
+        "provenance": "provenance.jsonl" if provenance is not None else None,
     } | (extra_manifest or {})
-    return Bank(kept_vectors, kept_labels, class_names, manifest, index.component)
+    return Bank(kept_vectors, kept_labels, class_names, manifest, index.component, provenance=provenance)

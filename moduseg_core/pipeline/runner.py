@@ -94,7 +94,7 @@ def save_bank_from_config(config: RunConfig, out: Path, *, output: Any) -> tuple
     errors = ErrorLog(config.on_error)
     bank = bank_from_config(config, errors=errors)
     with output:
-        output.begin(["manifest.json", "vectors.npy", "labels.npy", "index/", ERRORS_FILE])
+        output.begin(["manifest.json", "vectors.npy", "labels.npy", "index/", "provenance.jsonl", ERRORS_FILE])
         errors.open(out)
         bank.save(out)
         output.finish()

@@ -89,7 +89,7 @@ class ExactIndex(CountedIndex):
             for start in range(0, q, step):
                 stop = min(start + step, q)
                 sims[start:stop], rows[start:stop] = search_block(queries[start:stop], k)
-        return SearchResult(sims, self.labels[rows].astype(np.int32))
+        return SearchResult(sims, self.labels[rows].astype(np.int32), rows)
 
     def _search_numpy(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return topk_numpy(queries @ self.vectors.T, k)

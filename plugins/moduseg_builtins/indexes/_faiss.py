@@ -174,7 +174,7 @@ class FaissIndex(CountedIndex):
             if len(straddle):
                 sims[straddle], rows[straddle] = self._resolve_ties(queries[straddle], k)
         sims, rows = order_neighbours(sims, rows)
-        return SearchResult(sims, self.labels[rows].astype(np.int32))
+        return SearchResult(sims, self.labels[rows].astype(np.int32), rows)
 
     def _resolve_ties(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Widen the search until each tie group at the k-th place is whole, then keep its lowest rows."""

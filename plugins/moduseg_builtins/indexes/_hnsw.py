@@ -134,7 +134,7 @@ class HnswIndex(CountedIndex):
             sims = (1.0 - distances).astype(np.float32)
             rows = rows.astype(np.int64)
             sims, rows = order_neighbours(sims, rows)
-        return SearchResult(sims.astype(np.float32, copy=False), self.labels[rows].astype(np.int32))
+        return SearchResult(sims.astype(np.float32, copy=False), self.labels[rows].astype(np.int32), rows)
 
     def save(self, directory: Path | str) -> None:
         target = _prepare_save(self.name, directory)
