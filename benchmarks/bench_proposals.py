@@ -5,9 +5,9 @@ speed depends on the architecture, not the weights) at their native 1,024-pixel 
 grid, on real coco-mini photos. Each image is proposed by both engines, interleaved; with
 ``--fast-decoder library`` the masks and scores are checked to be identical before any time is printed, with
 the default ``factored`` decoder (equal up to float rounding) their agreement is printed and bounded. Two
-settings: the libraries' default thresholds (random weights: no candidate passes them, so the time is the model and the filtering) and
-thresholds at 0 (every candidate passes, then box NMS). ``--m2m``: SAM 2's mask-to-mask refinement on both
-engines (``use_m2m=true``; sam2 only).
+settings: the libraries' default thresholds (random weights: no candidate passes them, so the time is the model
+and the filtering) and thresholds at 0 (every candidate passes, then box NMS). ``--m2m``: SAM 2's mask-to-mask
+refinement on both engines (``use_m2m=true``; sam2 only).
 
 Both engines' time is split into encoder, decoder and post-processing by ``moduseg_core.bench.proposal_split``
 (what ``moduseg bench --engines`` reports): the library's by wrapping ``set_image`` and hooking the prompt encoder

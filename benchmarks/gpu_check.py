@@ -92,7 +92,7 @@ class Check:
             entry = {"status": "pass", **figures}
         except Unavailable as exc:
             entry = {"status": "unavailable", "reason": str(exc)}
-        except BaseException as exc:  # noqa: BLE001 - every failure is a result here
+        except BaseException as exc:  # every failure is a result here
             if isinstance(exc, KeyboardInterrupt):
                 raise
             tail = traceback.format_exc().strip().splitlines()[-25:]

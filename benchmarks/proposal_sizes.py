@@ -15,13 +15,18 @@ import moduseg_core as ms
 from moduseg_core.files.io import read_image
 from moduseg_core.files.proposal_files import write_packed
 
-data=Path("../shared/data/coco-mini"); ids=(data/"ImageSets/Segmentation/val.txt").read_text().split()[:5]
+data = Path("../shared/data/coco-mini")
+ids = (data / "ImageSets/Segmentation/val.txt").read_text().split()[:5]
 p=ms.get_component("proposer","slic")
 tot={"raw":0,"packed_npz":0,"rle_json":0,"crops":0}
 for i in ids:
-    im=read_image(data/"JPEGImages"/f"{i}.jpg"); pr=p.propose(im)
-    m=pr.masks; tot["raw"]+=m.size
-    b=io.BytesIO(); write_packed(b, pr); tot["packed_npz"]+=len(b.getvalue())
+    im = read_image(data / "JPEGImages" / f"{i}.jpg")
+    pr = p.propose(im)
+    m = pr.masks
+    tot["raw"] += m.size
+    b = io.BytesIO()
+    write_packed(b, pr)
+    tot["packed_npz"] += len(b.getvalue())
     rles=mu.encode(np.asfortranarray(m.transpose(1,2,0).astype(np.uint8)))
     tot["rle_json"]+=len(json.dumps([r["counts"].decode() for r in rles]))
     # boxes + cropped packbits, deflated

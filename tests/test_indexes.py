@@ -334,7 +334,7 @@ def test_options_are_checked():
     one_line_error(e)
     # the one device type every component shares names mps; numpy-or-CUDA components refuse it when built
     with pytest.raises(ModusegError, match=r"index 'exact' option device='mps' is not supported") as e:
-        get_component("index", "exact", device="mps").backend
+        get_component("index", "exact", device="mps").backend  # noqa: B018 (building the backend is what raises)
     one_line_error(e)
     with pytest.raises(ModusegError, match="chunk=0 is invalid"):
         get_component("index", "exact", chunk=0)

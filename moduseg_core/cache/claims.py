@@ -50,7 +50,7 @@ def claim_path(entry: Path) -> Path:
 
 
 def is_claim_file(name: str) -> bool:
-    return name.startswith(".") and (name.endswith(CLAIM_SUFFIX) or name.endswith(".stale"))
+    return name.startswith(".") and name.endswith((CLAIM_SUFFIX, ".stale"))
 
 
 class Claim:

@@ -30,7 +30,7 @@ def import_ray() -> Any:
         os.environ.setdefault(LOOPBACK, "0")
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data  # Ray Data too: the executors' datasets
     except ImportError as exc:
         raise ModusegError(
             f"--executor ray needs Ray, which is not installed here ({exc.name or exc}); install it with "
@@ -61,7 +61,7 @@ def connect(settings: RayConfig) -> None:
     elif address is not None:
         try:
             ray.init(address=address, **quiet)
-        except Exception as exc:  # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ValueError...)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
             raise ModusegError(
                 f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({type(exc).__name__}: {_first_line(exc)}); "
                 "start it (`ray start --head`) or unset RAY_ADDRESS to run a local instance"

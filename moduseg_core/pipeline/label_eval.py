@@ -94,7 +94,7 @@ def _score_labels(config, labeler, dataset, samples, out: Path | None, save_mask
             check_class_map(classes, sample, image.shape[:2], n, labeler.name)
             stage = "ground truth"
             gt = read_mask(sample.mask_path, expected_hw=image.shape[:2])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (recorded per image; errors.add re-raises unless on_error=skip)
             errors.add(sample, stage, exc)
             continue
         allowed = np.zeros(256, bool)

@@ -46,7 +46,7 @@ class _Images:
 
         try:
             return torch.from_numpy(np.array(read_image(self.paths[i], self.max_pixels)))  # a writable copy
-        except Exception as exc:  # handed back as is: the DataLoader would wrap it in its traceback
+        except Exception as exc:  # noqa: BLE001 (handed back as is: the DataLoader would wrap it in its traceback)
             _keep_cause(exc)
             return exc
 
@@ -81,7 +81,7 @@ def load_images(
                 continue
             try:
                 image = read_image(sample.image_path, max_pixels)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (skip_errors: any failure becomes this image's Failure)
                 yield Failure("read", exc)
             else:
                 yield image
@@ -201,12 +201,12 @@ def _guarded_batch(predictor: Any, pool: ThreadPoolExecutor | None, pixels: list
     if good:
         try:
             results = run(good)
-        except Exception:
+        except Exception:  # noqa: BLE001 (the batch failed: retried one image at a time just below)
             results = []
             for i in good:
                 try:
                     results += run([i])
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 (skip_errors: any failure becomes this image's Failure)
                     results.append(Failure("predict", exc))
         for i, result in zip(good, results, strict=True):
             decided[i] = result

@@ -141,7 +141,7 @@ def _read(path: Path | None, reader) -> np.ndarray | None:
         return None
     try:
         return reader(path)
-    except Exception:  # a report shows what it can: an unreadable file is a missing picture
+    except Exception:  # noqa: BLE001 (a report shows what it can: an unreadable file is a missing picture)
         return None
 
 

@@ -295,14 +295,14 @@ class ClipLabeler:
         with torch.inference_mode():
             for start in range(0, len(boxes), self.options.batch_size):
                 chunk = boxes[start : start + self.options.batch_size]
-                windows = torch.stack([x[:, t : t + crop, l : l + crop] for t, l in chunk])
+                windows = torch.stack([x[:, t : t + crop, left : left + crop] for t, left in chunk])
                 feats = self.dense_features(windows)  # B×h×w×D
                 cos = feats @ self.text.T  # B×h×w×T
                 per_class = torch.stack([cos[..., r].amax(dim=-1) for r in rows], dim=1) * scale  # B×K×h×w
                 per_class = F.interpolate(per_class, size=(crop, crop), mode="bilinear", align_corners=False)
-                for (t, l), logit in zip(chunk, per_class, strict=True):
-                    total[:, t : t + crop, l : l + crop] += logit
-                    count[t : t + crop, l : l + crop] += 1
+                for (t, left), logit in zip(chunk, per_class, strict=True):
+                    total[:, t : t + crop, left : left + crop] += logit
+                    count[t : t + crop, left : left + crop] += 1
             total = total[:, :rh, :rw] / count[:rh, :rw]
             if (rh, rw) != (height, width):
                 total = F.interpolate(total[None], size=(height, width), mode="bilinear", align_corners=False)[0]

@@ -39,7 +39,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class GeneratorProposer:
             FastGenerator(self.generator, sam2=sam2, decoder=options.fast_decoder) if options.engine == "fast" else None
         )
 
-    def _precision(self) -> ContextManager:
+    def _precision(self) -> contextlib.AbstractContextManager:
         """The context the model runs in (SAM 2: autocast to its ``dtype``)."""
         return contextlib.nullcontext()
 
