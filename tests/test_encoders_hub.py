@@ -147,7 +147,7 @@ def test_hub_ids_missing_from_the_cache_fail_in_one_line(tmp_path, image):
     ]
     jobs = [[name, model, str(tmp_path / f"{i}.npy")] for i, (name, model) in enumerate(ids)]
     report = run_isolated(tmp_path, tmp_path / "empty", jobs, image)
-    for (name, model), entry in zip(ids, report, strict=True):
+    for (_, model), entry in zip(ids, report, strict=True):
         message = entry.get("error")
         assert message and "\n" not in message, entry
         assert repr(model) in message, message

@@ -140,7 +140,8 @@ def cropformer_like(root: Path, *, extra_import: str = "") -> Path:
     )
     (package / "attention.py").write_text(
         "try:\n    import MultiScaleDeformableAttention as MSDA\n"
-        "except ModuleNotFoundError as e:\n    raise ModuleNotFoundError('Please compile MultiScaleDeformableAttention')\n\n"
+        "except ModuleNotFoundError as e:\n    raise ModuleNotFoundError('Please compile "
+        "MultiScaleDeformableAttention')\n\n"
         "def attend(x):\n    try:\n        return MSDA.ms_deform_attn_forward(x)\n    except:  # noqa: E722\n"
         "        return ('fallback', x)\n"
     )

@@ -240,7 +240,7 @@ def make_voc(coco_mini: Path, root: Path) -> tuple[Path, Path]:
     aug = root / "SegmentationClassAug"
     aug.mkdir()
     ids = (coco_mini / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:8]
-    train, val, extra = ids[:3], ids[3:5], ids[5:]
+    train, val = ids[:3], ids[3:5]  # the rest (ids[5:]) only in SegmentationClassAug
     for i in ids:
         shutil.copy(coco_mini / "JPEGImages" / f"{i}.jpg", voc / "JPEGImages")
         shutil.copy(coco_mini / "SegmentationClassVOC" / f"{i}.png", aug)

@@ -12,14 +12,21 @@ from moduseg_core.cli.common import ConfigOpt, ExecutorOpt, OnErrorOpt, Overwrit
 
 GridOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--grid", "-g", help="Axis KEY=V1,V2,... of the cartesian product (values are YAML: encoder.layers=[8],[10]); repeatable."),
+    typer.Option(
+        "--grid",
+        "-g",
+        help="Axis KEY=V1,V2,... of the cartesian product (values are YAML: encoder.layers=[8],[10]); repeatable.",
+    ),
 ]
 ZipOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--zip", help="Axis KEY=V1,V2,... advancing together with the other --zip axes (equal lengths); repeatable."),
+    typer.Option(
+        "--zip", help="Axis KEY=V1,V2,... advancing together with the other --zip axes (equal lengths); repeatable."
+    ),
 ]
 CacheDirOpt = Annotated[
-    Optional[Path], typer.Option("--cache-dir", help="Stage cache folder (default: $MODUSEG_CACHE/stages, ~/.cache/moduseg/stages).")
+    Optional[Path],
+    typer.Option("--cache-dir", help="Stage cache folder (default: $MODUSEG_CACHE/stages, ~/.cache/moduseg/stages)."),
 ]
 
 
@@ -30,16 +37,27 @@ def _cache(cache_dir: Optional[Path]):
 
 
 def ablate(
-    sweep_file: Annotated[Optional[Path], typer.Argument(metavar="[SWEEP.yaml]", help="Sweep file: base, grid, zip, limits (docs/ablations.md).")] = None,
+    sweep_file: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[SWEEP.yaml]", help="Sweep file: base, grid, zip, limits (docs/ablations.md)."),
+    ] = None,
     config: ConfigOpt = None,
     grid: GridOpt = None,
     zip_axes: ZipOpt = None,
     sets: SetOpt = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Sweep name (default: the file's name or 'sweep').")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: runs/ablate/NAME).")] = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Sweep name (default: the file's name or 'sweep').")
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Results folder (default: runs/ablate/NAME).")
+    ] = None,
     cache_dir: CacheDirOpt = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every point as a plain `moduseg run` (nothing cached or reused).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate every point and list them; run nothing.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run every point as a plain `moduseg run` (nothing cached or reused).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate every point and list them; run nothing.")
+    ] = False,
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
     executor: ExecutorOpt = None,
@@ -80,7 +98,11 @@ def ablate(
         executor=sweep.base.executor,
     )
     if any(r.get("oracle") for r in reports):
-        typer.secho("NOTE: labeler 'gt' is the ORACLE (ground-truth masks); these mIoUs are upper bounds.", fg="yellow", err=True)
+        typer.secho(
+            "NOTE: labeler 'gt' is the ORACLE (ground-truth masks); these mIoUs are upper bounds.",
+            fg="yellow",
+            err=True,
+        )
     typer.echo(summary_line(reports, summary, cache is not None))
     typer.echo(f"results: {out / 'results.md'} (csv, json, plots/)")
     if (out / "report.html").is_file():
@@ -116,9 +138,13 @@ def cache_size(
 
 @cache_app.command("prune")
 def cache_prune(
-    older_than: Annotated[Optional[float], typer.Option("--older-than", help="Delete entries not used for this many days.")] = None,
+    older_than: Annotated[
+        Optional[float], typer.Option("--older-than", help="Delete entries not used for this many days.")
+    ] = None,
     stage: Annotated[Optional[str], typer.Option("--stage", help="Only this stage.")] = None,
-    everything: Annotated[bool, typer.Option("--all", help="Delete every entry (of --stage, or of all stages).")] = False,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Delete every entry (of --stage, or of all stages).")
+    ] = False,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Delete cache entries by age (--older-than DAYS) or all of them (--all)."""

@@ -31,7 +31,9 @@ from moduseg_core.contract.errors import ModusegError
 
 def _print_scores(report: dict, out: Path) -> None:
     if report.get("oracle"):
-        typer.secho("NOTE: labeler 'gt' is the ORACLE (ground-truth masks); this mIoU is an upper bound.", fg="yellow", err=True)
+        typer.secho(
+            "NOTE: labeler 'gt' is the ORACLE (ground-truth masks); this mIoU is an upper bound.", fg="yellow", err=True
+        )
     if "miou" in report:
         per_class = report["per_class_iou"]
         width = max(len(n) for n in per_class)
@@ -103,7 +105,13 @@ def build_bank_cmd(
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
     executor: ExecutorOpt = None,
-    add: Annotated[bool, typer.Option("--add", help="Add this config's bank split (another split, or another folder: --set dataset.root=...) to the bank already in --out, without recomputing its images; the far-vector filter is re-applied over the whole bank.")] = False,
+    add: Annotated[
+        bool,
+        typer.Option(
+            "--add",
+            help="Add this config's bank split (another split, or another folder: --set dataset.root=...) to the bank already in --out, without recomputing its images; the far-vector filter is re-applied over the whole bank.",
+        ),
+    ] = False,
 ) -> int:
     """Label, purify, encode and pool the bank split into a saved bank directory.
 
@@ -122,7 +130,9 @@ def build_bank_cmd(
     preflight(cfg, ("dataset", *BANK_KINDS), splits=(cfg.bank_split,))
     result, errors, job = build_bank_job(cfg, out, output=output, add=add)
     if result.manifest["components"]["labeler"].get("oracle"):
-        typer.secho("NOTE: labeler 'gt' is the ORACLE: this bank was built from ground-truth masks.", fg="yellow", err=True)
+        typer.secho(
+            "NOTE: labeler 'gt' is the ORACLE: this bank was built from ground-truth masks.", fg="yellow", err=True
+        )
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
     typer.echo(f"bank of {len(result)} vectors ({counts}) -> {out}")
     if add:
@@ -134,7 +144,9 @@ def build_bank_cmd(
 
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-    bank: Annotated[Optional[Path], typer.Option("--bank", help="A bank directory from build-bank or run (required).")] = None,
+    bank: Annotated[
+        Optional[Path], typer.Option("--bank", help="A bank directory from build-bank or run (required).")
+    ] = None,
     config: ConfigOpt = None,
     proposer: ProposerOpt = None,
     index: IndexOpt = None,
@@ -159,8 +171,13 @@ def predict(
         raise ModusegError(f"--bank {bank} is the --out folder; write the predictions into another folder")
     cfg = compose(config, sets, on_error, executor=executor, proposer=proposer, index=index)
     named = {kind for kind in ("encoder", "aggregator", "index") if any(s.startswith(f"{kind}.") for s in sets or [])}
-    report = predict_files(cfg, inputs, bank, out, output=output, overlays=overlays, named=named | ({"index"} if index else set()))
-    typer.echo(f"{report['predicted']} masks -> {out / 'predictions'}" + (f", overlays -> {out / 'overlays'}" if overlays else ""))
+    report = predict_files(
+        cfg, inputs, bank, out, output=output, overlays=overlays, named=named | ({"index"} if index else set())
+    )
+    typer.echo(
+        f"{report['predicted']} masks -> {out / 'predictions'}"
+        + (f", overlays -> {out / 'overlays'}" if overlays else "")
+    )
     return exit_code(report["skipped"]["images"])
 
 
@@ -170,7 +187,10 @@ def evaluate(
     dataset: DatasetOpt = None,
     sets: SetOpt = None,
     split: Annotated[str, typer.Option(help="Dataset split with ground truth.")] = "val",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write report.json and report.html (gallery, charts) here.")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Also write report.json and report.html (gallery, charts) here."),
+    ] = None,
     overwrite: OverwriteOpt = False,
     executor: ExecutorOpt = None,
 ) -> None:
@@ -225,7 +245,9 @@ def evaluate(
 
 
 def demo(
-    data: Annotated[Optional[Path], typer.Option("--data", help="coco-mini folder (default: ../shared/data/coco-mini).")] = None,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="coco-mini folder (default: ../shared/data/coco-mini).")
+    ] = None,
     out: OutOpt = Path("runs/demo"),
     sets: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -246,7 +268,10 @@ def demo(
 
 
 def bench(
-    data: Annotated[Optional[Path], typer.Option("--data", help="coco-mini folder, for the default config (default: ../shared/data/coco-mini).")] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option("--data", help="coco-mini folder, for the default config (default: ../shared/data/coco-mini)."),
+    ] = None,
     config: ConfigOpt = None,
     proposer: ProposerOpt = None,
     encoder: EncoderOpt = None,
@@ -255,17 +280,47 @@ def bench(
     sets: SetOpt = None,
     images: Annotated[int, typer.Option("--images", min=1, help="Timed images (the first of the eval split).")] = 8,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Images run first and not timed.")] = 1,
-    bank_size: Annotated[int, typer.Option("--bank-size", min=1, help="Synthetic bank vectors (VOC train_aug gives ~30k).")] = 30_000,
-    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Images per encoder batch in (b) (default: method.batch_images).")] = None,
-    floor_batch: Annotated[int, typer.Option("--floor-batch", min=1, help="Batch of the encoder FLOP-floor measurement.")] = 16,
-    bank_images: Annotated[int, typer.Option("--bank-images", min=0, help="Also time bank building on this many bank images and project it to VOC train_aug (0 = skip).")] = 0,
-    loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Also run (a), the released code's per-image, per-mask loop.")] = True,
-    max_masks: Annotated[Optional[int], typer.Option("--max-masks", min=1, help="Keep at most N best-scoring masks per image on both sides (random weights can return far more than trained ones).")] = None,
-    engines: Annotated[str, typer.Option("--engines", help=(
-        "Proposal stage of proposer sam/sam2 split into encoder / decoder / post-processing s/img per engine, on the "
-        "same model and images, interleaved, with fast/library ratios and whether masks and scores agree. "
-        "auto = library,fast for sam/sam2, nothing for other proposers; none = skip; "
-        "or library,fast / library / fast."))] = "auto",
+    bank_size: Annotated[
+        int, typer.Option("--bank-size", min=1, help="Synthetic bank vectors (VOC train_aug gives ~30k).")
+    ] = 30_000,
+    batch: Annotated[
+        Optional[int],
+        typer.Option("--batch", min=1, help="Images per encoder batch in (b) (default: method.batch_images)."),
+    ] = None,
+    floor_batch: Annotated[
+        int, typer.Option("--floor-batch", min=1, help="Batch of the encoder FLOP-floor measurement.")
+    ] = 16,
+    bank_images: Annotated[
+        int,
+        typer.Option(
+            "--bank-images",
+            min=0,
+            help="Also time bank building on this many bank images and project it to VOC train_aug (0 = skip).",
+        ),
+    ] = 0,
+    loop: Annotated[
+        bool, typer.Option("--loop/--no-loop", help="Also run (a), the released code's per-image, per-mask loop.")
+    ] = True,
+    max_masks: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-masks",
+            min=1,
+            help="Keep at most N best-scoring masks per image on both sides (random weights can return far more than trained ones).",
+        ),
+    ] = None,
+    engines: Annotated[
+        str,
+        typer.Option(
+            "--engines",
+            help=(
+                "Proposal stage of proposer sam/sam2 split into encoder / decoder / post-processing s/img per engine, on the "
+                "same model and images, interleaved, with fast/library ratios and whether masks and scores agree. "
+                "auto = library,fast for sam/sam2, nothing for other proposers; none = skip; "
+                "or library,fast / library / fast."
+            ),
+        ),
+    ] = "auto",
     out: OutOpt = Path("runs/bench"),
     overwrite: OverwriteOpt = False,
 ) -> None:

@@ -33,13 +33,21 @@ class MethodConfig(Options):
     """The method's numbers (shared/METHOD.md defaults)."""
 
     min_region_area: int = Field(300, ge=0, description="bank: drop a purified region with fewer pixels")
-    filter_ratio: float = Field(0.25, ge=0.0, lt=1.0, description="bank: per foreground class, drop this fraction farthest from the mean")
+    filter_ratio: float = Field(
+        0.25, ge=0.0, lt=1.0, description="bank: per foreground class, drop this fraction farthest from the mean"
+    )
     top_k: int = Field(25, ge=1, description="inference: neighbours retrieved per mask (capped at the bank size)")
     min_mask_area: int = Field(300, ge=0, description="inference: drop proposals and NMS survivors smaller than this")
-    nms_iou: float = Field(0.4, gt=0.0, le=1.0, description="inference: per-class NMS drops a mask whose IoU with a kept one exceeds this")
+    nms_iou: float = Field(
+        0.4, gt=0.0, le=1.0, description="inference: per-class NMS drops a mask whose IoU with a kept one exceeds this"
+    )
     batch_images: int = Field(8, ge=1, description="images handed to the encoder at once")
-    loader_workers: int = Field(2, ge=0, description="images decoded ahead by this many workers (0 = in the main thread)")
-    overlap: bool = Field(True, description="retrieval, NMS and painting of one batch run while the next batch is proposed and encoded")
+    loader_workers: int = Field(
+        2, ge=0, description="images decoded ahead by this many workers (0 = in the main thread)"
+    )
+    overlap: bool = Field(
+        True, description="retrieval, NMS and painting of one batch run while the next batch is proposed and encoded"
+    )
     work_pixels: int | None = Field(
         4_194_304, ge=65_536,
         description="images with more pixels are proposed, encoded, pooled and labelled on a downscaled copy of at "
@@ -47,7 +55,9 @@ class MethodConfig(Options):
         "Smaller images (all of VOC and COCO) are untouched; null = always native size",
     )
     max_image_pixels: int | None = Field(
-        150_000_000, ge=1, description="images with more pixels are refused before decoding (3 bytes a pixel); null = no limit"
+        150_000_000,
+        ge=1,
+        description="images with more pixels are refused before decoding (3 bytes a pixel); null = no limit",
     )
 
     miou_average: Literal["present", "all"] = Field(
@@ -96,11 +106,13 @@ class RunConfig(BaseModel):
     eval_limit: int | None = Field(None, ge=1, description="evaluate only the first N images")
     overlays: bool = True
     executor: Literal["local", "ray"] = Field(
-        "local", description="where the per-image work runs: this process (local) or a Ray cluster (ray; docs/scaling.md)"
+        "local",
+        description="where the per-image work runs: this process (local) or a Ray cluster (ray; docs/scaling.md)",
     )
     ray: RayConfig = Field(default_factory=RayConfig)
     on_error: Literal["fail", "skip"] = Field(
-        "fail", description="an image that cannot be processed stops the job (fail) or is logged to errors.jsonl and left out (skip)"
+        "fail",
+        description="an image that cannot be processed stops the job (fail) or is logged to errors.jsonl and left out (skip)",
     )
 
     def choice(self, kind: str) -> Choice:
@@ -121,7 +133,9 @@ def load_config(path: Path | None) -> RunConfig:
     except IsADirectoryError as exc:
         raise ModusegError(f"config file {path} is a folder; pass a YAML file to --config") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModusegError(f"config file {path} cannot be read ({exc.__class__.__name__}: {exc}); pass a readable YAML file") from exc
+        raise ModusegError(
+            f"config file {path} cannot be read ({exc.__class__.__name__}: {exc}); pass a readable YAML file"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -188,12 +202,16 @@ def apply_overrides(
     for item in sets or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ModusegError(f"--set {item!r} is not KEY=VALUE; write e.g. --set encoder.layers=[9] or --set method.top_k=5")
+            raise ModusegError(
+                f"--set {item!r} is not KEY=VALUE; write e.g. --set encoder.layers=[9] or --set method.top_k=5"
+            )
         value = parse_value(raw)
         head, dot, rest = key.partition(".")
         if head in KINDS:
             if not dot:
-                raise ModusegError(f"--set {item!r}: name an option, e.g. --set {head}.OPTION=VALUE (use --{head} NAME to pick the component)")
+                raise ModusegError(
+                    f"--set {item!r}: name an option, e.g. --set {head}.OPTION=VALUE (use --{head} NAME to pick the component)"
+                )
             data[head]["options"][rest] = value
         elif head == "method":
             if rest not in MethodConfig.model_fields:
@@ -213,7 +231,9 @@ def apply_overrides(
             data[head] = value
         else:
             allowed = ["dataset.*", *(f"{k}.*" for k in RUN_KINDS), "method.*", "ray.*", *TOP_LEVEL_KEYS]
-            raise ModusegError(f"--set {item!r}: unknown key {key!r}{did_you_mean(head, allowed)} (allowed: {', '.join(allowed)})")
+            raise ModusegError(
+                f"--set {item!r}: unknown key {key!r}{did_you_mean(head, allowed)} (allowed: {', '.join(allowed)})"
+            )
     try:
         method = parse_options("method", "settings", MethodConfig, data.pop("method"))
     except ModusegError as exc:

@@ -69,7 +69,8 @@ def _load_hf(model: str) -> Any:
     except Exception as exc:
         if local:
             raise ModusegError(
-                f"could not load the RADIO checkpoint directory {model!r} ({short_reason(exc)}); it must be a copy of a "
+                f"could not load the RADIO checkpoint directory {model!r} ({short_reason(exc)}); it must be a copy of "
+                "a "
                 f"RADIO hub repository (config.json with auto_map, its .py files and weights), e.g. {DEFAULT_MODEL!r}"
             ) from exc
         raise ModusegError(
@@ -100,7 +101,8 @@ def _load_hub(version: str, hub_repo: str) -> Any:
         return torch.hub.load(hub_repo, "radio_model", source="github", trust_repo=True, skip_validation=True, **kwargs)
     except Exception as exc:
         raise ModusegError(
-            f"could not load RADIO version {version!r} through torch.hub from {hub_repo!r} ({short_reason(exc)}); on an "
+            f"could not load RADIO version {version!r} through torch.hub from {hub_repo!r} ({short_reason(exc)}); on "
+            "an "
             f"offline machine clone NVlabs/RADIO and set hub_repo to the clone, and put the checkpoint in "
             f"torch.hub's cache (or pass its file as model), or use the Hugging Face id {DEFAULT_MODEL!r}"
         ) from exc
@@ -212,7 +214,8 @@ class RadioEncoder(PatchEncoder):
                 f"RADIO model {self.model_id!r} returned {len(outputs)} intermediates for blocks {take}"
             )
         by_block = {
-            index + 1: _spatial((None, out), self.model_id).to(torch.float32) for index, out in zip(take, outputs)
+            index + 1: _spatial((None, out), self.model_id).to(torch.float32)
+            for index, out in zip(take, outputs, strict=True)
         }
         total = None
         for layer in self.layers:

@@ -55,7 +55,9 @@ class ClipPromptOptions(Options):
     )
     crop: int = Field(336, ge=16, description="sliding window side in pixels (a multiple of the patch size)")
     stride: int = Field(112, ge=1, description="sliding window step in pixels (at most crop)")
-    device: Device = Field("auto", description="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
+    device: Device = Field(
+        "auto", description="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps"
+    )
     dtype: Dtype = Field("float32", description="compute precision of the model")
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "dtype"})

@@ -26,7 +26,11 @@ class CorrClipLabelerOptions(ClipPromptOptions):
         "(the paper: EntitySeg)",
     )
     proposer_options: dict[str, Any] = Field(default_factory=dict, description="options of that proposer")
-    min_score: float = Field(0.5, ge=0.0, description="masks scoring below this are not used (released: 0.5; the proposer's own threshold applies first)")
+    min_score: float = Field(
+        0.5,
+        ge=0.0,
+        description="masks scoring below this are not used (released: 0.5; the proposer's own threshold applies first)",
+    )
     alpha: float = Field(1.0, description="weight of the spatial branch (released: 1.0)")
     beta: float = Field(0.5, description="weight of the semantic branch (released: 0.5)")
     tau: float = Field(4.0, gt=0, description="temperature of the DINO-correlation attention (released: 4)")
@@ -37,7 +41,9 @@ class CorrClipLabelerOptions(ClipPromptOptions):
         "count for the depth (12 blocks: 5, 24: 12, 32: 28, else depth - 4)",
     )
     merge_eps: float = Field(
-        0.2, gt=0.0, description="DBSCAN eps on (max similarity - similarity) of the masks' mean DINO features (released: 0.2)"
+        0.2,
+        gt=0.0,
+        description="DBSCAN eps on (max similarity - similarity) of the masks' mean DINO features (released: 0.2)",
     )
     merge_min_samples: int = Field(1, ge=1, description="DBSCAN min_samples of the mask merging (released: 1)")
     max_long_side: int | None = Field(

@@ -118,8 +118,14 @@ def register_proposers(register):
         "entityseg",
         make_entityseg,
         options=EntitySegOptions,
-        summary="EntitySeg/CropFormer entity masks, the paper's proposer (detectron2 + CropFormer from source: docs/proposers.md)",
+        summary=(
+            "EntitySeg/CropFormer entity masks, the paper's proposer (detectron2 + CropFormer from source: "
+            "docs/proposers.md)"
+        ),
         requires=("detectron2",),
         install=f"{DETECTRON2_INSTALL}, then CropFormer (docs/paper.md)",
-        weights=f"local CropFormer/EntitySeg checkpoint ({DEFAULT_WEIGHTS_NAME}, Hugging Face dataset qqlu1992/Adobe_EntitySeg)",
+        weights=(
+            f"local CropFormer/EntitySeg checkpoint ({DEFAULT_WEIGHTS_NAME}, Hugging Face dataset "
+            "qqlu1992/Adobe_EntitySeg)"
+        ),
     )

@@ -242,7 +242,8 @@ def _load_weights(model: torch.nn.Module, checkpoint: Any, weights: Path, config
     matched = expected & {key.removeprefix("module.") for key in checkpoint["model"]}
     if expected and len(matched) < len(expected) // 2:
         raise ModusegError(
-            f"proposer 'entityseg' weights {weights} match {len(matched)} of the {len(expected)} parameters of the model"
+            f"proposer 'entityseg' weights {weights} match {len(matched)} of the {len(expected)} parameters of the "
+            "model"
             " "
             f"{config.name} builds; pass the checkpoint of that config (or the config of that checkpoint)"
         )

@@ -44,7 +44,8 @@ class EntitySegOptions(Options):
     cropformer_root: str | None = Field(
         None,
         description=(
-            "the CropFormer folder (Entity/Entityv2/CropFormer, or detectron2/projects/CropFormer) holding mask2former/ "
+            "the CropFormer folder (Entity/Entityv2/CropFormer, or detectron2/projects/CropFormer) holding "
+            "mask2former/ "
             "and configs/; added to sys.path. null = CropFormer's mask2former package is already importable"
         ),
     )
