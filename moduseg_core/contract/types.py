@@ -38,6 +38,8 @@ class Proposals:
     __slots__ = ("_host", "_device", "_scores")
 
     def __init__(self, masks: Any, scores: np.ndarray):
+        self._host: np.ndarray | None
+        self._device: Any  # a torch.Tensor, or None when the masks live on the host
         if isinstance(masks, np.ndarray):
             _check(masks.ndim == 3, f"Proposals.masks must be N×H×W, got shape {masks.shape}")
             _check(masks.dtype == np.bool_, f"Proposals.masks must be bool, got {masks.dtype}")
@@ -92,7 +94,7 @@ class Proposals:
         """``int64 N``: pixels per mask, counted where the masks are."""
         if self._device is not None:
             return self._device.sum(dim=(1, 2)).cpu().numpy().astype(np.int64, copy=False)
-        return self._host.sum(axis=(1, 2), dtype=np.int64)
+        return self.masks.sum(axis=(1, 2), dtype=np.int64)  # on the host: masks is _host
 
     def select(self, keep: np.ndarray) -> Proposals:
         """The proposals at ``keep`` (a bool mask or indices), where the masks are; all of them is ``self``."""
@@ -104,8 +106,8 @@ class Proposals:
 
             return Proposals(self._device[torch.as_tensor(keep, device=self._device.device)], self._scores[keep])
         if keep.dtype != np.bool_:  # np.take: a fancy index along the first axis of a bool stack is ~3× slower
-            return Proposals(np.take(self._host, keep, axis=0), self._scores[keep])
-        return Proposals(self._host[keep], self._scores[keep])
+            return Proposals(np.take(self.masks, keep, axis=0), self._scores[keep])
+        return Proposals(self.masks[keep], self._scores[keep])
 
     @classmethod
     def empty(cls, height: int, width: int) -> Proposals:
@@ -235,6 +237,7 @@ class Prediction:
     def masks(self) -> np.ndarray:
         """bool K×H×W: the kept masks, in the order of ``labels`` / ``scores``."""
         if self._masks is None:
+            assert self._kept is not None  # _masks is only None when kept was given
             self._masks = np.take(self._source, self._kept, axis=0)
         return self._masks
 

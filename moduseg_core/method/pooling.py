@@ -24,13 +24,13 @@ def _overlap_matrix(n_pixels: int, n_resized: int, n_cells: int, patch: int) -> 
 def bounding_boxes(masks: np.ndarray) -> np.ndarray:
     """``bool N×H×W`` → ``int64 N×4`` half-open boxes ``(y0, y1, x0, x1)``; empty masks get ``(0, 0, 0, 0)``."""
     n, height, width = masks.shape
-    rows = masks.any(axis=2)  # N×H: one contiguous pass
-    filled = rows.any(axis=1)
+    rows = np.any(masks, axis=2)  # N×H: one contiguous pass
+    filled = np.any(rows, axis=1)
     boxes = np.zeros((n, 4), np.int64)
     boxes[filled, 0] = rows[filled].argmax(axis=1)
     boxes[filled, 1] = height - rows[filled][:, ::-1].argmax(axis=1)
     for i in np.flatnonzero(filled).tolist():  # columns only within each mask's rows
-        cols = masks[i, boxes[i, 0] : boxes[i, 1]].any(axis=0)
+        cols = np.any(masks[i, boxes[i, 0] : boxes[i, 1]], axis=0)
         boxes[i, 2] = cols.argmax()
         boxes[i, 3] = width - cols[::-1].argmax()
     return boxes

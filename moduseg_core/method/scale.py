@@ -36,7 +36,8 @@ def downscale_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         return image
     from PIL import Image
 
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((hw[1], hw[0]), Image.BILINEAR))
+    bilinear = Image.BILINEAR  # type: ignore[attr-defined]  # Pillow >= 9 has it; its stubs list Resampling only
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((hw[1], hw[0]), bilinear))
 
 
 def _nearest_index(n_out: int, n_in: int) -> np.ndarray:

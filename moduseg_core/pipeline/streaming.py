@@ -70,7 +70,7 @@ def _keep_list(batch: list) -> list:
 def load_images(
     samples: Sequence[Sample], *, workers: int = 2, pin_memory: bool = False, lookahead: int = 8,
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, skip_errors: bool = False,
-) -> Iterator[np.ndarray]:
+) -> Iterator[np.ndarray | Failure]:
     """Decoded images of ``samples`` in order, read ahead by ``workers`` (0 = in this thread);
     an image over ``max_pixels`` is refused (``read_image``). With ``skip_errors`` an image that
     cannot be read is yielded as its ``failures.Failure`` and the next ones still come."""
@@ -89,8 +89,9 @@ def load_images(
     if "torch" in sys.modules:  # a component already pays for torch: use its DataLoader
         from torch.utils.data import DataLoader
 
+        dataset: Any = _Images(samples, max_pixels)  # a map-style dataset by duck typing (torch is imported lazily)
         loader = DataLoader(
-            _Images(samples, max_pixels),
+            dataset,
             batch_size=1,
             num_workers=min(workers, len(samples), os.cpu_count() or 1),
             pin_memory=pin_memory,
@@ -117,8 +118,9 @@ def load_images(
             nxt = next(paths, None)
             if nxt is not None:
                 pending.append(pool.submit(read_image, nxt.image_path, max_pixels))
-            if skip_errors and future.exception() is not None:
-                yield Failure("read", future.exception())
+            error = future.exception() if skip_errors else None
+            if error is not None:
+                yield Failure("read", error)
                 continue
             yield future.result()
 
@@ -154,13 +156,13 @@ def stream_predictions(
         if overlap and predictor.streams
         else None
     )
-    pending: deque[tuple[list[Sample], list[np.ndarray], list[Future] | list[Prediction]]] = deque()
+    pending: deque[tuple[list[Sample], list[Any], list[Future] | list[Prediction]]] = deque()
     try:
         for start in range(0, len(samples), batch):
             chunk = list(samples[start : start + batch])
             ids = [s.id for s in chunk]
             t0 = time.perf_counter()
-            pixels = [next(images) for _ in chunk]
+            pixels: list[Any] = [next(images) for _ in chunk]  # Failures only under skip_errors (then guarded)
             predictor.timer.add("decode (waited)", time.perf_counter() - t0)
             decided: Any
             if skip_errors:

@@ -64,28 +64,29 @@ def heatmap(matrix: np.ndarray, names: Sequence[str], *, limit: int = 40) -> str
         note = f"Showing the {limit} classes with the most ground-truth pixels."
     if not len(used):
         return '<p class="note">No pixels with ground truth to tabulate.</p>'
+    ids: list[int] = used.tolist()  # python ints index the class names
     sub = matrix[np.ix_(used, used)]
     rows = sub.sum(1, keepdims=True)
     share = np.divide(sub, rows, out=np.zeros_like(sub), where=rows > 0)
     n = len(used)
     cell = 22 if n <= 25 else 14
-    label = max(60, 7 * max(len(names[c]) for c in used) + 10)
+    label = max(60, 7 * max(len(names[c]) for c in ids) + 10)
     size_x, size_y = label + n * cell + label // 2 + 10, label + n * cell + 16
     parts = [
         f'<svg class="chart heat" xmlns="http://www.w3.org/2000/svg" width="{size_x}" height="{size_y}" '
         f'viewBox="0 0 {size_x} {size_y}" role="img" aria-label="confusion matrix">'
     ]
-    for j, c in enumerate(used):  # column labels, rotated
+    for j, c in enumerate(ids):  # column labels, rotated
         x = label + j * cell + cell / 2 + 4
         parts.append(
             f'<text class="label" transform="translate({x:.1f},{label - 4}) rotate(-60)">{escape(names[c])}</text>'
         )
-    for i, r in enumerate(used):
+    for i, r in enumerate(ids):
         y = label + i * cell
         parts.append(
             f'<text class="label" x="{label - 4}" y="{y + cell * 0.7:.1f}" text-anchor="end">{escape(names[r])}</text>'
         )
-        for j, c in enumerate(used):
+        for j, c in enumerate(ids):
             v = share[i, j]
             # white → dark blue; the diagonal in green tones so correct pixels read apart from confusions
             if i == j:

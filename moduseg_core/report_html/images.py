@@ -41,7 +41,8 @@ def photo_jpeg(image: np.ndarray, size: tuple[int, int], quality: int = 72) -> b
 
     picture = Image.fromarray(np.ascontiguousarray(image[..., :3].astype(np.uint8)))
     if picture.size != size:
-        picture = picture.resize(size, Image.BILINEAR)
+        bilinear = Image.BILINEAR  # type: ignore[attr-defined]  # Pillow >= 9 has it; its stubs list Resampling only
+        picture = picture.resize(size, bilinear)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=quality, optimize=True)
     return buffer.getvalue()
@@ -228,7 +229,9 @@ def build_items(
         reference = next((m for m in (gt, *maps.values()) if m is not None), None)
         if image is None and reference is None:
             continue
-        height, width = (image if image is not None else reference).shape[:2]
+        shown = image if image is not None else reference
+        assert shown is not None  # both None is skipped just above
+        height, width = shown.shape[:2]
         size = thumb_size(height, width, thumb_width, thumb_width)
         photo = data_uri(photo_jpeg(image, size), "image/jpeg") if image is not None else ""
         item = Item(id=str(sample.id), width=size[0], height=size[1], photo=photo)
