@@ -42,14 +42,11 @@ def one_error(capsys, argv: list[str]) -> str:
 
 
 def leftovers(folder: Path) -> list[str]:
-    """What a command left in its output folder, besides its own output marker."""
+    """What a refused command left at its output path (which did not exist): nothing at all, neither files nor
+    its output marker nor the folder itself."""
     if not folder.exists():
         return []
-    return sorted(
-        str(p.relative_to(folder))
-        for p in folder.rglob("*")
-        if p.is_file() and not p.name.startswith(".moduseg-output")
-    )
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) or ["(the empty folder)"]
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +239,40 @@ def test_precomputed_proposal_file_missing(capsys, tmp_path, bank, coco_mini):
         "--proposer", "precomputed", "--set", f"proposer.root={tmp_path / 'proposals'}",
     ])
     assert f"proposal file {tmp_path / 'proposals' / IMAGE_ID}.npz (or {IMAGE_ID}.png) does not exist" in line
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_predict_refuses_a_symlink_loop_and_leaves_nothing(capsys, tmp_path, bank):
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    line = one_error(capsys, ["predict", loop, "--bank", bank, "--out", tmp_path / "out"])
+    assert str(loop) in line
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_run_with_a_bank_of_another_encoder_leaves_nothing(capsys, tmp_path, bank, coco_mini):
+    out = tmp_path / "out"
+    line = one_error(capsys, [
+        "run", "-c", PRESET, "--set", f"dataset.root={coco_mini}", "--bank", bank, "--set", "encoder.layers=[8]",
+        "--set", "eval_limit=2", "--out", out,
+    ])
+    assert "bank was built with encoder dinov2" in line and "layers: bank [10], run [8]" in line
+    assert leftovers(out) == []
+
+
+def test_a_failed_rerun_puts_back_the_earlier_outputs_marker(capsys, tmp_path, bank, coco_mini):
+    """A rerun into an earlier output that stops before writing anything leaves that output as it was:
+    its files and its marker byte for byte (still complete, so `evaluate` and reruns read it as before)."""
+    out = tmp_path / "out"
+    image = coco_mini / "JPEGImages" / f"{IMAGE_ID}.jpg"
+    assert main(["predict", str(image), "--bank", str(bank), "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(image.read_bytes()[:1000])
+    line = one_error(capsys, ["predict", broken, "--bank", bank, "--out", out])
+    assert "unreadable or corrupt" in line
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 # -- damaged banks --------------------------------------------------------------------------------
@@ -421,15 +452,19 @@ BAD_GT_MASKS = [
 @pytest.mark.parametrize("name,writer,message", BAD_GT_MASKS, ids=[c[0] for c in BAD_GT_MASKS])
 def test_bad_ground_truth_masks(capsys, tmp_path, name, writer, message):
     root, pred = folder_dataset(tmp_path, mask_writer=writer, labels=("labels.json", '{"a": [1], "b": [1]}'))
-    line = one_error(capsys, _evaluate(root, pred))
+    out = tmp_path / "scores"
+    line = one_error(capsys, _evaluate(root, pred, "--out", str(out)))
     assert f"mask {root / 'masks' / 'a.png'}" in line and message in line
+    assert leftovers(out) == []
 
 
 def test_prediction_of_another_size_names_both_files(capsys, tmp_path):
     root, pred = folder_dataset(tmp_path)
     Image.fromarray(np.zeros((20, 60), np.uint8), "L").save(pred / "a.png")
-    line = one_error(capsys, _evaluate(root, pred))
+    out = tmp_path / "deep" / "scores"  # two folders the command would create: neither stays
+    line = one_error(capsys, _evaluate(root, pred, "--out", str(out)))
     assert f"mask {pred / 'a.png'} is 20×60 but its ground truth {root / 'masks' / 'a.png'} is 40×60" in line
+    assert not (tmp_path / "deep").exists()
 
 
 def test_limit_reads_only_the_masks_it_uses(capsys, tmp_path):

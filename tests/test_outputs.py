@@ -53,6 +53,56 @@ def _previous(folder: Path, command: str, written: list[str]) -> None:
     out.finish()
 
 
+def test_a_failed_command_that_wrote_nothing_leaves_no_folder(tmp_path):
+    out = OutputDir(tmp_path / "a" / "b" / "o", "run")
+    out.begin(["report.json"])
+    assert read_marker(tmp_path / "a" / "b" / "o")["state"] == "incomplete"
+    out.abandon()
+    assert list(tmp_path.iterdir()) == [], "the three folders begin() created are gone"
+    out.abandon()  # twice is harmless
+
+
+def test_abandon_keeps_a_folder_someone_else_wrote_into_and_one_that_existed(tmp_path):
+    existing = tmp_path / "empty"
+    existing.mkdir()
+    out = OutputDir(existing / "o", "predict")
+    out.begin(["x.png"])
+    (existing / "o" / "notes.txt").write_text("mine")  # a user's file, not written by the command
+    out.abandon()
+    assert files(tmp_path) == ["empty/o/notes.txt"], "the marker goes, the user's file and its folder stay"
+
+
+def test_abandon_after_a_write_keeps_the_work_and_its_incomplete_marker(tmp_path):
+    out = OutputDir(tmp_path / "o", "build-bank")
+    out.begin(["shards/"])
+    write_text(tmp_path / "o" / "shards" / "0.shard", "done")
+    out.abandon()
+    assert files(tmp_path / "o") == [MARKER, "shards/0.shard"]
+    assert read_marker(tmp_path / "o")["state"] == "incomplete", "a rerun resumes or replaces it"
+
+
+def test_a_failed_rerun_puts_the_earlier_marker_back_byte_for_byte(tmp_path):
+    first = OutputDir(tmp_path / "o", "run")
+    first.begin(["report.json"])
+    write_text(tmp_path / "o" / "report.json", "{}")
+    first.finish()
+    before = (tmp_path / "o" / MARKER).read_bytes()
+    with pytest.raises(RuntimeError), OutputDir(tmp_path / "o", "run") as again:
+        again.begin(["report.json", "predictions/a.png"])
+        raise RuntimeError("a component failed")
+    assert (tmp_path / "o" / MARKER).read_bytes() == before and files(tmp_path / "o") == [MARKER, "report.json"]
+
+
+def test_the_error_boundary_abandons_what_a_command_began(tmp_path):
+    from moduseg_core.files.outputs import abandon_open
+
+    outs = [OutputDir(tmp_path / name, "run") for name in ("x", "y")]
+    for out in outs:
+        out.begin()
+    abandon_open()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_rerun_removes_its_stale_files_and_keeps_the_users(tmp_path):
     folder = tmp_path / "o"
     _previous(folder, "run", ["report.json", "predictions/a.png", "predictions/b.png", "errors.jsonl"])
@@ -137,7 +187,7 @@ def test_marker_entries_cannot_point_outside_the_folder(tmp_path):
 
 class _Index:
     def save(self, directory: Path) -> None:
-        directory.mkdir()
+        assert directory.is_dir() and not any(directory.iterdir()), "save() gets an existing, empty folder"
         (directory / "index.json").write_text("{}")
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 
 import typer
 
 from moduseg_core.cli import ablate_cmd, doctor_cmd, labels_cmd, run_cmd
+from moduseg_core.cli.bank_cmd import app as bank_app
 from moduseg_core.cli.plugins_cmd import app as plugins_app
 from moduseg_core.cli.prepare_cmd import app as prepare_app
 from moduseg_core.contract.errors import ModusegError
@@ -32,6 +34,7 @@ app.add_typer(plugins_app, name="plugins")
 app.command("ablate")(ablate_cmd.ablate)
 app.add_typer(ablate_cmd.cache_app, name="cache")
 app.add_typer(prepare_app, name="prepare")
+app.add_typer(bank_app, name="bank")
 
 
 def _print_version(value: bool) -> None:
@@ -45,7 +48,12 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version, expose_value=True
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=_print_version,
+        expose_value=True,
     ),
 ) -> None:
     """Training-free weakly supervised semantic segmentation from swappable plugins."""
@@ -53,29 +61,36 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Every error a user can fix is one line ``Error: ...`` on stderr and exit code 2
-    (bad input, config or data, and every command-line usage error); ``EXIT_SKIPPED`` (3) means the
-    job finished but skipped images (``on_error: skip``); MODUSEG_DEBUG=1 shows tracebacks."""
+    (bad input, config or data, and every command-line usage error); an exception raised inside a
+    plugin's component is one line naming the component, its plugin and the method, exit code 1;
+    ``EXIT_SKIPPED`` (3) means the job finished but skipped images (``on_error: skip``);
+    MODUSEG_DEBUG=1 shows tracebacks."""
     from moduseg_core.files.progress import close_all
 
     debug = os.environ.get("MODUSEG_DEBUG", "") not in ("", "0")
     try:
         result = app(args=argv, prog_name="moduseg", standalone_mode=False)
     except ModusegError as exc:
-        close_all()
+        _stopped(close_all)
         if debug:
             raise
         typer.echo(f"Error: {_one_line(str(exc))}", err=True)
         return _exit(2)
     except KeyboardInterrupt:
-        close_all()
+        _stopped(close_all)
         typer.echo("Interrupted.", err=True)
         return _exit(130)
     except Exception as exc:
         kind = _click_error_kind(exc)
+        _stopped(close_all)
         if kind is None:
-            close_all()
-            raise
-        close_all()
+            from moduseg_core.contract.plugins import failed_component
+
+            line = None if debug else failed_component(exc)
+            if line is None:
+                raise  # a failure of moduseg itself (or MODUSEG_DEBUG=1): the traceback
+            typer.echo(f"Error: {line}", err=True)
+            return _exit(1)
         if kind == "help":  # a bare command group (`moduseg`, `moduseg plugins`): its help, as requested
             message = exc.format_message()  # type: ignore[attr-defined]
             if message.strip():
@@ -89,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"Error: {_usage_message(exc)}", err=True)
         return _exit(2)
     return _exit(result if isinstance(result, int) else 0)
+
+
+def _stopped(close_all: Callable[[], None]) -> None:
+    """A command stopped on an error: progress bars closed, output folders it began but wrote nothing into
+    left as they were found (``OutputDir.abandon``)."""
+    from moduseg_core.files.outputs import abandon_open
+
+    close_all()
+    abandon_open()
 
 
 def _click_classes(name: str) -> tuple[type, ...]:
@@ -107,7 +131,8 @@ def _click_error_kind(exc: BaseException) -> str | None:
     """'help', 'abort', 'usage' (any other click exception) or None (not click's)."""
     if isinstance(exc, _click_classes("NoArgsIsHelpError")):
         return "help"
-    if isinstance(exc, _click_classes("Abort")) or type(exc).__name__ == "Abort" and type(exc).__module__.startswith("typer"):
+    typer_abort = type(exc).__name__ == "Abort" and type(exc).__module__.startswith("typer")
+    if isinstance(exc, _click_classes("Abort")) or typer_abort:
         return "abort"
     if isinstance(exc, _click_classes("ClickException")):
         return "usage"

@@ -19,9 +19,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -257,7 +260,8 @@ def get_component(kind: str, name: str, **options: Any) -> Any:
     missing = spec.missing_requirements()
     if missing:
         raise ModusegError(
-            f"{kind} {name!r} needs {', '.join(missing)}, which is not installed; install it with: {spec.install_hint()}"
+            f"{kind} {name!r} needs {', '.join(missing)}, which is not installed; "
+            f"install it with: {spec.install_hint()}"
         )
     component = spec.factory(parsed)
     protocol = _protocols()[kind]
@@ -266,7 +270,56 @@ def get_component(kind: str, name: str, **options: Any) -> Any:
             f"{kind} {name!r} from plugin {spec.plugin!r} built a {type(component).__name__}, "
             f"which does not implement {protocol.__name__}"
         )
+    _remember(component, spec)
     return component
+
+
+#: id of a component built by ``get_component`` → (a weak reference to it, its spec): which plugin's code a
+#: failing frame belongs to (``failed_component``). Weak, so a dropped model is freed as before.
+_built: dict[int, tuple[weakref.ref, ComponentSpec]] = {}
+_built_lock = threading.Lock()
+
+
+def _remember(component: Any, spec: ComponentSpec) -> None:
+    key = id(component)
+    try:
+        ref = weakref.ref(component, lambda _ref: _built.pop(key, None))
+    except TypeError:  # an object without weak-reference support (__slots__ without __weakref__)
+        return
+    with _built_lock:
+        _built[key] = (ref, spec)
+
+
+def _spec_of(obj: Any) -> ComponentSpec | None:
+    entry = _built.get(id(obj))
+    return entry[1] if entry is not None and entry[0]() is obj else None
+
+
+def failed_component(exc: BaseException) -> str | None:
+    """One line naming the component whose method raised ``exc`` (or what ``exc`` was raised from):
+    ``index 'shelf' (plugin moduseg-shelf 0.1.0) failed in save(): FileNotFoundError: ...``.
+
+    The traceback is walked from the outermost frame: the first frame that runs a method of a component
+    built by ``get_component`` names it (its public method, not a helper it called). None when no
+    component's code is on the traceback (a failure of moduseg itself keeps its traceback)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            owner = frame.f_locals.get("self")
+            spec = _spec_of(owner) if owner is not None else None
+            if spec is not None:
+                detail = " ".join(str(exc).split()) or "(no message)"
+                return (
+                    f"{spec.kind} {spec.name!r} (plugin {spec.plugin}) failed in {frame.f_code.co_name}(): "
+                    f"{type(exc).__name__}: {detail}"
+                )
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _protocols() -> dict[str, type]:
@@ -283,5 +336,8 @@ def loaded_plugins() -> dict[str, str]:
 
 def heavy_modules_loaded() -> list[str]:
     """Which heavy libraries are imported in this process (used by the import-cost test)."""
-    heavy = ("torch", "transformers", "faiss", "sam2", "segment_anything", "skimage", "open_clip", "cv2", "matplotlib", "hnswlib", "timm", "einops", "detectron2", "hydra", "huggingface_hub")
+    heavy = (
+        "torch", "transformers", "faiss", "sam2", "segment_anything", "skimage", "open_clip", "cv2", "matplotlib",
+        "hnswlib", "timm", "einops", "detectron2", "hydra", "huggingface_hub",
+    )
     return [m for m in heavy if m in sys.modules]

@@ -20,6 +20,11 @@ The rules (``OutputDir.check`` applies them before any model loads; nothing is w
   marker lists are removed), and makes a rerun start from a clean folder;
 - anything else is refused with one line: a file, a folder that cannot be written, a folder in use by
   a running moduseg process, a non-empty folder without a marker (``--overwrite`` never touches one).
+
+A command that stops on an error after ``begin`` (an image it cannot read, a component that fails) but wrote
+nothing leaves the disk as it found it (``abandon``): the folders it created go, an earlier output's marker is
+put back as it was. Once it has written files, the incomplete marker stays beside them: that work is resumable
+and its files are known to be moduseg's.
 """
 
 from __future__ import annotations
@@ -28,11 +33,18 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from moduseg_core.contract.errors import ModusegError
-from moduseg_core.files.io import add_write_listener, atomic_path, remove_path, remove_write_listener
+from moduseg_core.files.io import (
+    add_write_listener,
+    atomic_path,
+    remove_path,
+    remove_write_listener,
+    temp_writer_alive,
+)
 
 MARKER = ".moduseg-output.json"
 FORMAT = "moduseg-output"
@@ -118,6 +130,8 @@ class OutputDir:
         self._protected: list[str] = []
         self._lock = threading.Lock()
         self._started = False
+        self._created: Path | None = None  # the outermost folder begin() created
+        self._marker_before: bytes | None = None  # the marker as begin() found it
 
     def __repr__(self) -> str:
         return f"OutputDir({str(self.root)!r}, {self.command!r})"
@@ -136,7 +150,9 @@ class OutputDir:
             if not parent.is_dir():
                 raise ModusegError(f"{where} cannot be created: {parent} is a file, not a folder; pass another path")
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise ModusegError(f"{where} cannot be created: {parent} is not writable; pass a folder you can write to")
+                raise ModusegError(
+                    f"{where} cannot be created: {parent} is not writable; pass a folder you can write to"
+                )
             return
         if not os.access(root, os.W_OK | os.X_OK):
             raise ModusegError(f"{where} is not writable; pass a folder you can write to")
@@ -181,7 +197,7 @@ class OutputDir:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def begin(self, planned: Iterable[str] = ()) -> "OutputDir":
+    def begin(self, planned: Iterable[str] = ()) -> OutputDir:
         """Mark the folder incomplete, listing ``planned`` (relative paths, ``x/`` for a whole folder)
         besides the earlier output's files; remove temporaries a killed writer left. Call it just
         before the first file is written, after every check that can refuse the job."""
@@ -193,11 +209,17 @@ class OutputDir:
             previous = set()
         self._previous = previous
         self._planned = {p for p in planned if _safe(p)}
+        missing = [p for p in (Path(self._abs), *Path(self._abs).parents) if not p.exists()]
+        self._created = missing[-1] if missing else None
+        marker_path = self.root / MARKER
+        self._marker_before = marker_path.read_bytes() if marker_path.is_file() else None
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
         self._write_marker("incomplete", sorted(self._previous | self._planned))
         add_write_listener(self._on_write)
         self._started = True
+        with _open_lock:
+            _open.append(self)
         return self
 
     def plan(self, entries: Iterable[str]) -> None:
@@ -229,17 +251,57 @@ class OutputDir:
         self._remove(stale)
         kept = {s for s in self._previous | self._planned if self._is_protected(s) and (self.root / s).exists()}
         self._write_marker("complete", sorted(written | kept))
-        self._started = False
+        self._forget()
 
     def close(self) -> None:
         """Stop recording (the command failed): the marker stays incomplete."""
         remove_write_listener(self._on_write)
+        self._forget()
 
-    def __enter__(self) -> "OutputDir":
+    def abandon(self) -> None:
+        """The command failed: stop recording and, if it wrote nothing here, leave the disk as ``begin`` found
+        it (the marker put back or removed, the folders it created removed while empty). Files it wrote keep
+        their incomplete marker: a rerun resumes or replaces them."""
+        remove_write_listener(self._on_write)
+        if self._started and not self._written:
+            marker = self.root / MARKER
+            if self._marker_before is not None:
+                with atomic_path(marker) as tmp:
+                    tmp.write_bytes(self._marker_before)
+            else:
+                remove_path(marker)
+                self._remove_created()
+        self._forget()
+
+    def _remove_created(self) -> None:
+        """Remove the folders ``begin`` created, innermost first, each only while empty: a file that someone
+        else put there keeps its folder."""
+        if self._created is None:
+            return
+        chain = [Path(self._abs), *Path(self._abs).parents]
+        for folder in chain[: chain.index(self._created) + 1]:
+            for item in list(folder.iterdir()) if folder.is_dir() else []:
+                if _is_temp(item.name) and (f".{os.getpid()}-" in item.name or not temp_writer_alive(item.name)):
+                    remove_path(item)  # a temporary of this failed command's own, or of a dead writer
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+
+    def _forget(self) -> None:
+        self._started = False
+        with _open_lock:
+            if self in _open:
+                _open.remove(self)
+
+    def __enter__(self) -> OutputDir:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close()
+        if exc_type is not None:
+            self.abandon()
+        else:
+            self.close()
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -307,13 +369,28 @@ class OutputDir:
             tmp.write_text(json.dumps(data, indent=1) + "\n")
 
 
+#: Outputs begun and not yet finished, closed or abandoned (``abandon_open``).
+_open: list[OutputDir] = []
+_open_lock = threading.Lock()
+
+
+def abandon_open() -> None:
+    """Abandon every output a failed command left begun (the command line's error boundary calls it)."""
+    with _open_lock:
+        pending = list(reversed(_open))
+    for output in pending:
+        output.abandon()
+
+
 def _safe(entry: str) -> bool:
     """A relative path inside the folder (a marker edited by hand cannot point outside it)."""
     parts = Path(entry.rstrip("/")).parts
     return bool(parts) and not Path(entry).is_absolute() and ".." not in parts and entry.rstrip("/") != MARKER
 
 
-def prepare(root: Path | str | None, command: str, *, overwrite: bool = False, option: str = "--out") -> OutputDir | None:
+def prepare(
+    root: Path | str | None, command: str, *, overwrite: bool = False, option: str = "--out"
+) -> OutputDir | None:
     """``OutputDir(...).check()`` for a command's ``--out`` (None passes through)."""
     if root is None:
         return None

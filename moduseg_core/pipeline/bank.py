@@ -92,6 +92,7 @@ class Bank:
             staging.mkdir()
             np.save(staging / "vectors.npy", self.vectors.astype(np.float32))
             np.save(staging / "labels.npy", self.labels.astype(np.int32))
+            (staging / "index").mkdir()  # the index's save() gets an existing, empty folder (docs/plugins.md)
             self.index.save(staging / "index")
             provenance = self.traced()
             if provenance is not None:
@@ -131,7 +132,7 @@ class Bank:
             )
 
     @classmethod
-    def load(cls, directory: Path | str, *, index: Choice | None = None) -> "Bank":
+    def load(cls, directory: Path | str, *, index: Choice | None = None) -> Bank:
         """Load a bank; with ``index`` naming another index kind, the vectors are re-indexed."""
         directory = Path(directory)
         manifest_path = directory / "manifest.json"
