@@ -219,7 +219,7 @@ def expand(sweep: Sweep) -> list[Point]:
         )
     grid_keys = list(sweep.grid)
     zip_rows = list(zip(*sweep.zip.values(), strict=True)) if sweep.zip else [()]
-    points = []
+    points: list[Point] = []
     for combo in itertools.product(*sweep.grid.values()):
         for row in zip_rows:
             values = dict(zip(grid_keys, combo, strict=True)) | dict(zip(sweep.zip, row, strict=True))

@@ -238,8 +238,8 @@ def split_markdown(split: dict[str, Any]) -> list[str]:
         lines.append(f"| {engine} | {cells} | {row['masks_per_image']:.1f} |")
     ratio = split.get("ratio_fast_over_library")
     if ratio:
-        cells = [f"{ratio[k]:.2f}" if ratio[k] is not None else "–" for k in (*PARTS, "total")]
-        lines.append("| fast / library (time) | " + " | ".join(cells) + " | |")
+        ratios = [f"{ratio[k]:.2f}" if ratio[k] is not None else "–" for k in (*PARTS, "total")]
+        lines.append("| fast / library (time) | " + " | ".join(ratios) + " | |")
         agree = split["agreement"]
         lines.append("")
         if agree["identical"]:

@@ -55,8 +55,8 @@ def loop_search(vectors: np.ndarray, bank: Any, k: int) -> tuple[np.ndarray, np.
     import torch
 
     sims = torch.from_numpy(vectors).to(bank.device) @ bank.T
-    values, order = torch.sort(sims, dim=1, descending=True, stable=True)
-    return values[:, :k].cpu().numpy(), order[:, :k].cpu().numpy()
+    values, ranked = torch.sort(sims, dim=1, descending=True, stable=True)
+    return values[:, :k].cpu().numpy(), ranked[:, :k].cpu().numpy()
 
 
 def loop_vote(sims: np.ndarray, labels: np.ndarray) -> tuple[int, float]:

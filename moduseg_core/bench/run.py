@@ -127,7 +127,8 @@ def run_bench(
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     labels = rng.integers(0, n_classes, bank_size).astype(np.int32)
     index.component.add(vectors, labels)
-    predictor = Predictor(SyntheticBank(index.component, bank_size), proposer, encoder, aggregator, config.method)
+    bank: Any = SyntheticBank(index.component, bank_size)  # what Predictor uses of a Bank, duck-typed
+    predictor = Predictor(bank, proposer, encoder, aggregator, config.method)
     reset, peak = gpu_memory()
 
     report: dict[str, Any] = {

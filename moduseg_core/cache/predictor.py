@@ -54,7 +54,7 @@ class CachingPredictor(Predictor):
         self.computed: Counter[str] = Counter()
 
     @property
-    def bank(self) -> Bank:  # type: ignore[override]
+    def bank(self) -> Bank:
         if self._bank is None:
             self._bank = self._bank_loader()
         return self._bank
@@ -80,9 +80,10 @@ class CachingPredictor(Predictor):
             if hit is None:
                 missing.append(i)
                 continue
-            out[i], seen = load_prediction(hit)
+            prediction, seen = load_prediction(hit)
+            out[i] = prediction
             self.masks_seen += seen
-            self.masks_kept += len(out[i].labels)
+            self.masks_kept += len(prediction.labels)
         self.timer.add("cached_predictions", time.perf_counter() - t0)
         def compute(mine: list[int]) -> None:
             # the parent's predict_batch, step by step, to keep how many masks each image saw

@@ -60,7 +60,7 @@ def image_digest(image: np.ndarray) -> str:
     array = np.ascontiguousarray(image)
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{array.shape}{array.dtype}".encode())
-    h.update(memoryview(array).cast("B"))
+    h.update(array.data.cast("B"))  # the contiguous array's buffer
     digest = h.hexdigest()
     if len(_DIGESTS) >= 16:
         _DIGESTS.pop(next(iter(_DIGESTS)))

@@ -34,7 +34,7 @@ def inherit_shared(config: RunConfig) -> RunConfig:
             if not inner_name or own is None or own.name != inner_name:
                 continue
             try:
-                shared = getattr(get_spec(inner_kind, inner_name).options, "shared_fields", frozenset())
+                shared: frozenset[str] = getattr(get_spec(inner_kind, inner_name).options, "shared_fields", frozenset())
             except ModusegError:
                 continue
             nested = choice.options.get(field) or {}

@@ -64,12 +64,12 @@ class BankActor:
             )
             crash_point("bank-worker")
             for result in results:
-                bad = not isinstance(result, ImageRecords)
+                bad = None if isinstance(result, ImageRecords) else result  # the image's failure
                 rows["chunk"].append(int(index))
                 rows["pos"].append(result.pos)
                 rows["shard"].append(shard)
-                rows["stage"].append(result.stage if bad else "")
-                rows["error"].append(_pickled(result.error) if bad else b"")
+                rows["stage"].append(bad.stage if bad is not None else "")
+                rows["error"].append(_pickled(bad.error) if bad is not None else b"")
                 rows["node"].append(self.node)
         return {"chunk": np.asarray(rows["chunk"], np.int64), "pos": np.asarray(rows["pos"], np.int64),
                 **{k: np.asarray(v, dtype=object) for k, v in rows.items() if k not in ("chunk", "pos")}}
