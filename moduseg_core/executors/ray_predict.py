@@ -81,6 +81,7 @@ class PredictActor:
                     crash_point("prediction")
                 if gt is not None:
                     accumulator.add(gt, prediction.semantic)
+            assert accumulator.boundary is not None  # counted by default
             if self.state is not None and not failures:  # the chunk's record: a rerun does not redo it
                 write_json(self.state / f"{int(index):08d}.json", {
                     "images": [s.id for s in chunk], "matrix": accumulator.matrix.tolist(),
@@ -175,29 +176,31 @@ def _resume(state: Path, key: dict[str, Any] | None, work: list[range], samples:
     except (OSError, ValueError):
         same = False
     if not same:
-        for record in state.glob("[0-9]*.json"):
-            remove_path(record)
+        for stale in state.glob("[0-9]*.json"):
+            remove_path(stale)
     write_json(settings, key)
     done: set[int] = set()
     n = total.n_classes
+    boundary = total.boundary
+    assert boundary is not None  # counted by default
     for c, chunk in enumerate(work):
         path = state / f"{c:08d}.json"
         ids = [samples[p].id for p in chunk]
         files = [f"predictions/{i}.png" for i in ids] + ([f"overlays/{i}.jpg" for i in ids] if overlays else [])
-        files = files if out is not None else []  # evaluate's records: no files of its own
+        written = [out / f for f in files] if out is not None else []  # evaluate's records: no files of its own
         try:
             record = json.loads(path.read_text()) if path.is_file() else None
         except (OSError, ValueError):
             record = None
-        if record is None or record.get("images") != ids or not all((out / f).is_file() for f in files):  # type: ignore
+        if record is None or record.get("images") != ids or not all(w.is_file() for w in written):
             continue
         total.matrix += np.asarray(record["matrix"], np.int64).reshape(n, n)
-        total.boundary += np.asarray(record["boundary"], np.int64).reshape(6, n)  # type: ignore[operator]
+        boundary += np.asarray(record["boundary"], np.int64).reshape(6, n)
         total.images += int(record["scored"])
         masks["proposed"] += int(record["masks"][0])
         masks["kept"] += int(record["masks"][1])
-        for f in files:
-            notify_written(out / f)  # type: ignore[operator]
+        for w in written:
+            notify_written(w)
         notify_written(path)
         done.add(c)
     if done:
@@ -210,11 +213,13 @@ def _score_chunk(pred_dir: str, samples: list[Sample], n_classes: int) -> dict[s
 
     accumulator = Accumulator(n_classes)
     for sample in samples:
+        assert sample.mask_path is not None  # only samples with ground truth are scored
         gt = read_mask(sample.mask_path, n_classes=n_classes)
         pred = read_mask(
             Path(pred_dir) / f"{sample.id}.png", expected_hw=gt.shape, against=f"its ground truth {sample.mask_path}"
         )
         accumulator.add(gt, pred)
+    assert accumulator.boundary is not None  # counted by default
     return {
         "matrix": accumulator.matrix.tobytes(),
         "boundary": accumulator.boundary.tobytes(),
