@@ -7,7 +7,7 @@ DATA   ?= ../shared/data/coco-mini
 OUT    ?= runs/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all install clean
+.PHONY: demo test test-slow test-all lint install clean
 
 $(STAMP): pyproject.toml docs/examples/moduseg-grid/pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# `make lint`: ruff (rules in pyproject.toml's [tool.ruff.lint]) over every Python tree, then mypy over the core
+# ([tool.mypy]); CI runs it before the tests.
+LINT_PATHS := moduseg_core plugins tests benchmarks scripts docs/examples
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
