@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from moduseg_core.cli.common import ConfigOpt, ExecutorOpt, OnErrorOpt, OverwriteOpt, SetOpt, exit_code
 
 GridOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
         "--grid",
         "-g",
@@ -19,18 +19,18 @@ GridOpt = Annotated[
     ),
 ]
 ZipOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
         "--zip", help="Axis KEY=V1,V2,... advancing together with the other --zip axes (equal lengths); repeatable."
     ),
 ]
 CacheDirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--cache-dir", help="Stage cache folder (default: $MODUSEG_CACHE/stages, ~/.cache/moduseg/stages)."),
 ]
 
 
-def _cache(cache_dir: Optional[Path]):
+def _cache(cache_dir: Path | None):
     from moduseg_core.cache import StageCache
 
     return StageCache(cache_dir)
@@ -38,7 +38,7 @@ def _cache(cache_dir: Optional[Path]):
 
 def ablate(
     sweep_file: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Argument(metavar="[SWEEP.yaml]", help="Sweep file: base, grid, zip, limits (docs/ablations.md)."),
     ] = None,
     config: ConfigOpt = None,
@@ -46,10 +46,10 @@ def ablate(
     zip_axes: ZipOpt = None,
     sets: SetOpt = None,
     name: Annotated[
-        Optional[str], typer.Option("--name", help="Sweep name (default: the file's name or 'sweep').")
+        str | None, typer.Option("--name", help="Sweep name (default: the file's name or 'sweep').")
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Results folder (default: runs/ablate/NAME).")
+        Path | None, typer.Option("--out", "-o", help="Results folder (default: runs/ablate/NAME).")
     ] = None,
     cache_dir: CacheDirOpt = None,
     no_cache: Annotated[
@@ -115,7 +115,7 @@ cache_app = typer.Typer(help="The stage cache of `moduseg ablate`: list, size, p
 
 @cache_app.command("list")
 def cache_list(
-    stage: Annotated[Optional[str], typer.Option("--stage", help="List this stage's entries one by one.")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", help="List this stage's entries one by one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     cache_dir: CacheDirOpt = None,
 ) -> None:
@@ -127,7 +127,7 @@ def cache_list(
 
 @cache_app.command("size")
 def cache_size(
-    stage: Annotated[Optional[str], typer.Option("--stage", help="Only this stage.")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", help="Only this stage.")] = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Total size of the stage cache (or of one stage)."""
@@ -139,9 +139,9 @@ def cache_size(
 @cache_app.command("prune")
 def cache_prune(
     older_than: Annotated[
-        Optional[float], typer.Option("--older-than", help="Delete entries not used for this many days.")
+        float | None, typer.Option("--older-than", help="Delete entries not used for this many days.")
     ] = None,
-    stage: Annotated[Optional[str], typer.Option("--stage", help="Only this stage.")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", help="Only this stage.")] = None,
     everything: Annotated[
         bool, typer.Option("--all", help="Delete every entry (of --stage, or of all stages).")
     ] = False,

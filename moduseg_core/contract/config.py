@@ -112,7 +112,10 @@ class RunConfig(BaseModel):
     ray: RayConfig = Field(default_factory=RayConfig)
     on_error: Literal["fail", "skip"] = Field(
         "fail",
-        description="an image that cannot be processed stops the job (fail) or is logged to errors.jsonl and left out (skip)",
+        description=(
+            "an image that cannot be processed stops the job (fail) or is logged to errors.jsonl and left out "
+            "(skip)"
+        ),
     )
 
     def choice(self, kind: str) -> Choice:
@@ -210,7 +213,8 @@ def apply_overrides(
         if head in KINDS:
             if not dot:
                 raise ModusegError(
-                    f"--set {item!r}: name an option, e.g. --set {head}.OPTION=VALUE (use --{head} NAME to pick the component)"
+                    f"--set {item!r}: name an option, e.g. --set {head}.OPTION=VALUE (use --{head} NAME to pick the "
+                    "component)"
                 )
             data[head]["options"][rest] = value
         elif head == "method":

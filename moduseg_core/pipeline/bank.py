@@ -66,7 +66,9 @@ class Bank:
 
     def counts(self) -> dict[str, int]:
         ids, n = np.unique(self.labels, return_counts=True)
-        return {self.class_names[i] if i < len(self.class_names) else str(i): int(c) for i, c in zip(ids, n)}
+        return {
+            self.class_names[i] if i < len(self.class_names) else str(i): int(c) for i, c in zip(ids, n, strict=True)
+        }
 
     # -- persistence -----------------------------------------------------------------
 
@@ -123,7 +125,8 @@ class Bank:
                 ours = False
             if not ours:
                 raise ModusegError(
-                    f"cannot save the bank to {directory}: its manifest.json is not a moduseg bank's; pass a new or empty folder"
+                    f"cannot save the bank to {directory}: its manifest.json is not a moduseg bank's; pass a new or "
+                    "empty folder"
                 )
         index = directory / "index"
         if index.exists() and not (index.is_dir() and (not any(index.iterdir()) or (index / "index.json").is_file())):
@@ -148,7 +151,9 @@ class Bank:
         try:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as exc:
-            raise ModusegError(f"{manifest_path} is corrupt ({exc.msg} at line {exc.lineno}); rebuild the bank") from exc
+            raise ModusegError(
+                f"{manifest_path} is corrupt ({exc.msg} at line {exc.lineno}); rebuild the bank"
+            ) from exc
         if manifest.get("format") != FORMAT:
             raise ModusegError(f"{manifest_path} is not a moduseg bank manifest (format {manifest.get('format')!r})")
         if manifest.get("format_version", 0) > FORMAT_VERSION:
@@ -195,7 +200,11 @@ class Bank:
 def _created() -> str:
     """Now (UTC), or ``$SOURCE_DATE_EPOCH`` when set: reproducible builds give byte-identical manifests."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
-    when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch.isdigit() else _dt.datetime.now(_dt.timezone.utc)
+    when = (
+        _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+        if epoch.isdigit()
+        else _dt.datetime.now(_dt.timezone.utc)
+    )
     return when.isoformat(timespec="seconds")
 
 
@@ -221,7 +230,9 @@ def _diff(have: dict, wanted: dict) -> str:
     return "; ".join(parts)
 
 
-def check_class_map(classes: np.ndarray, sample: Sample, image_hw: tuple[int, int], n_classes: int, labeler: str) -> None:
+def check_class_map(
+    classes: np.ndarray, sample: Sample, image_hw: tuple[int, int], n_classes: int, labeler: str
+) -> None:
     if classes.shape != image_hw:
         raise ModusegError(
             f"labeler {labeler!r} gave a {classes.shape} map for image {sample.image_path} of size {image_hw}"
