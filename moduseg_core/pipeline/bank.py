@@ -215,7 +215,7 @@ def _portable_index(choice: Choice) -> Choice:
     the manifest left them out still record them; they are dropped here."""
     from moduseg_core.contract.plugins import get_spec
 
-    runtime = getattr(get_spec("index", choice.name).options, "runtime_fields", frozenset())
+    runtime: frozenset[str] = getattr(get_spec("index", choice.name).options, "runtime_fields", frozenset())
     return Choice(name=choice.name, options={k: v for k, v in choice.options.items() if k not in runtime})
 
 
