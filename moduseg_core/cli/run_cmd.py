@@ -28,6 +28,11 @@ from moduseg_core.cli.common import (
 )
 from moduseg_core.contract.errors import ModusegError
 
+ExplainOpt = Annotated[bool, typer.Option("--explain", help=(
+    "Also say why each mask got its label: its bank neighbours (image, class, similarity), the vote tally and "
+    "margin, whether NMS kept it, in OUT/explain.jsonl (run: also in report.html, with the bank's atlas.html). "
+    "Local executor only."))]
+
 
 def _print_scores(report: dict, out: Path) -> None:
     if report.get("oracle"):
@@ -69,6 +74,7 @@ def run(
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
     executor: ExecutorOpt = None,
+    explain: ExplainOpt = False,
 ) -> int:
     """Build the bank, predict the eval split and evaluate: the whole method in one go."""
     from moduseg_core.files.outputs import prepare
@@ -87,7 +93,7 @@ def run(
         run_distributed,  # the bank resumable (OUT/bank/shards/), with either executor
     )
 
-    report = run_distributed(cfg, out, bank_dir=bank, output=output)
+    report = run_distributed(cfg, out, bank_dir=bank, output=output, explain=explain)
     _print_scores(report, out)
     return exit_code(report["skipped"]["bank"] + report["skipped"]["eval"])
 
@@ -156,6 +162,7 @@ def predict(
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
     executor: ExecutorOpt = None,
+    explain: ExplainOpt = False,
 ) -> int:
     """Segment images with a saved bank: VOC-palette PNG masks (+ overlays) in OUT.
 
@@ -172,7 +179,8 @@ def predict(
     cfg = compose(config, sets, on_error, executor=executor, proposer=proposer, index=index)
     named = {kind for kind in ("encoder", "aggregator", "index") if any(s.startswith(f"{kind}.") for s in sets or [])}
     report = predict_files(
-        cfg, inputs, bank, out, output=output, overlays=overlays, named=named | ({"index"} if index else set())
+        cfg, inputs, bank, out, output=output, overlays=overlays, named=named | ({"index"} if index else set()),
+        explain=explain,
     )
     typer.echo(
         f"{report['predicted']} masks -> {out / 'predictions'}"

@@ -20,8 +20,10 @@ from moduseg_core.files.faults import crash_point
 from moduseg_core.pipeline.bank import Bank
 
 
-def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None = None, output: Any) -> dict[str, Any]:
-    """``runner.run`` with the per-image work on ``config.executor``, its bank resumable."""
+def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None = None, output: Any,
+                    explain: bool = False) -> dict[str, Any]:
+    """``runner.run`` with the per-image work on ``config.executor``, its bank resumable. With ``explain``,
+    each mask's evidence goes to ``explain.jsonl`` and into report.html, and the bank's atlas to ``atlas.html``."""
     from moduseg_core.executors import make_executor
     from moduseg_core.executors.bank_job import build_into, open_bank_job
     from moduseg_core.pipeline.runner import (
@@ -35,6 +37,9 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
     )
 
     validate(config, RUN_KINDS)
+    if explain and config.executor != "local":
+        raise ModusegError(f"--explain needs --executor local (the evidence is gathered in this process), not "
+                           f"{config.executor!r}; leave out --executor {config.executor} or --explain")
     out_dir = Path(out_dir)
     if bank_dir is not None:
         if os.path.abspath(bank_dir) == os.path.abspath(out_dir):
@@ -49,7 +54,7 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
     executor = make_executor(config)
     with output:
         chunks = [f"{CHUNKS}/"] if config.executor == "ray" else []
-        output.begin([*run_outputs(samples, overlays=config.overlays, bank=bank_dir is None), *chunks])
+        output.begin([*run_outputs(samples, overlays=config.overlays, bank=bank_dir is None, explain=explain), *chunks])
         errors.open(out_dir)
         errors.context = {"split": config.bank_split}
         if bank_dir is None:
@@ -70,7 +75,7 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
         t0 = time.perf_counter()
         if config.executor == "local":
             evaluation, masks = _predict_here(config, bank, getattr(executor, "parts", None), samples, out_dir,
-                                              class_names, errors=errors, timer=timer)
+                                              class_names, errors=errors, timer=timer, explain=explain)
         else:
             from moduseg_core.executors.ray_predict import predict_on_ray
 
@@ -94,13 +99,14 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
         report["skipped"] = skipped | ({"log": ERRORS_FILE} if any(skipped.values()) else {})
         crash_point("report")
         write_report(out_dir, report)
-        write_html(out_dir, report, samples, class_names)
+        write_html(out_dir, report, samples, class_names, bank=bank if explain else None)
         output.finish()
     return report
 
 
 def _predict_here(config: RunConfig, bank: Bank, parts: dict | None, samples: list, out_dir: Path,
-                  class_names: list[str], *, errors: ErrorLog, timer: Timer) -> tuple[Any, dict[str, int]]:
+                  class_names: list[str], *, errors: ErrorLog, timer: Timer,
+                  explain: bool = False) -> tuple[Any, dict[str, int]]:
     """The eval split predicted in this process (``runner.run``'s path); the encoder the bank was just
     built with is reused (``parts``: the local executor's components, None when every image was resumed)."""
     from moduseg_core.pipeline.runner import make_predictor, predict_samples
@@ -108,8 +114,15 @@ def _predict_here(config: RunConfig, bank: Bank, parts: dict | None, samples: li
     if parts is not None:
         bank.encoder_component = parts["encoder"]
     predictor = make_predictor(config, bank)
+    log = None
+    if explain:
+        from moduseg_core.pipeline.evidence import ExplainLog
+
+        predictor.explain, log = True, ExplainLog(bank, class_names)
     evaluation = predict_samples(predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays,
-                                 timer=timer, errors=errors, class_names=class_names)
+                                 timer=timer, errors=errors, class_names=class_names, explain=log)
+    if log is not None:
+        log.write(out_dir)
     for stage, seconds in predictor.timer.seconds.items():
         timer.add(f"predict_{stage}", seconds)
     return evaluation, {"proposed": predictor.masks_seen, "kept": predictor.masks_kept}

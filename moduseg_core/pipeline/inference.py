@@ -33,6 +33,8 @@ class Predictor:
         self.timer = Timer()
         self.masks_seen = 0
         self.masks_kept = 0
+        #: gather why each mask got its label (``Prediction.evidence``, ``pipeline/evidence.py``): only when asked
+        self.explain = False
 
     def predict_batch(self, images: Sequence[np.ndarray], ids: Sequence[str | None]) -> list[Prediction]:
         described = self.propose_and_describe(images, ids)
@@ -146,11 +148,12 @@ class Predictor:
         if not len(masks):
             return Prediction(
                 np.zeros((height, width), np.int32), np.zeros((0, height, width), bool), np.zeros(0, np.int32),
-                np.zeros(0, np.float32),
+                np.zeros(0, np.float32), evidence=_no_evidence(masks) if self.explain else None,
             )
         t0 = time.perf_counter()
         k = min(self.method.top_k, len(self.bank))
-        similarities, neighbour_labels = self.bank.index.search(vectors, k)
+        found = self.bank.index.search(vectors, k)
+        similarities, neighbour_labels = found
         labels, scores = vote(similarities, neighbour_labels)
         self.timer.add("retrieve", time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -158,11 +161,17 @@ class Predictor:
         keep = mask_nms(
             masks, labels, scores, iou_threshold=self.method.nms_iou, min_area=self.method.min_mask_area, boxes=boxes
         )
+        evidence = None
+        if self.explain:
+            from moduseg_core.pipeline.evidence import gather
+
+            evidence = gather(self.bank, masks, vectors, found, labels, scores, keep)
         labels, scores = labels[keep], scores[keep]
         semantic = paint_back(rasterize(masks, labels, scores, work, boxes, order=keep), image_hw)
         self.timer.add("nms+paint", time.perf_counter() - t0)
         self.masks_kept += len(keep)
-        return Prediction(semantic, masks, labels, scores, kept=keep)  # the kept masks are copied only if read
+        # the kept masks are copied only if read
+        return Prediction(semantic, masks, labels, scores, kept=keep, evidence=evidence)
 
 
 def propose_many(component: object, images: Sequence[np.ndarray], ids: Sequence[str | None]) -> list[Proposals]:
@@ -177,6 +186,12 @@ def propose_many(component: object, images: Sequence[np.ndarray], ids: Sequence[
             f"{type(component).__name__}.propose_batch returned {len(found)} results for {len(images)} images"
         )
     return found
+
+
+def _no_evidence(masks: np.ndarray) -> Any:
+    from moduseg_core.pipeline.evidence import ImageEvidence
+
+    return ImageEvidence(masks, [])
 
 
 def _nothing(image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

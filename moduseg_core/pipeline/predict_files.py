@@ -34,6 +34,7 @@ def predict_files(
     output: Any,
     overlays: bool = True,
     named: Collection[str] = (),
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Segment the images in ``inputs`` (files or folders) with the bank in ``bank_dir`` into ``out``:
     ``predictions/{id}.png``, ``overlays/{id}.jpg``, ``report.json`` (returned), ``errors.jsonl``.
@@ -54,6 +55,9 @@ def predict_files(
             data[kind] = {"name": loaded.manifest["components"][kind]["name"],
                           "options": loaded.manifest["components"][kind]["options"]}
     config = type(config).model_validate(data)
+    if explain and config.executor != "local":
+        raise ModusegError(f"--explain needs --executor local (the evidence is gathered in this process), not "
+                           f"{config.executor!r}; leave out --executor {config.executor} or --explain")
     if config.executor == "ray":  # the workers build the predictor; here only the checks and the cluster
         from moduseg_core.executors import make_executor
 
@@ -62,10 +66,21 @@ def predict_files(
         predictor = None
     else:
         predictor = make_predictor(config, loaded)
+    log = None
+    if explain and predictor is not None:
+        from moduseg_core.pipeline.evidence import ExplainLog
+
+        predictor.explain, log = True, ExplainLog(loaded, loaded.class_names)
+        if loaded.traced() is None:
+            from moduseg_core.files.progress import note
+            from moduseg_core.pipeline.provenance import NO_PROVENANCE
+
+            note(f"bank {bank_dir}: {NO_PROVENANCE} (explain.jsonl names the neighbours' rows and classes only)")
     for path in [bank_dir, *inputs]:
         output.protect(path)  # inputs inside the output folder are never removed as stale
     errors = ErrorLog(config.on_error)
     planned = ["report.json", ERRORS_FILE, *(f"predictions/{s.id}.png" for s in samples)]
+    planned += ["explain.jsonl"] if explain else []
     planned += ["chunks/"] if predictor is None else []  # Ray: the finished chunks' records (a rerun resumes)
     planned += [f"overlays/{s.id}.jpg" for s in samples] if overlays else []
     with output:
@@ -91,8 +106,11 @@ def predict_files(
                 overlays=overlays,
                 errors=errors,
                 class_names=loaded.class_names,
+                explain=log,
             )
             masks = {"proposed": predictor.masks_seen, "kept": predictor.masks_kept}
+            if log is not None:
+                log.write(out)
         errors.check_some_succeeded(len(samples))
         skipped = {"images": len(errors)} | ({"log": ERRORS_FILE} if len(errors) else {})
         report = {

@@ -73,7 +73,7 @@ def decode_rle(counts: str, size: Sequence[int]) -> np.ndarray:
     at, value = 0, False
     for run in values:
         if value:
-            flat[at:at + run] = True
+            flat[at : at + run] = True
         at += run
         value = not value
     return flat.reshape(width, height).T
@@ -116,12 +116,26 @@ class Provenance:
             regions = []
             for k, c in enumerate(record.labels):
                 kept = bool(keep[at])
-                regions.append({"class": int(c), "row": row if kept else None, "box": list(record.boxes[k]),
-                                "rle": record.rles[k], "distance": round(float(distances[at]), 6)})
+                regions.append(
+                    {
+                        "class": int(c),
+                        "row": row if kept else None,
+                        "box": list(record.boxes[k]),
+                        "rle": record.rles[k],
+                        "distance": round(float(distances[at]), 6),
+                    }
+                )
                 row += kept
                 at += 1
-            images.append({"image": record.image_id, "path": record.path, "size": list(record.hw),
-                           "small": list(record.small_classes), "regions": regions})
+            images.append(
+                {
+                    "image": record.image_id,
+                    "path": record.path,
+                    "size": list(record.hw),
+                    "small": list(record.small_classes),
+                    "regions": regions,
+                }
+            )
         return cls(images)
 
     def __len__(self) -> int:

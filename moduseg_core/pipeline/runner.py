@@ -129,10 +129,12 @@ def predict_samples(
     timer: Timer | None = None,
     errors: ErrorLog | None = None,
     class_names: Sequence[str] | None = None,
+    explain: Any = None,
 ) -> Accumulator | None:
     """Predict every sample, write PNG masks (+ overlays) when ``out_dir`` is given, and return
     the confusion matrix and boundary counts of the samples with ground truth (None when none has).
-    With ``class_names`` the overlays get a legend of the classes each prediction holds.
+    With ``class_names`` the overlays get a legend of the classes each prediction holds; ``explain``
+    (``evidence.ExplainLog``) gets each prediction's evidence, with its ground truth.
 
     With ``errors`` skipping (``on_error: skip``), an image that fails (or whose ground truth cannot be
     read) is logged there and has no prediction file; the bar still counts it."""
@@ -155,6 +157,8 @@ def predict_samples(
                     errors.add(sample, "mask", exc)  # type: ignore[union-attr]
                     bar.update()
                     continue
+            if explain is not None:
+                explain.add(sample.id, prediction, gt)
             if out_dir is not None:
                 write_png(out_dir / "predictions" / f"{sample.id}.png", prediction.semantic)
                 if overlays:
@@ -171,9 +175,10 @@ def predict_samples(
     return evaluation if evaluation.images else None
 
 
-def run_outputs(samples: Sequence[Sample], *, overlays: bool, bank: bool) -> list[str]:
+def run_outputs(samples: Sequence[Sample], *, overlays: bool, bank: bool, explain: bool = False) -> list[str]:
     """What ``run`` may write into its folder (``outputs.OutputDir.begin``)."""
     planned = ["report.json", "report.md", "report.html", ERRORS_FILE, *(f"predictions/{s.id}.png" for s in samples)]
+    planned += ["explain.jsonl", "atlas.html"] if explain else []
     if overlays:
         planned += [f"overlays/{s.id}.jpg" for s in samples]
     return planned + (["bank/"] if bank else [])
@@ -292,16 +297,22 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> None:
 
 
 def write_html(out_dir: Path, report: dict[str, Any], samples: Sequence[Sample], class_names: list[str], *,
-               predictions: Path | None = None) -> None:
+               predictions: Path | None = None, bank: Bank | None = None) -> None:
     """``report.html`` (``moduseg_core.report_html``) from the report and the prediction PNGs (default:
     ``out_dir/predictions``). A page that cannot be made is a warning, not a failed command: the
-    scores are written."""
+    scores are written. With ``bank`` (``--explain``) the page opens each mask's evidence
+    (``out_dir/explain.jsonl``) and links the bank's atlas (``atlas.html``, written here)."""
     from moduseg_core.report_html import write_run_html
 
     try:
         folder = os.path.relpath(predictions, out_dir) if predictions is not None else "predictions"
+        extra = {}
+        if bank is not None:
+            from moduseg_core.report_html.evidence import explained_page
+
+            extra = explained_page(out_dir, bank, class_names)
         write_run_html(out_dir, report, samples, class_names, predictions=folder,
-                       title="ModuSeg evaluation" if predictions is not None else "ModuSeg run")
+                       title="ModuSeg evaluation" if predictions is not None else "ModuSeg run", **extra)
     except Exception as exc:
         import sys
 

@@ -197,6 +197,21 @@ class Segmenter:
             image=array,
         )
 
+    def explain(self, image: Any) -> dict[str, Any]:
+        """Why each mask of ``image`` got its label, as a line of ``explain.jsonl`` (``pipeline/evidence.py``):
+        ``masks``, every pooled mask with its ``label``, ``score``, ``neighbours`` (bank ``row``, ``image`` id,
+        ``class``, ``similarity``), ``votes``, ``margin`` and whether NMS ``kept`` it. A bank without
+        provenance names no neighbour image (``bank_provenance`` false: rebuild it to explain)."""
+        from moduseg_core.pipeline.evidence import to_json
+
+        array = _as_array(image)
+        self.predictor.explain = True
+        try:
+            (prediction,) = self.predictor.predict_batch([array], [None])
+        finally:
+            self.predictor.explain = False
+        return to_json(None, prediction.evidence, self.predictor.bank, self.class_names)
+
     def folder(self, folder: Path | str) -> Iterator[tuple[Path, Segmentation]]:
         """Every image of ``folder`` (sorted), with its result, one at a time."""
         from moduseg_core.files.progress import progress

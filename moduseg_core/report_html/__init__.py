@@ -176,6 +176,7 @@ def run_html(
     title: str = "ModuSeg run",
     limit: int = GALLERY_LIMIT,
     palette: np.ndarray | None = None,
+    extra: str = "",
 ) -> str:
     """The page of one run: ``report`` is its report.json; ``samples`` the eval split's samples
     (``id``, ``image_path``, ``mask_path``); ``predictions_dir`` its ``{id}.png`` class maps."""
@@ -247,6 +248,7 @@ def run_html(
         css = photo_css(items)
     else:
         css = ""
+    body.append(extra)  # the evidence of --explain (``evidence.py``)
     if cfg:
         body.append('<h2 id="components">Components and options</h2>' + components_table(cfg, RUN_KINDS))
     seconds = report.get("seconds") or {}
