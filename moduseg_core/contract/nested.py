@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import RunConfig
 from .errors import ModusegError
 from .kinds import KINDS
 
 
-def inherit_shared(config: RunConfig) -> RunConfig:
-    """``config`` with nested options completed from the run's own components (unchanged when nothing applies)."""
+def inherit_shared(config: Any) -> Any:
+    """``config`` (a ``RunConfig``) with nested options completed from the run's own components (unchanged
+    when nothing applies)."""
     from .plugins import get_spec
 
     data: dict[str, Any] | None = None
@@ -44,7 +44,7 @@ def inherit_shared(config: RunConfig) -> RunConfig:
             if missing:
                 data = data or config.model_dump(mode="python")
                 data[kind]["options"][field] = {**nested, **missing}
-    return config if data is None else RunConfig.model_validate(data)
+    return config if data is None else type(config).model_validate(data)
 
 
 def _default(options: type, field: str) -> Any:

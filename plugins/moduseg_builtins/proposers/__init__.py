@@ -123,7 +123,7 @@ def register_proposers(register):
             "docs/proposers.md)"
         ),
         requires=("detectron2",),
-        install=f"{DETECTRON2_INSTALL}, then CropFormer (docs/paper.md)",
+        install=f"{DETECTRON2_INSTALL}, then CropFormer (docs/proposers.md, docs/paper.md)",
         weights=(
             f"local CropFormer/EntitySeg checkpoint ({DEFAULT_WEIGHTS_NAME}, Hugging Face dataset "
             "qqlu1992/Adobe_EntitySeg)"

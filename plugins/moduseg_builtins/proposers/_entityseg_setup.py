@@ -7,20 +7,25 @@ resolve the same files without importing detectron2 or torch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from moduseg_core import ModusegError
 from moduseg_core.doctor.checks import Check, fail, hf_cached_file, module_found, module_origin, ok, package
 
-from .entityseg import (
-    CROPFORMER_HINT,
-    DEFAULT_CONFIG,
-    DEFAULT_WEIGHTS_NAME,
-    DETECTRON2_INSTALL,
-    WEIGHTS_DOWNLOAD,
-    WEIGHTS_FILE,
-    WEIGHTS_REPO,
-    EntitySegOptions,
+#: The paper's model: Mask2Former with a HorNet backbone trained for entity segmentation (EntitySeg).
+DEFAULT_CONFIG = "configs/entityv2/entity_segmentation/mask2former_hornet_3x.yaml"
+DEFAULT_WEIGHTS_NAME = "Mask2Former_hornet_3x_576d0b.pth"
+#: where `hf download` finds the paper's checkpoint (a gated Hugging Face dataset); ``weights: null`` looks there
+WEIGHTS_REPO = "qqlu1992/Adobe_EntitySeg"
+WEIGHTS_FILE = f"CropFormer_model/Entity_Segmentation/Mask2Former_hornet_3x/{DEFAULT_WEIGHTS_NAME}"
+WEIGHTS_DOWNLOAD = f"hf download {WEIGHTS_REPO} {WEIGHTS_FILE} --repo-type dataset"
+
+DETECTRON2_INSTALL = "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
+CROPFORMER_HINT = (
+    "git clone https://github.com/qqlu/Entity and pass --set proposer.cropformer_root=<Entity>/Entityv2/CropFormer"
 )
+#: modules CropFormer imports that a pip name other than the module's installs
+PIP_NAMES = {"mmcv": "mmcv-lite", "cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn"}
 
 #: CropFormer's compiled deformable-attention op (optional: CropFormer has a PyTorch fallback)
 DEFORM_OP = "MultiScaleDeformableAttention"
@@ -42,7 +47,7 @@ def find_root(option: str | None) -> Path | None:
     return None
 
 
-def find_config(options: EntitySegOptions, root: Path | None) -> Path:
+def find_config(options: Any, root: Path | None) -> Path:
     """``config_file`` as given, else under the CropFormer folder."""
     config = Path(options.config_file).expanduser()
     if config.is_file():
@@ -56,7 +61,7 @@ def find_config(options: EntitySegOptions, root: Path | None) -> Path:
     )
 
 
-def find_weights(options: EntitySegOptions) -> Path:
+def find_weights(options: Any) -> Path:
     """``weights``, or (null, default config) the paper's checkpoint in the Hugging Face cache."""
     if options.weights is None:
         cached = (
@@ -78,7 +83,7 @@ def find_weights(options: EntitySegOptions) -> Path:
     return weights
 
 
-def checks(options: EntitySegOptions) -> list[Check]:
+def checks(options: Any) -> list[Check]:
     """``moduseg doctor``'s view of an ``entityseg`` proposer."""
     if options.predictor is not None:
         module = options.predictor.split(":")[0]

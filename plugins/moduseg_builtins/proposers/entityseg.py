@@ -23,21 +23,17 @@ from moduseg_core import Options
 
 from .._shared import Device, Dtype
 from ._common import device_field, dtype_field
-
-#: The paper's model: Mask2Former with a HorNet backbone trained for entity segmentation (EntitySeg).
-DEFAULT_CONFIG = "configs/entityv2/entity_segmentation/mask2former_hornet_3x.yaml"
-DEFAULT_WEIGHTS_NAME = "Mask2Former_hornet_3x_576d0b.pth"
-#: where `hf download` finds the paper's checkpoint (a gated Hugging Face dataset); ``weights: null`` looks there
-WEIGHTS_REPO = "qqlu1992/Adobe_EntitySeg"
-WEIGHTS_FILE = f"CropFormer_model/Entity_Segmentation/Mask2Former_hornet_3x/{DEFAULT_WEIGHTS_NAME}"
-WEIGHTS_DOWNLOAD = f"hf download {WEIGHTS_REPO} {WEIGHTS_FILE} --repo-type dataset"
-
-DETECTRON2_INSTALL = "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
-CROPFORMER_HINT = (
-    "git clone https://github.com/qqlu/Entity and pass --set proposer.cropformer_root=<Entity>/Entityv2/CropFormer"
+from ._entityseg_setup import (  # noqa: F401 - the constants are this module's too
+    CROPFORMER_HINT,
+    DEFAULT_CONFIG,
+    DEFAULT_WEIGHTS_NAME,
+    DETECTRON2_INSTALL,
+    PIP_NAMES,
+    WEIGHTS_DOWNLOAD,
+    WEIGHTS_FILE,
+    WEIGHTS_REPO,
+    checks,
 )
-#: modules CropFormer imports that a pip name other than the module's installs
-PIP_NAMES = {"mmcv": "mmcv-lite", "cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn"}
 
 
 class EntitySegOptions(Options):
@@ -108,8 +104,6 @@ class EntitySegOptions(Options):
         return [str(v) for v in value]
 
     def doctor_checks(self) -> list:
-        from ._entityseg_setup import checks
-
         return checks(self)
 
     @field_validator("predictor")
