@@ -8,6 +8,7 @@ in the message, instead of deep inside the pipeline.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,7 @@ class SearchResult:
     labels: np.ndarray
     rows: np.ndarray | None = None
 
-    def __iter__(self):  # allows ``sims, labels = index.search(...)``
+    def __iter__(self) -> Iterator[np.ndarray]:  # allows ``sims, labels = index.search(...)``
         yield self.similarities
         yield self.labels
 
