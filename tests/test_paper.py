@@ -306,7 +306,12 @@ def doctor(*args: str) -> subprocess.CompletedProcess:
     importlib.util.find_spec("detectron2") is not None, reason="checks the lines shown without detectron2"
 )
 def test_doctor_names_detectron2_and_its_install_on_the_paper_preset(coco_mini):
-    voc_layout = ["--set", "dataset.mask_dir=SegmentationClassVOC", "--set", "dataset.labels_file=image_labels_voc.json"]
+    voc_layout = [
+        "--set",
+        "dataset.mask_dir=SegmentationClassVOC",
+        "--set",
+        "dataset.labels_file=image_labels_voc.json",
+    ]
     run = doctor("-c", str(PRESETS / "paper-voc.yaml"), "--set", f"dataset.root={coco_mini}", *voc_layout)
     assert run.returncode == 2 and "Traceback" not in run.stderr + run.stdout
     lines = dict(line.split(None, 2)[1:] for line in run.stdout.splitlines() if line.startswith(("ok", "FAIL")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -69,7 +69,7 @@ def run(
     aggregator: AggregatorOpt = None,
     index: IndexOpt = None,
     sets: SetOpt = None,
-    bank: Annotated[Optional[Path], typer.Option("--bank", help="Use this saved bank instead of building one.")] = None,
+    bank: Annotated[Path | None, typer.Option("--bank", help="Use this saved bank instead of building one.")] = None,
     out: OutOpt = Path("runs/latest"),
     overwrite: OverwriteOpt = False,
     on_error: OnErrorOpt = None,
@@ -115,7 +115,11 @@ def build_bank_cmd(
         bool,
         typer.Option(
             "--add",
-            help="Add this config's bank split (another split, or another folder: --set dataset.root=...) to the bank already in --out, without recomputing its images; the far-vector filter is re-applied over the whole bank.",
+            help=(
+                "Add this config's bank split (another split, or another folder: --set dataset.root=...) to the bank "
+                "already in --out, without recomputing its images; the far-vector filter is re-applied over the whole "
+                "bank."
+            ),
         ),
     ] = False,
 ) -> int:
@@ -151,7 +155,7 @@ def build_bank_cmd(
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     bank: Annotated[
-        Optional[Path], typer.Option("--bank", help="A bank directory from build-bank or run (required).")
+        Path | None, typer.Option("--bank", help="A bank directory from build-bank or run (required).")
     ] = None,
     config: ConfigOpt = None,
     proposer: ProposerOpt = None,
@@ -196,7 +200,7 @@ def evaluate(
     sets: SetOpt = None,
     split: Annotated[str, typer.Option(help="Dataset split with ground truth.")] = "val",
     out: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--out", "-o", help="Also write report.json and report.html (gallery, charts) here."),
     ] = None,
     overwrite: OverwriteOpt = False,
@@ -254,7 +258,7 @@ def evaluate(
 
 def demo(
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="coco-mini folder (default: ../shared/data/coco-mini).")
+        Path | None, typer.Option("--data", help="coco-mini folder (default: ../shared/data/coco-mini).")
     ] = None,
     out: OutOpt = Path("runs/demo"),
     sets: SetOpt = None,
@@ -277,7 +281,7 @@ def demo(
 
 def bench(
     data: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--data", help="coco-mini folder, for the default config (default: ../shared/data/coco-mini)."),
     ] = None,
     config: ConfigOpt = None,
@@ -292,7 +296,7 @@ def bench(
         int, typer.Option("--bank-size", min=1, help="Synthetic bank vectors (VOC train_aug gives ~30k).")
     ] = 30_000,
     batch: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--batch", min=1, help="Images per encoder batch in (b) (default: method.batch_images)."),
     ] = None,
     floor_batch: Annotated[
@@ -310,11 +314,14 @@ def bench(
         bool, typer.Option("--loop/--no-loop", help="Also run (a), the released code's per-image, per-mask loop.")
     ] = True,
     max_masks: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
             "--max-masks",
             min=1,
-            help="Keep at most N best-scoring masks per image on both sides (random weights can return far more than trained ones).",
+            help=(
+                "Keep at most N best-scoring masks per image on both sides (random weights can return far more than "
+                "trained ones)."
+            ),
         ),
     ] = None,
     engines: Annotated[
@@ -322,7 +329,8 @@ def bench(
         typer.Option(
             "--engines",
             help=(
-                "Proposal stage of proposer sam/sam2 split into encoder / decoder / post-processing s/img per engine, on the "
+                "Proposal stage of proposer sam/sam2 split into encoder / decoder / post-processing s/img per engine, "
+                "on the "
                 "same model and images, interleaved, with fast/library ratios and whether masks and scores agree. "
                 "auto = library,fast for sam/sam2, nothing for other proposers; none = skip; "
                 "or library,fast / library / fast."
