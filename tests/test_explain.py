@@ -6,6 +6,7 @@ size. The browser tests (headless Chromium) are slow."""
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -229,3 +230,99 @@ def test_atlas_counts_and_loo_confusion(bank_dir):
     html = atlas_html(bank)
     assert 'id="grids"' in html and 'id="map"' in html and html.count("<circle") == len(bank)
     assert not any(f'{attr}="http' in html for attr in ("src", "href"))
+
+
+# -- in a real browser (slow) ---------------------------------------------------------------------
+
+RUN = [
+    "--set",
+    "bank_limit=24",
+    "--set",
+    "eval_limit=3",
+    "--set",
+    "encoder.resize=224",
+    "--set",
+    "proposer.n_segments=[40]",
+    "--set",
+    "method.batch_images=4",
+    "--set",
+    "method.top_k=5",  # a bank this small is mostly background: with k=25 every mask would be background
+]
+
+
+@pytest.fixture(scope="module")
+def explained_run(coco_mini, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("explained") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODUSEG_PROGRESS", "0")
+        assert (
+            main(["run", "-c", PRESET, "--set", f"dataset.root={coco_mini}", *RUN, "--explain", "--out", str(out)]) == 0
+        )
+    return out
+
+
+def inside_point(line: dict) -> tuple[dict, float, float]:
+    """A foreground mask that the class map shows, and a point (fractions of the picture) deep inside it."""
+    from scipy import ndimage
+
+    shown = [m for m in line["masks"] if m["kept"] and m["label_id"] != 0]
+    first = min(shown, key=lambda m: m["paint"])  # painted first: every pixel of it is its own
+    mask = decode_rle(first["rle"], line["size"])
+    depth = ndimage.distance_transform_edt(mask)
+    y, x = np.unravel_index(np.argmax(depth), depth.shape)
+    return first, (x + 0.5) / mask.shape[1], (y + 0.5) / mask.shape[0]
+
+
+@pytest.mark.slow
+def test_browser_opens_a_regions_evidence(explained_run, tmp_path):
+    from test_html_report import _browse, _console_errors, _parse
+
+    from moduseg_core.pipeline.evidence import read_explain
+
+    lines = [
+        line
+        for line in read_explain(explained_run / "explain.jsonl")
+        if any(m["kept"] and m["label_id"] for m in line["masks"])
+    ]
+    assert lines, "no foreground prediction to explain"
+    line = lines[0]
+    mask, fx, fy = inside_point(line)
+    html = (explained_run / "report.html").read_text()
+    assert 'id="atlas-link"' in html and (explained_run / "atlas.html").is_file()
+    assert len(html) < 20 * 2**20 and not any(f'{a}="http' in html for a in ("src", "href"))
+    done = _browse(
+        explained_run / "report.html", tmp_path, "--dump-dom", hash_=f"#explain={line['image']}@{fx:.4f},{fy:.4f}"
+    )
+    assert done.returncode == 0 and _console_errors(done.stderr) == [], done.stderr[-2000:]
+    page = _parse(done.stdout)
+    assert page.errors_text == [] and page.body.get("data-ready") == "1"
+    dom = done.stdout
+    panel = dom[dom.index('<aside id="evidence"') : dom.index("</aside>")]
+    assert "hidden" not in panel[:60]
+    assert f'<b id="ev-label">{mask["label"]}</b>' in panel
+    grid = panel[panel.index('id="ev-neighbours"') :]
+    classes = [c for c in re.findall(r'<figure class="ev-n" data-class="([^"]*)"', grid)]
+    k = len(mask["neighbours"])
+    assert classes[:k] == [n["class"] for n in mask["neighbours"]]
+    assert grid.count('<img alt="" src="data:image/jpeg') >= k  # every neighbour has its picture
+
+
+@pytest.mark.slow
+def test_browser_renders_the_atlas(explained_run, tmp_path):
+    from test_html_report import _browse, _console_errors
+
+    from moduseg_core.pipeline.bank import Bank
+
+    bank = Bank.load(explained_run / "bank")
+    done = _browse(explained_run / "atlas.html", tmp_path, "--dump-dom")
+    assert done.returncode == 0 and _console_errors(done.stderr) == [], done.stderr[-2000:]
+    dom = done.stdout
+    assert dom.count("<circle") == len(bank)
+    grids = dom[dom.index('id="grids"') :]
+    classes = {r["class"] for r in bank.traced().regions()}
+    assert grids.count('<div class="cls"') == len(classes)
+    assert grids.count('<figure class="kept"') >= len(set(bank.labels.tolist()))
+    assert '<figure class="dropped"' in grids
+    shot = tmp_path / "atlas.png"
+    done = _browse(explained_run / "atlas.html", tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
+    assert done.returncode == 0 and shot.is_file()

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = str(ROOT / "moduseg_core" / "presets" / "coco-mini.yaml")
 EXE = Path(sys.executable).with_name("moduseg")
-BANK_FILES = ("vectors.npy", "labels.npy", "manifest.json")
+BANK_FILES = ("vectors.npy", "labels.npy", "manifest.json", "provenance.jsonl")
 
 
 def tiny(coco: Path, bank: int = 6) -> list[str]:
