@@ -149,8 +149,7 @@ def add_truth(evidence: ImageEvidence, gt: np.ndarray, bank: Any) -> None:
 
 def to_json(image_id: str | None, evidence: ImageEvidence, bank: Any, names: list[str]) -> dict[str, Any]:
     """One line of ``explain.jsonl``."""
-    from moduseg_core.pipeline.provenance import region_box
-    from moduseg_core.pipeline.segmenter import rle_string
+    from moduseg_core.pipeline.provenance import region_box, rle_string
 
     provenance = bank.traced()
 

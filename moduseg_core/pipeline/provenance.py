@@ -36,6 +36,34 @@ FILE = "provenance.jsonl"
 NO_PROVENANCE = "no provenance: rebuild to explain"
 
 
+def rle_counts(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE of a binary mask: run lengths over the column-major pixels, the
+    first run counting zeros (0 when the first pixel is set)."""
+    flat = np.asarray(mask, bool).ravel(order="F")
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return [0, *runs] if flat.size and flat[0] else runs
+
+
+def rle_string(mask: np.ndarray) -> str:
+    """COCO's compressed RLE string: each count (from the third on, as the difference to the count two
+    before) in 5-bit groups, low first, 0x20 marking a continuation, offset by 48 into ASCII."""
+    counts = rle_counts(mask)
+    chars = []
+    for i, value in enumerate(counts):
+        x = value - counts[i - 2] if i > 2 else value
+        while True:
+            c = x & 0x1F
+            x >>= 5
+            more = x != -1 if c & 0x10 else x != 0
+            if more:
+                c |= 0x20
+            chars.append(chr(c + 48))
+            if not more:
+                break
+    return "".join(chars)
+
+
 def region_box(mask: np.ndarray) -> list[int]:
     """``[x, y, w, h]`` of a non-empty boolean mask (``[0, 0, 0, 0]`` when empty)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -46,8 +74,6 @@ def region_box(mask: np.ndarray) -> list[int]:
 
 def encode_region(mask: np.ndarray) -> tuple[list[int], str]:
     """A purified region's box and compressed RLE."""
-    from moduseg_core.pipeline.segmenter import rle_string
-
     return region_box(mask), rle_string(mask)
 
 
