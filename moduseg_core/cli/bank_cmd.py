@@ -34,6 +34,7 @@ def show(
     from moduseg_core.report_html.atlas import write_atlas
 
     output = prepare(out, "bank-show", overwrite=overwrite)
+    assert output is not None  # --out has a default
     loaded = Bank.load(bank)
 
     with output:

@@ -164,10 +164,10 @@ class BankWorker:
                     except Exception as exc:
                         results[item[0]] = ImageFailed(item[0], stats[item[0]][0], "encode", exc)
                         pooled.append(None)  # type: ignore[arg-type]
-            for (pos, image, masks, _), got in zip(batch, pooled, strict=True):
+            for (pos, image, stacked, _), got in zip(batch, pooled, strict=True):
                 if got is not None:
                     sample, regions, small = stats[pos]
-                    found = [encode_region(mask) for mask in masks[got[2]]]
+                    found = [encode_region(region) for region in stacked[got[2]]]
                     results[pos] = ImageRecords(pos, sample.id, got[0], got[1], regions, len(small), str(sample.image_path),
                                                 image.shape[:2], tuple(small), [b for b, _ in found], [r for _, r in found])
         return [results[pos] for pos, _, _ in items]

@@ -35,7 +35,7 @@ class RegionThumbs:
             try:
                 image = read_image(Path(path))
                 if image.shape[:2] != hw:  # the regions are at the image's working size
-                    image = np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.BILINEAR))
+                    image = np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
             except Exception:  # noqa: BLE001 (a page shows what it can: text instead of the picture)
                 image = None
                 self.unreadable.append(path)
@@ -60,8 +60,8 @@ class RegionThumbs:
         crop = image[y0:y1, x0:x1].copy()
         scale = min(1.0, self.size / max(1, crop.shape[0], crop.shape[1]))
         size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-        picture = np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR)).copy()
-        small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+        picture = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR)).copy()
+        small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 0
         outline = edges(small.astype(np.int32)) & small
         thick = outline.copy()  # two pixels wide, so it shows at thumbnail size
         thick[1:] |= outline[:-1]
