@@ -113,12 +113,18 @@ def _greedy_boxes(
 
 
 def _greedy_dense(group: np.ndarray, group_areas: np.ndarray, threshold: float) -> list[int]:
-    inter = intersections(group).astype(np.float64)
+    return greedy_from_intersections(intersections(group), group_areas, threshold)
+
+
+def greedy_from_intersections(inter_counts: np.ndarray, group_areas: np.ndarray, threshold: float) -> list[int]:
+    """The greedy pass over a label's masks in score order, from their exact pairwise intersections
+    (``int64 N×N``) and areas: the positions kept. Shared by the host path and ``nms_device``."""
+    inter = inter_counts.astype(np.float64)
     a = group_areas.astype(np.float64)
     union = a[:, None] + a[None, :] - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
     keep_local: list[int] = []
-    for i in range(len(group)):
+    for i in range(len(inter)):
         if keep_local and iou[i, keep_local].max() > threshold:
             continue
         keep_local.append(i)
