@@ -29,7 +29,9 @@ from moduseg_core.report_html.regions import RegionThumbs
 #: At most this many distinct bank-region thumbnails in one page (the page's size cap); the rest are text.
 EVIDENCE_THUMBS = 1500
 #: The click map of an image is at most this many pixels on its longer side.
-MAP_SIZE = 160
+MAP_SIZE = 128
+#: At most this many neighbours in one page (about 12 bytes each): wrong labels first, then foreground masks.
+EVIDENCE_NEIGHBOURS = 100_000
 #: At most this many images carry evidence (as the gallery: ``GALLERY_LIMIT``).
 EVIDENCE_IMAGES = 200
 
@@ -57,57 +59,86 @@ def _runs(values: np.ndarray) -> list[int]:
 
 
 def evidence_data(
-    lines: Sequence[dict[str, Any]], bank: Any, names: Sequence[str], palette: np.ndarray, limit: int = EVIDENCE_THUMBS
+    lines: Sequence[dict[str, Any]],
+    bank: Any,
+    names: Sequence[str],
+    palette: np.ndarray,
+    limit: int = EVIDENCE_THUMBS,
+    budget: int = EVIDENCE_NEIGHBOURS,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The page's evidence (JSON-ready) and its notes (said once each)."""
+    """The page's evidence (JSON-ready) and its notes (said once each). Per image its click map and its kept
+    masks ``[label, score, margin votes, margin similarity, votes, neighbours, truth]``, votes ``[class, count,
+    similarity sum]``, neighbours ``[row, similarity]`` (``rows``: row → [class, image id]), truth ``[class,
+    row, rank, similarity]``. At most ``budget`` neighbours in all: wrong labels first, then foreground masks,
+    then background masks by score; the others' neighbours are left to ``explain.jsonl``."""
     provenance = bank.traced() if bank is not None else None
-    thumbs = RegionThumbs(palette)
+    index = {name: i for i, name in enumerate(names)}
     images: dict[str, Any] = {}
-    wanted: list[int] = []
+    rows: dict[str, list[Any]] = {}
+    pending: list[tuple[tuple[int, float], list[Any], dict[str, Any]]] = []
     for line in lines[:EVIDENCE_IMAGES]:
         hw = (int(line["size"][0]), int(line["size"][1]))
         width, height = thumb_size(hw[0], hw[1], MAP_SIZE, MAP_SIZE)
         owner, order = owner_map(line, (width, height))
         masks = []
         for mask in order:
-            entry = {
-                "l": mask["label_id"],
-                "s": mask["score"],
-                "mv": mask["margin"]["votes"],
-                "ms": mask["margin"]["similarity"],
-                "v": [[v["class"], v["count"], v["similarity"]] for v in mask["votes"]],
-                "n": [[n["row"], n["class"], n["similarity"], n["image"]] for n in mask["neighbours"]],
-            }
-            wanted += [n["row"] for n in mask["neighbours"]]
             truth = mask.get("truth")
-            if truth is not None:
-                entry["t"] = [truth["class"], truth["row"], truth["rank"], truth["similarity"], truth["image"]]
-                if truth["row"] is not None:
-                    wanted.append(truth["row"])
+            entry: list[Any] = [
+                mask["label_id"],
+                round(mask["score"], 4),
+                mask["margin"]["votes"],
+                round(mask["margin"]["similarity"], 3),
+                [[index.get(v["class"], -1), v["count"], round(v["similarity"], 2)] for v in mask["votes"]],
+                None,
+                None
+                if truth is None
+                else [
+                    truth["class_id"],
+                    truth["row"],
+                    truth["rank"],
+                    None if truth["similarity"] is None else round(truth["similarity"], 3),
+                ],
+            ]
+            if truth is not None and truth["row"] is not None:
+                rows[str(truth["row"])] = [truth["class_id"], truth["image"]]
+            rank = 0 if truth is not None else 1 if mask["label_id"] != 0 else 2
+            pending.append(((rank, -mask["score"]), entry, mask))
             masks.append(entry)
         images[str(line["image"])] = {"w": width, "h": height, "map": _runs(owner), "m": masks}
-    pictures: dict[str, str] = {}
+    used = left_out = 0
+    for _, entry, mask in sorted(pending, key=lambda item: item[0]):
+        if used + len(mask["neighbours"]) > budget:
+            left_out += 1
+            continue
+        used += len(mask["neighbours"])
+        entry[5] = [[n["row"], round(n["similarity"], 3)] for n in mask["neighbours"]]
+        for n in mask["neighbours"]:
+            rows[str(n["row"])] = [index.get(n["class"], -1), n["image"]]
     notes = []
+    if left_out:
+        notes.append(
+            f"The neighbours of {left_out} masks (background first) are left out of the page to keep it small "
+            f"(at most {budget} neighbours in all); explain.jsonl has them."
+        )
+    pictures: dict[str, str] = {}
     if provenance is None:
         notes.append(f"This bank has {NO_PROVENANCE}: its regions are named by class and similarity only.")
     else:
-        by_use = (
-            sorted(set(wanted), key=lambda r: (-wanted.count(r), r))
-            if len(set(wanted)) > limit
-            else sorted(set(wanted))
-        )
-        for row in by_use[:limit]:
-            uri = thumbs.region(provenance.row(row))
+        from collections import Counter
+
+        uses = Counter(row for image in images.values() for m in image["m"] for row, _ in (m[5] or []))
+        chosen = sorted(rows, key=lambda r: (-uses[int(r)], int(r)))[:limit]
+        thumbs = RegionThumbs(palette)
+        for row in chosen:
+            uri = thumbs.region(provenance.row(int(row)))
             if uri is not None:
-                pictures[str(row)] = uri
-        if len(set(wanted)) > limit:
-            notes.append(
-                f"{limit} of {len(set(wanted))} bank regions have a picture (the page's cap); the rest are text."
-            )
+                pictures[row] = uri
+        if len(rows) > limit:
+            notes.append(f"{limit} of {len(rows)} bank regions have a picture (the page's cap); the rest are text.")
         if thumbs.unreadable:
             notes.append(thumbs.unreadable_note())
-    colours = {name: rgb(palette[i % 256]) for i, name in enumerate(names)}
-    return {"images": images, "thumbs": pictures, "colours": colours, "names": list(names)}, notes
+    colours = [rgb(palette[i % 256]) for i in range(len(names))]
+    return {"images": images, "rows": rows, "thumbs": pictures, "colours": colours, "names": list(names)}, notes
 
 
 def evidence_html(data: dict[str, Any], notes: Sequence[str], atlas: str | None) -> str:

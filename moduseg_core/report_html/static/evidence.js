@@ -11,7 +11,8 @@
   function esc(text) {
     return String(text).replace(/[&<>"]/g, function (c) { return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]; });
   }
-  function colour(name) { return data.colours[name] || "#888"; }
+  function colour(c) { return data.colours[c] || "#888"; }
+  function name(c) { return data.names[c] !== undefined ? data.names[c] : String(c); }
   function ownerMap(id) {
     if (!maps[id]) {
       var info = data.images[id], out = new Int32Array(info.w * info.h), at = 0;
@@ -27,30 +28,33 @@
     var owner = ownerMap(id)[y * info.w + x];
     return owner > 0 ? info.m[owner - 1] : null;
   }
-  function region(row, cls, sim, image, extra) {
+  /* a bank region: its picture (or its row and image in text), class colour, similarity */
+  function region(row, sim, extra) {
+    var info = data.rows[String(row)] || [-1, null], cls = info[0], image = info[1];
     var uri = data.thumbs[String(row)];
-    var label = esc(cls) + " " + Number(sim).toFixed(3) + (extra || "");
+    var label = esc(name(cls)) + " " + Number(sim).toFixed(3) + (extra || "");
     var pic = uri ? '<img alt="" src="' + uri + '" style="border-color:' + colour(cls) + '">'
                   : '<div class="ev-text" style="border-color:' + colour(cls) + '">row ' + row + (image ? "<br>" + esc(image) : "") + "</div>";
-    return '<figure class="ev-n" data-class="' + esc(cls) + '" data-row="' + row + '">' + pic +
+    return '<figure class="ev-n" data-class="' + esc(name(cls)) + '" data-row="' + row + '">' + pic +
            "<figcaption>" + label + (image ? "<br>" + esc(image) : "") + "</figcaption></figure>";
   }
+  /* mask: [label, score, margin votes, margin similarity, votes, neighbours or null, truth or null] */
   function show(id, mask) {
-    var name = data.names[mask.l] || String(mask.l);
-    var html = '<div class="ev-head"><span class="sw" style="background:' + colour(name) + '"></span><b id="ev-label">' + esc(name) +
-      "</b> · image <code>" + esc(id) + "</code> · score " + Number(mask.s).toFixed(3) + "</div>";
-    html += '<div class="ev-votes">votes: ' + mask.v.map(function (v) {
-      return '<span class="sw" style="background:' + colour(v[0]) + '"></span>' + esc(v[0]) + " <b>" + v[1] + "</b> (" + Number(v[2]).toFixed(2) + ")";
-    }).join(" · ") + "<br>margin to the runner-up: " + mask.mv + " neighbours, " + Number(mask.ms).toFixed(2) + " similarity</div>";
-    html += '<div class="ev-grid" id="ev-neighbours">' + mask.n.map(function (n, i) {
-      return region(n[0], n[1], n[2], n[3], " #" + (i + 1));
-    }).join("") + "</div>";
-    if (mask.t) {
-      var t = mask.t;
-      html += '<div class="ev-truth" id="ev-truth">wrong label: the ground truth here is <b>' + esc(t[0]) + "</b>; ";
-      html += t[1] === null ? "the bank holds no " + esc(t[0]) + " region.</div>"
-        : "its nearest " + esc(t[0]) + " bank region is rank <b>" + t[2] + "</b> of the bank (k = " + mask.n.length + "):" +
-          region(t[1], t[0], t[3], t[4], " rank " + t[2]) + "</div>";
+    var votes = mask[4], neighbours = mask[5], truth = mask[6];
+    var html = '<div class="ev-head"><span class="sw" style="background:' + colour(mask[0]) + '"></span><b id="ev-label">' +
+      esc(name(mask[0])) + "</b> · image <code>" + esc(id) + "</code> · score " + Number(mask[1]).toFixed(3) + "</div>";
+    html += '<div class="ev-votes">votes: ' + votes.map(function (v) {
+      return '<span class="sw" style="background:' + colour(v[0]) + '"></span>' + esc(name(v[0])) + " <b>" + v[1] + "</b> (" + Number(v[2]).toFixed(2) + ")";
+    }).join(" · ") + "<br>margin to the runner-up: " + mask[2] + " neighbours, " + Number(mask[3]).toFixed(2) + " similarity</div>";
+    var k = votes.reduce(function (a, v) { return a + v[1]; }, 0);
+    html += neighbours ? '<div class="ev-grid" id="ev-neighbours">' + neighbours.map(function (n, i) {
+      return region(n[0], n[1], " #" + (i + 1));
+    }).join("") + "</div>" : '<p class="note" id="ev-neighbours-left-out">Its ' + k + " neighbours are left out of this page (its size cap); explain.jsonl has them.</p>";
+    if (truth) {
+      html += '<div class="ev-truth" id="ev-truth">wrong label: the ground truth here is <b>' + esc(name(truth[0])) + "</b>; ";
+      html += truth[1] === null ? "the bank holds no " + esc(name(truth[0])) + " region.</div>"
+        : "its nearest " + esc(name(truth[0])) + " bank region is rank <b>" + truth[2] + "</b> of the bank (k = " + k + "):" +
+          region(truth[1], truth[3], " rank " + truth[2]) + "</div>";
     }
     body.innerHTML = html;
     panel.hidden = false;
@@ -75,7 +79,7 @@
     });
     ph.addEventListener("mousemove", function (e) {
       var at = locate(ph, e), mask = maskAt(id, at[0], at[1]);
-      ph.title = mask ? (data.names[mask.l] || mask.l) + " " + Number(mask.s).toFixed(3) + " (click: why)" : "";
+      ph.title = mask ? name(mask[0]) + " " + Number(mask[1]).toFixed(3) + " (click: why)" : "";
     });
   });
   document.getElementById("evidence-close").addEventListener("click", function () { panel.hidden = true; });
