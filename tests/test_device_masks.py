@@ -20,6 +20,7 @@ from encoder_checkpoints import save_dinov2
 from moduseg_core import Proposals, get_component
 from moduseg_core.contract.components import Built
 from moduseg_core.contract.config import MethodConfig
+from moduseg_core.pipeline.bank import Bank
 from moduseg_core.pipeline.inference import Predictor
 
 
@@ -73,7 +74,7 @@ def test_a_tensor_that_is_not_bool_is_refused_naming_its_dtype():
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, coco_mini):
-    with plugins_only("proposers,encoders,aggregators"):
+    with plugins_only("proposers,encoders,aggregators,indexes"):
         root = tmp_path_factory.mktemp("device-masks")
         save_dinov2(root / "dinov2")
         proposer = get_component("proposer", "eomt", model=str(save_eomt(root / "eomt", 160)), score_threshold=0.0)
@@ -98,12 +99,12 @@ class Recording:
         return self.inner.aggregate(features, masks)
 
 
-def _predictor(proposer, encoder, aggregator) -> Predictor:
+def _predictor(proposer, encoder, aggregator, bank=None, **method) -> Predictor:
     def built(kind, component):
         return Built(kind, getattr(component, "name", kind), getattr(component, "options", None), component)
 
-    return Predictor(None, built("proposer", proposer), built("encoder", encoder), built("aggregator", aggregator),
-                     MethodConfig(min_mask_area=20))
+    return Predictor(bank, built("proposer", proposer), built("encoder", encoder), built("aggregator", aggregator),
+                     MethodConfig(**{"min_mask_area": 20, **method}))
 
 
 def test_a_device_pooling_aggregator_takes_the_proposers_masks_as_they_are(parts):
@@ -117,8 +118,8 @@ def test_a_device_pooling_aggregator_takes_the_proposers_masks_as_they_are(parts
     assert host_side.given == [np.ndarray] * len(images)
     assert device_side.given == [torch.Tensor] * len(images)
     for (masks_a, vectors_a), (masks_b, vectors_b) in zip(want, got, strict=True):
-        assert len(masks_a) > 0 and isinstance(masks_b, np.ndarray)
-        assert np.array_equal(masks_a, masks_b)  # the same masks survive the area check and pooling
+        assert len(masks_a) > 0 and isinstance(masks_b, torch.Tensor), "decisions take the device masks"
+        assert torch.equal(masks_a, masks_b)  # the same masks survive the area check and pooling
         np.testing.assert_allclose(vectors_b, vectors_a, atol=2e-5)  # numpy vs torch products: float rounding
 
 
@@ -130,3 +131,36 @@ def test_the_area_check_runs_on_the_device_and_copies_nothing(parts):
     assert isinstance(kept.device_masks, torch.Tensor) and found._host is None  # nothing came to the host
     assert 0 < len(kept) <= len(found)
     assert np.array_equal(kept.masks, found.masks[found.masks.sum(axis=(1, 2)) >= 20])
+
+
+class OnTheHost:
+    """The same proposer, its masks handed over as numpy arrays: the host path of every later stage."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def propose(self, image, *, image_id=None):
+        found = self.inner.propose(image, image_id=image_id)
+        return Proposals(found.masks, found.scores)
+
+
+def test_decisions_on_the_device_paint_the_host_paths_maps(parts):
+    """NMS and painting where the masks are (method/nms_device.py) against the host path, with real EoMT masks,
+    real DINOv2 vectors and a real exact index over a bank of those vectors with random classes."""
+    proposer, encoder, on_host, _, images = parts
+    ids = [None] * len(images)
+    described = _predictor(proposer, encoder, on_host).propose_and_describe(images, ids)
+    vectors = np.concatenate([v for _, v in described])
+    labels = np.random.default_rng(0).integers(0, 4, len(vectors)).astype(np.int32)
+    index = get_component("index", "exact")
+    index.add(vectors, labels)
+    bank = Bank(vectors, labels, ["background", "a", "b", "c"], {}, index)
+    for nms_iou in (0.4, 0.05):  # 0.05: masks of one class that touch suppress each other
+        on_device = _predictor(proposer, encoder, on_host, bank, nms_iou=nms_iou, top_k=3)
+        host = _predictor(OnTheHost(proposer), encoder, on_host, bank, nms_iou=nms_iou, top_k=3)
+        got, want = on_device.predict_batch(images, ids), host.predict_batch(images, ids)
+        for b, a in zip(got, want, strict=True):
+            assert a.semantic.dtype == b.semantic.dtype and np.array_equal(b.semantic, a.semantic)
+            assert np.array_equal(b.labels, a.labels) and np.array_equal(b.scores, a.scores)
+            assert isinstance(b.masks, np.ndarray) and np.array_equal(b.masks, a.masks)
+        assert sum(len(p.labels) for p in want) > 0 and any((p.semantic > 0).any() for p in want)

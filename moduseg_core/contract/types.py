@@ -208,8 +208,10 @@ class Prediction:
 
     ``masks`` (bool K×H×W, the masks kept by NMS) is built when first read: inference hands
     over all its masks and the kept rows (``kept``), so a run that only needs the class map
-    never copies them. For an image over ``method.work_pixels`` the masks have its working
-    size (``method/scale.py``) while ``semantic`` has the image's.
+    never copies them. When the decisions ran on the proposer's device (``method/nms_device.py``), the
+    masks stay there and only the kept rows are copied on that first read. For an image over
+    ``method.work_pixels`` the masks have its working size (``method/scale.py``) while ``semantic``
+    has the image's.
     """
 
     __slots__ = ("semantic", "labels", "scores", "_source", "_kept", "_masks", "evidence")
@@ -217,7 +219,7 @@ class Prediction:
     def __init__(
         self,
         semantic: np.ndarray,
-        masks: np.ndarray,
+        masks: Any,
         labels: np.ndarray,
         scores: np.ndarray,
         *,
@@ -239,7 +241,15 @@ class Prediction:
         """bool K×H×W: the kept masks, in the order of ``labels`` / ``scores``."""
         if self._masks is None:
             assert self._kept is not None  # _masks is only None when kept was given
-            self._masks = np.take(self._source, self._kept, axis=0)
+            if isinstance(self._source, np.ndarray):
+                self._masks = np.take(self._source, self._kept, axis=0)
+            else:  # a device tensor (decisions made on the device): only the kept rows are copied
+                import torch  # (already loaded: it made the tensor)
+
+                rows = torch.as_tensor(self._kept, device=self._source.device)
+                self._masks = np.ascontiguousarray(self._source[rows].cpu().numpy())
+        elif not isinstance(self._masks, np.ndarray):
+            self._masks = np.ascontiguousarray(self._masks.cpu().numpy())
         return self._masks
 
     def __repr__(self) -> str:

@@ -100,7 +100,7 @@ class Predictor:
                 out.append(_nothing(image.shape[:2]))
                 continue
             ok, vectors = pooled
-            out.append((found.select(ok).masks, vectors))  # (device masks: only the pooled ones are copied)
+            out.append((decision_masks(found.select(ok)), vectors))
         return out
 
     def pool_batch(
@@ -138,17 +138,20 @@ class Predictor:
         ok = valid_rows(vectors)
         return ok, vectors[ok]
 
-    def decide(self, image_hw: tuple[int, int], masks: np.ndarray, vectors: np.ndarray) -> Prediction:
+    def decide(self, image_hw: tuple[int, int], masks: Any, vectors: np.ndarray) -> Prediction:
         """Retrieve → vote → per-class NMS → paint; the class map has the image's size ``image_hw``
-        (the masks have its working size, ``method.work_pixels``)."""
+        (the masks have its working size, ``method.work_pixels``). ``masks`` is ``bool K×H×W`` on the host, or a
+        torch tensor on the proposer's device: then NMS and painting run there (``method/nms_device.py``, the same
+        answers) and only the class map comes back."""
         height, width = image_hw
         work = work_hw(height, width, self.method.work_pixels)
-        if masks.shape[1:] != work:
+        on_device = not isinstance(masks, np.ndarray)
+        if tuple(masks.shape[1:]) != work:
             raise ValueError(f"decide got {masks.shape[1:]} masks for a {image_hw} image (working size {work})")
         if not len(masks):
             return Prediction(
                 np.zeros((height, width), np.int32), np.zeros((0, height, width), bool), np.zeros(0, np.int32),
-                np.zeros(0, np.float32), evidence=_no_evidence(masks) if self.explain else None,
+                np.zeros(0, np.float32), evidence=_no_evidence(_host(masks)) if self.explain else None,
             )
         t0 = time.perf_counter()
         k = min(self.method.top_k, len(self.bank))
@@ -157,17 +160,25 @@ class Predictor:
         labels, scores = vote(similarities, neighbour_labels)
         self.timer.add("retrieve", time.perf_counter() - t0)
         t0 = time.perf_counter()
-        boxes = bounding_boxes(masks)
-        keep = mask_nms(
-            masks, labels, scores, iou_threshold=self.method.nms_iou, min_area=self.method.min_mask_area, boxes=boxes
-        )
+        nms_iou, min_area = self.method.nms_iou, self.method.min_mask_area
+        if on_device:
+            from moduseg_core.method import nms_device
+
+            keep = nms_device.mask_nms(masks, labels, scores, iou_threshold=nms_iou, min_area=min_area)
+        else:
+            boxes = bounding_boxes(masks)
+            keep = mask_nms(masks, labels, scores, iou_threshold=nms_iou, min_area=min_area, boxes=boxes)
         evidence = None
         if self.explain:
             from moduseg_core.pipeline.evidence import gather
 
-            evidence = gather(self.bank, masks, vectors, found, labels, scores, keep)
+            evidence = gather(self.bank, _host(masks), vectors, found, labels, scores, keep)
         labels, scores = labels[keep], scores[keep]
-        semantic = paint_back(rasterize(masks, labels, scores, work, boxes, order=keep), image_hw)
+        if on_device:
+            painted = nms_device.rasterize(masks, labels, scores, work, order=keep)
+        else:
+            painted = rasterize(masks, labels, scores, work, boxes, order=keep)
+        semantic = paint_back(painted, image_hw)
         self.timer.add("nms+paint", time.perf_counter() - t0)
         self.masks_kept += len(keep)
         # the kept masks are copied only if read
@@ -186,6 +197,16 @@ def propose_many(component: object, images: Sequence[np.ndarray], ids: Sequence[
             f"{type(component).__name__}.propose_batch returned {len(found)} results for {len(images)} images"
         )
     return found
+
+
+def decision_masks(found: Proposals) -> Any:
+    """The masks ``decide`` takes: a device proposer's tensor as it is (NMS and painting run there), else the host
+    array."""
+    return found.device_masks if found.device_masks is not None else found.masks
+
+
+def _host(masks: Any) -> np.ndarray:
+    return masks if isinstance(masks, np.ndarray) else np.ascontiguousarray(masks.cpu().numpy())
 
 
 def _no_evidence(masks: np.ndarray) -> Any:
