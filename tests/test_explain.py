@@ -326,3 +326,28 @@ def test_browser_renders_the_atlas(explained_run, tmp_path):
     shot = tmp_path / "atlas.png"
     done = _browse(explained_run / "atlas.html", tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
     assert done.returncode == 0 and shot.is_file()
+
+
+def test_a_wrong_label_names_the_nearest_region_of_the_right_class_and_its_rank(bank_dir, coco_mini):
+    from moduseg_core.files.io import read_image
+    from moduseg_core.pipeline.evidence import add_truth
+    from moduseg_core.pipeline.segmenter import Segmenter
+
+    seg = Segmenter.from_bank(bank_dir, sets=["proposer.n_segments=[30]"])
+    predictor, bank = seg.predictor, seg.predictor.bank
+    image = read_image(_val_image(coco_mini))
+    predictor.explain = True
+    (prediction,) = predictor.predict_batch([image], [None])
+    evidence = prediction.evidence
+    right = int(max(set(bank.labels.tolist()) - {0}))  # a foreground class of the bank
+    gt = np.full(image.shape[:2], right, np.uint8)  # "the ground truth": that class everywhere
+    add_truth(evidence, gt, bank)
+    for item in evidence.items:
+        if item.label == right:
+            assert item.truth is None
+            continue
+        sims = bank.vectors @ item.vector
+        members = np.flatnonzero(bank.labels == right)
+        best = members[np.argmax(sims[members])]
+        order = np.argsort(-sims, kind="stable")  # ties: the lower row first, as the index
+        assert item.truth["row"] == best and item.truth["rank"] == int(np.flatnonzero(order == best)[0]) + 1
