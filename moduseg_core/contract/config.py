@@ -42,6 +42,11 @@ class MethodConfig(Options):
         0.4, gt=0.0, le=1.0, description="inference: per-class NMS drops a mask whose IoU with a kept one exceeds this"
     )
     batch_images: int = Field(8, ge=1, description="images handed to the encoder at once")
+    batch_window: int = Field(
+        8, ge=1,
+        description="inference groups the images decoded ahead, up to this many batches of them, by the encoder's "
+        "padded input size, so that batches are full whatever the image sizes (1 = consecutive images only)",
+    )
     loader_workers: int = Field(
         2, ge=0, description="images decoded ahead by this many workers (0 = in the main thread)"
     )
@@ -67,7 +72,7 @@ class MethodConfig(Options):
     )
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset(
-        {"batch_images", "loader_workers", "overlap", "max_image_pixels", "miou_average"}
+        {"batch_images", "batch_window", "loader_workers", "overlap", "max_image_pixels", "miou_average"}
     )
 
 

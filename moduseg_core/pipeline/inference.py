@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,16 @@ class Predictor:
         proposals = [self.checked(proposals, image) for proposals, image in zip(found, images, strict=True)]
         self.timer.add("propose", time.perf_counter() - t0)
         return images, proposals
+
+    def batch_key(self, image: np.ndarray) -> Hashable:
+        """Images with equal keys go through the models in one forward pass: the encoder's padded input size at
+        the image's working size (``batch_key`` of the encoder; None, all alike, when it has none). No model call,
+        no copy of the image."""
+        key_of = getattr(self.encoder.component, "batch_key", None)
+        if key_of is None:
+            return None
+        hw = work_hw(image.shape[0], image.shape[1], self.method.work_pixels)
+        return key_of(image if hw == image.shape[:2] else np.zeros((*hw, 3), np.uint8))
 
     def working_image(self, image: np.ndarray) -> np.ndarray:
         """The image itself, or its downscaled copy when it has more than ``method.work_pixels`` pixels."""

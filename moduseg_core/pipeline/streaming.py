@@ -134,8 +134,15 @@ def stream_predictions(
     overlap: bool | None = None,
     pin_memory: bool | None = None,
     skip_errors: bool = False,
+    window: int | None = None,
 ) -> Iterator[tuple[Sample, np.ndarray, Prediction]]:
     """``(sample, image, prediction)`` for every sample, in order (see the module doc).
+
+    Batches are full whatever the image sizes: the images decoded ahead, up to ``window`` batches of them
+    (``method.batch_window``), are grouped by the size the models take them at (``Predictor.batch_key``: the
+    encoder's padded input size), and each batch is the oldest waiting image with the next ones of its size. Every
+    image's arithmetic is the same in any batch of its size, so the results do not depend on the grouping; they
+    come out in input order.
 
     With ``skip_errors`` an image that fails (reading, proposing, encoding, pooling, retrieval) comes
     out as ``(sample, image or None, Failure)`` and the others are unaffected: a batch that fails is
@@ -144,26 +151,37 @@ def stream_predictions(
     batch = batch or method.batch_images
     workers = method.loader_workers if workers is None else workers
     overlap = method.overlap if overlap is None else overlap
+    window = getattr(method, "batch_window", 1) if window is None else window
     if pin_memory is None:
         pin_memory = _uses_cuda(predictor)
+    ahead = batch * max(1, window)
     images = load_images(
-        samples, workers=workers, pin_memory=pin_memory, lookahead=2 * batch, max_pixels=method.max_image_pixels,
-        skip_errors=skip_errors,
+        samples, workers=workers, pin_memory=pin_memory, lookahead=2 * ahead if window > 1 else 2 * batch,
+        max_pixels=method.max_image_pixels, skip_errors=skip_errors,
     )
+    key_of = getattr(predictor, "batch_key", None) if window > 1 else None
     # a predictor that does not stream (the caching one serves whole batches) gets no worker thread
     pool = (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="moduseg-decide")
         if overlap and predictor.streams
         else None
     )
-    pending: deque[tuple[list[Sample], list[Any], list[Future] | list[Prediction]]] = deque()
+    pending: deque[tuple[list[int], tuple[list[Sample], list[Any], list[Future] | list[Prediction]]]] = deque()
+    ready: dict[int, tuple[Sample, Any, Any]] = {}  # results of batches formed ahead of their turn
+    position = 0  # the next sample to give back
+
+    def finished(item: tuple[list[int], tuple]) -> Iterator[tuple[Sample, np.ndarray, Prediction]]:
+        nonlocal position
+        where, work = item
+        for at, result in zip(where, _emit(work, skip_errors), strict=True):
+            ready[at] = result
+        while position in ready:
+            yield ready.pop(position)
+            position += 1
+
     try:
-        for start in range(0, len(samples), batch):
-            chunk = list(samples[start : start + batch])
+        for where, chunk, pixels in _batches(samples, images, predictor, batch, ahead, key_of):
             ids = [s.id for s in chunk]
-            t0 = time.perf_counter()
-            pixels: list[Any] = [next(images) for _ in chunk]  # Failures only under skip_errors (then guarded)
-            predictor.timer.add("decode (waited)", time.perf_counter() - t0)
             decided: Any
             if skip_errors:
                 pixels, decided = _guarded_batch(predictor, pool, pixels, ids)
@@ -175,15 +193,54 @@ def stream_predictions(
                     pool.submit(predictor.decide, image.shape[:2], *d)
                     for image, d in zip(pixels, described, strict=True)
                 ]
-            pending.append((chunk, pixels, decided))
+            pending.append((where, (chunk, pixels, decided)))
             # keep one batch in flight: its post-processing overlaps the next batch's model work
             while len(pending) > (1 if pool is not None else 0):
-                yield from _emit(pending.popleft(), skip_errors)
+                yield from finished(pending.popleft())
         while pending:
-            yield from _emit(pending.popleft(), skip_errors)
+            yield from finished(pending.popleft())
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: decoded bytes the grouping window may hold besides one batch (a folder of huge photos waits less far ahead)
+WINDOW_BYTES = 512 * 2**20
+
+
+def _batches(
+    samples: Sequence[Sample], images: Iterator[Any], predictor: Any, batch: int, ahead: int, key_of: Any
+) -> Iterator[tuple[list[int], list[Sample], list[Any]]]:
+    """The batches to run, as ``(positions, samples, images)``: consecutive ones, or (with ``key_of``) each the
+    oldest waiting image and the next waiting images of its key, from a window of at most ``ahead`` decoded images
+    (and ``WINDOW_BYTES`` of them beyond one batch)."""
+    waiting: list[tuple[int, Any, Any]] = []  # (position, image, key), in input order
+    read, held = 0, 0
+    while read < len(samples) or waiting:
+        t0 = time.perf_counter()
+        room = ahead if key_of is not None else batch
+        while read < len(samples) and len(waiting) < room and (held <= WINDOW_BYTES or len(waiting) < batch):
+            image = next(images)  # a Failure only under skip_errors (then guarded)
+            key = None if key_of is None else ("unread",) if isinstance(image, Failure) else _key(key_of, image, read)
+            waiting.append((read, image, key))
+            read += 1
+            held += getattr(image, "nbytes", 0)
+        predictor.timer.add("decode (waited)", time.perf_counter() - t0)
+        oldest = waiting[0][2]
+        members = [i for i, item in enumerate(waiting) if item[2] == oldest][:batch]
+        taken = [waiting[i] for i in members]
+        for i in reversed(members):
+            del waiting[i]
+        held -= sum(getattr(image, "nbytes", 0) for _, image, _ in taken)
+        yield [at for at, _, _ in taken], [samples[at] for at, _, _ in taken], [image for _, image, _ in taken]
+
+
+def _key(key_of: Any, image: np.ndarray, position: int) -> Any:
+    """The image's batch key; an image whose key cannot be computed runs alone, and fails there as it would."""
+    try:
+        return key_of(image)
+    except Exception:  # noqa: BLE001 (the same error is raised, or logged, when the image itself is processed)
+        return ("alone", position)
 
 
 def _guarded_batch(predictor: Any, pool: ThreadPoolExecutor | None, pixels: list, ids: list) -> tuple[list, list]:

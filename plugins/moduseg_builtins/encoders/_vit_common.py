@@ -211,6 +211,10 @@ class PatchEncoder:
         padded = (-(-new_h // multiple) * multiple, -(-new_w // multiple) * multiple)
         return Geometry((height, width), (new_h, new_w), padded, self.patch_size)
 
+    def batch_key(self, image: np.ndarray) -> tuple[int, int]:
+        """Images with the same padded size share forward passes (``encode_batch``): the pipeline groups them."""
+        return self.geometry(image).padded_hw
+
     def _prepare(self, image: np.ndarray, geometry: Geometry) -> torch.Tensor:
         """uint8 H×W×3 → (normalised,) padded float32 3×ph×pw on the device."""
         if not (image.flags.c_contiguous and image.flags.writeable):
