@@ -11,7 +11,6 @@ import typer
 
 from moduseg_core.cli import ablate_cmd, doctor_cmd, labels_cmd, run_cmd
 from moduseg_core.cli.bank_cmd import app as bank_app
-from moduseg_core.cli.bank_cmd import app as bank_app
 from moduseg_core.cli.plugins_cmd import app as plugins_app
 from moduseg_core.cli.prepare_cmd import app as prepare_app
 from moduseg_core.contract.errors import ModusegError
@@ -35,7 +34,6 @@ app.add_typer(plugins_app, name="plugins")
 app.command("ablate")(ablate_cmd.ablate)
 app.add_typer(ablate_cmd.cache_app, name="cache")
 app.add_typer(prepare_app, name="prepare")
-app.add_typer(bank_app, name="bank")
 app.add_typer(bank_app, name="bank")
 
 

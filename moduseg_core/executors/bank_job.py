@@ -154,8 +154,10 @@ def _check_addable(store: ShardStore, settings: dict, samples: list[Sample], cla
                            f"({json.dumps({k: have.get(k) for k in mismatch})[:300]}); add with the bank's settings")
     manifest = json.loads((out / "manifest.json").read_text())
     if manifest.get("class_names") != class_names:
-        raise ModusegError(f"--add: the new images' classes differ from the bank's ({len(manifest.get('class_names', []))} "
-                           f"classes); add a split of a dataset with the same classes")
+        raise ModusegError(
+            f"--add: the new images' classes differ from the bank's ({len(manifest.get('class_names', []))} "
+            f"classes); add a split of a dataset with the same classes"
+        )
     sources = store.sources()
     new = settings["dataset"]
     earlier = {i: k for k, entry in enumerate(sources) if entry["key"] != new

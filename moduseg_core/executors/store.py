@@ -164,7 +164,9 @@ class ShardStore:
             if name in present:
                 try:
                     header = read_header(self.folder / name)
-                    ok = not header["failed"] and [i["image"] for i in header["images"]] == [samples[p].id for p in chunk]
+                    ok = not header["failed"] and [i["image"] for i in header["images"]] == [
+                        samples[p].id for p in chunk
+                    ]
                 except (ModusegError, KeyError, TypeError):
                     ok = False
             flags.append(ok)
@@ -182,7 +184,9 @@ class ShardStore:
     def write(self, name: str, records: Sequence[ImageRecords], failed: Sequence[str] = ()) -> str:
         return write_shard(self.folder, name, records, failed)
 
-    def read(self, samples: Sequence[Sample], work: Sequence[range], source: int = 0) -> tuple[list[ImageRecords], list[str]]:
+    def read(
+        self, samples: Sequence[Sample], work: Sequence[range], source: int = 0
+    ) -> tuple[list[ImageRecords], list[str]]:
         """Every chunk's records, with their split positions, and the failed image ids."""
         records: list[ImageRecords] = []
         failed: list[str] = []

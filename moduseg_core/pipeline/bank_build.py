@@ -85,7 +85,9 @@ class BankWorker:
         self.n_classes = n_classes
         self.timer = timer or Timer()
 
-    def _regions(self, sample: Sample, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[int], int, list[int]]:
+    def _regions(
+        self, sample: Sample, image: np.ndarray
+    ) -> tuple[np.ndarray, list[np.ndarray], list[int], int, list[int]]:
         labeler, purifier = self.parts["labeler"], self.parts["purifier"]
         t0 = time.perf_counter()
         classes = np.asarray(labeler.component.label(image, sample))
@@ -149,8 +151,17 @@ class BankWorker:
             if masks:
                 batch.append((pos, image, np.stack(masks), np.array(ids, np.int32)))
             else:
-                results[pos] = ImageRecords(pos, sample.id, np.zeros((0, 0), np.float32), np.zeros(0, np.int32), regions,
-                                            len(small), str(sample.image_path), image.shape[:2], tuple(small))
+                results[pos] = ImageRecords(
+                    pos,
+                    sample.id,
+                    np.zeros((0, 0), np.float32),
+                    np.zeros(0, np.int32),
+                    regions,
+                    len(small),
+                    str(sample.image_path),
+                    image.shape[:2],
+                    tuple(small),
+                )
         if batch:
             try:
                 pooled = self._encode(batch)
@@ -168,8 +179,19 @@ class BankWorker:
                 if got is not None:
                     sample, regions, small = stats[pos]
                     found = [encode_region(region) for region in stacked[got[2]]]
-                    results[pos] = ImageRecords(pos, sample.id, got[0], got[1], regions, len(small), str(sample.image_path),
-                                                image.shape[:2], tuple(small), [b for b, _ in found], [r for _, r in found])
+                    results[pos] = ImageRecords(
+                        pos,
+                        sample.id,
+                        got[0],
+                        got[1],
+                        regions,
+                        len(small),
+                        str(sample.image_path),
+                        image.shape[:2],
+                        tuple(small),
+                        [b for b, _ in found],
+                        [r for _, r in found],
+                    )
         return [results[pos] for pos, _, _ in items]
 
 
@@ -197,8 +219,13 @@ def build_bank(
     fit_labeler(parts, samples, timer)
     worker = BankWorker(parts, method, len(class_names), timer)
     errors_before = len(errors) if errors is not None else 0
-    records = [r for _, results in run_chunks(worker, samples, chunks(len(samples), method.batch_images), method, errors,
-                                              timer=timer) for r in results]
+    records = [
+        r
+        for _, results in run_chunks(
+            worker, samples, chunks(len(samples), method.batch_images), method, errors, timer=timer
+        )
+        for r in results
+    ]
     if errors is not None and errors.skip:
         errors.check_some_succeeded(n_samples, since=errors_before)
     return assemble_bank(records, n_samples=n_samples, class_names=class_names, parts=parts, index_choice=index_choice,
@@ -226,8 +253,13 @@ def run_chunks(
     ``errors`` (``on_error``). A progress bar counts the images (``already`` done before this call)."""
     skip = errors is not None and errors.skip
     positions = [pos for chunk in todo for pos in chunk]
-    images = load_images([samples[p] for p in positions], workers=method.loader_workers, lookahead=2 * method.batch_images,
-                         max_pixels=method.max_image_pixels, skip_errors=skip)
+    images = load_images(
+        [samples[p] for p in positions],
+        workers=method.loader_workers,
+        lookahead=2 * method.batch_images,
+        max_pixels=method.max_image_pixels,
+        skip_errors=skip,
+    )
     with Bar(total if total is not None else len(positions), desc) as bar:
         if already:
             bar.update(already)

@@ -36,7 +36,9 @@ def open_dataset(config: RunConfig, split: str, limit: int | None = None) -> tup
     # slice before listing: a dataset that derives labels from masks reads only the first `limit`
     samples = list(dataset.component if limit is None else itertools.islice(dataset.component, limit))
     if not samples:
-        raise ModusegError(f"dataset {config.dataset.name!r} split {split!r} has no samples; check its root and split list")
+        raise ModusegError(
+            f"dataset {config.dataset.name!r} split {split!r} has no samples; check its root and split list"
+        )
     return dataset, samples
 
 
@@ -115,7 +117,9 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 def make_predictor(config: RunConfig, bank: Bank) -> Predictor:
     bank.check_encoder(config.encoder, config.aggregator)
     encoder = bank.encoder_component or build("encoder", config.encoder)
-    return Predictor(bank, build("proposer", config.proposer), encoder, build("aggregator", config.aggregator), config.method)
+    return Predictor(
+        bank, build("proposer", config.proposer), encoder, build("aggregator", config.aggregator), config.method
+    )
 
 
 def predict_samples(
@@ -237,7 +241,13 @@ def run(
         errors.context = {**errors.context, "split": config.eval_split}
         t0 = time.perf_counter()
         evaluation = predict_samples(
-            predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays, timer=timer, errors=errors,
+            predictor,
+            samples,
+            out_dir,
+            n_classes=len(class_names),
+            overlays=config.overlays,
+            timer=timer,
+            errors=errors,
             class_names=class_names,
         )
         timer.add("predict_total", time.perf_counter() - t0)
@@ -254,7 +264,11 @@ def run(
             timer,
             wall=time.perf_counter() - started,
             eval_info=dataset_info(dataset, samples),
-            masks={"proposed": predictor.masks_seen, "kept": predictor.masks_kept, "images": len(samples) - skipped["eval"]},
+            masks={
+                "proposed": predictor.masks_seen,
+                "kept": predictor.masks_kept,
+                "images": len(samples) - skipped["eval"],
+            },
         )
         report["skipped"] = skipped | ({"log": ERRORS_FILE} if any(skipped.values()) else {})
         crash_point("report")
@@ -280,7 +294,12 @@ def make_report(
         "oracle": oracle,
         "note": ORACLE_NOTE if oracle else "weakly supervised: the bank saw image-level labels only",
         "config": describe_config(config),
-        "bank": {"size": len(bank), "per_class": bank.counts(), "dataset": bank.manifest["dataset"], "components": bank.manifest["components"]},
+        "bank": {
+            "size": len(bank),
+            "per_class": bank.counts(),
+            "dataset": bank.manifest["dataset"],
+            "components": bank.manifest["components"],
+        },
         "eval": eval_info,
         "masks": masks,
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()} | {"wall": round(wall, 3)},
@@ -313,7 +332,7 @@ def write_html(out_dir: Path, report: dict[str, Any], samples: Sequence[Sample],
             extra = explained_page(out_dir, bank, class_names)
         write_run_html(out_dir, report, samples, class_names, predictions=folder,
                        title="ModuSeg evaluation" if predictions is not None else "ModuSeg run", **extra)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (the scores are written; the page is a view of them)
         import sys
 
         print(f"warning: report.html not written: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -363,7 +382,9 @@ def write_evaluation(output: OutputDir, predictions: Path, result: Scores, datas
     return report
 
 
-def evaluate_dir(pred_dir: Path, samples: Sequence[Sample], class_names: list[str], rules: dict[str, Any] | None = None) -> Scores:
+def evaluate_dir(
+    pred_dir: Path, samples: Sequence[Sample], class_names: list[str], rules: dict[str, Any] | None = None
+) -> Scores:
     """Score a folder of ``{id}.png`` predictions against a dataset split's masks (IoU and boundary metrics);
     ``rules``: ``score_rules`` of the run configuration and dataset."""
     evaluation = Accumulator(len(class_names))
