@@ -246,6 +246,7 @@ def evaluate(
         return "     –" if value != value else f"{100 * value:6.2f}"
 
     bound = result.boundary
+    assert bound is not None  # evaluate_dir always scores the boundaries
     typer.echo(f"  {'class':<14} {'IoU':>6} {'BF':>6} {'BIoU':>6}")
     for c, name in enumerate(names):
         typer.echo(f"  {name:<14} {cell(result.iou[c])} {cell(bound.f_score[c])} {cell(bound.iou[c])}")
@@ -355,6 +356,7 @@ def bench(
     report = run_bench(cfg, images=images, bank_size=bank_size, batch=batch, warmup=warmup, loop=loop,
                        bank_images=bank_images, floor_batch=floor_batch, max_masks=max_masks,
                        engines=split_engines, out=None)
+    assert output is not None and out is not None  # bench always writes a folder (its --out has a default)
     with output:
         output.begin(["bench.json", "bench.md"])
         write_json(out / "bench.json", report)

@@ -58,6 +58,7 @@ def run_distributed(config: RunConfig, out_dir: Path, *, bank_dir: Path | None =
         errors.open(out_dir)
         errors.context = {"split": config.bank_split}
         if bank_dir is None:
+            assert job is not None  # opened above whenever the run builds its bank
             t0 = time.perf_counter()
             bank, _ = build_into(config, out_dir / "bank", job, executor=executor, errors=errors, timer=timer)
             timer.add("bank_total", time.perf_counter() - t0)

@@ -172,7 +172,7 @@ class BankWorker:
                 for item in batch:  # one image at a time, to find the one at fault
                     try:
                         pooled += self._encode([item])
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 (on_error=skip: this image's failure, logged)
                         results[item[0]] = ImageFailed(item[0], stats[item[0]][0], "encode", exc)
                         pooled.append(None)  # type: ignore[arg-type]
             for (pos, image, stacked, _), got in zip(batch, pooled, strict=True):

@@ -150,10 +150,10 @@ def _gallery(items: list[_images.Item], names: Sequence[str], palette: np.ndarra
         pred_classes: set[int] = set()
         for classes in item.pred_classes.values():
             pred_classes.update(classes)
-        classes = (f'<div class="classes">ground truth: {class_list(item.gt_classes, names, palette)}'
-                   f' &nbsp;·&nbsp; predicted: {class_list(sorted(pred_classes), names, palette)}</div>')
+        class_line = (f'<div class="classes">ground truth: {class_list(item.gt_classes, names, palette)}'
+                      f' &nbsp;·&nbsp; predicted: {class_list(sorted(pred_classes), names, palette)}</div>')
         parts.append(f'<figure class="item" {attrs}><figcaption>{caption}</figcaption>'
-                     f'<div class="panels">{"".join(panels)}</div>{classes}</figure>')
+                     f'<div class="panels">{"".join(panels)}</div>{class_line}</figure>')
     parts.append("</div>")
     return "".join(parts)
 
@@ -215,7 +215,7 @@ def run_html(
             + iou_bars(report["per_class_iou"], palette, _ids_by_name(names))
             + "</div>"
         )
-    if stats is not None and stats.with_gt:
+    if stats is not None and stats.with_gt and stats.matrix is not None:
         body.append(f'<div><b>Confusion matrix</b> (rows: ground truth, share of its pixels; {stats.with_gt} images)'
                     + heatmap(stats.matrix, names) + "</div>")
     body.append("</div>")
@@ -274,7 +274,7 @@ def write_run_html(out_dir: Path, report: dict[str, Any], samples: Sequence[Any]
 # -- sweeps ---------------------------------------------------------------------------------------
 
 def _results_table(reports: Sequence[dict[str, Any]], axes: Sequence[str]) -> str:
-    best = max((r.get("miou") for r in reports if r.get("miou") is not None), default=None)
+    best = max((float(r["miou"]) for r in reports if r.get("miou") is not None), default=None)
     head = ["#", *axes, "mIoU", "pixel acc.", "boundary F", "Boundary IoU", "seconds"]
     numeric = [True] + [False] * len(axes) + [True] * 5
     ths = "".join(f'<th class="{"n" if n else ""}">{escape(h)}</th>' for h, n in zip(head, numeric, strict=True))
@@ -399,8 +399,8 @@ def sweep_html(
         stats = _images.image_stats(samples, columns, len(names))
         spread: dict[str, float | None] = {}
         for image_id in stats.ids:
-            values = [stats.iou[c].get(image_id) for c in columns]
-            values = [v for v in values if v is not None]
+            found = [stats.iou[c].get(image_id) for c in columns]
+            values = [v for v in found if v is not None]
             spread[image_id] = -(max(values) - min(values)) if len(values) > 1 else None
         # the images whose IoU differs most between points are the most telling
         chosen = sorted(stats.ids, key=lambda i: (spread[i] is None, spread[i] or 0.0, i))[:image_limit]
