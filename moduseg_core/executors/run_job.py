@@ -120,6 +120,11 @@ def _predict_here(config: RunConfig, bank: Bank, parts: dict | None, samples: li
         from moduseg_core.pipeline.evidence import ExplainLog
 
         predictor.explain, log = True, ExplainLog(bank, class_names)
+        if bank.traced() is None:
+            from moduseg_core.files.progress import note
+            from moduseg_core.pipeline.provenance import NO_PROVENANCE
+
+            note(f"the bank has {NO_PROVENANCE} (explain.jsonl and report.html name its neighbours' rows and classes)")
     evaluation = predict_samples(predictor, samples, out_dir, n_classes=len(class_names), overlays=config.overlays,
                                  timer=timer, errors=errors, class_names=class_names, explain=log)
     if log is not None:
