@@ -325,11 +325,9 @@ def write_html(out_dir: Path, report: dict[str, Any], samples: Sequence[Sample],
 
     try:
         folder = os.path.relpath(predictions, out_dir) if predictions is not None else "predictions"
-        extra = {}
-        if bank is not None:
-            from moduseg_core.report_html.evidence import explained_page
+        from moduseg_core.report_html.evidence import explained_page
 
-            extra = explained_page(out_dir, bank, class_names)
+        extra = explained_page(out_dir, bank, class_names) if bank is not None else {}
         write_run_html(out_dir, report, samples, class_names, predictions=folder,
                        title="ModuSeg evaluation" if predictions is not None else "ModuSeg run", **extra)
     except Exception as exc:  # noqa: BLE001 (the scores are written; the page is a view of them)
