@@ -182,3 +182,9 @@ def test_old_import_paths_are_the_same_modules():
     with pytest.raises(AttributeError, match="no_such_thing"):
         moduseg_core.no_such_thing  # noqa: B018 (the attribute access is what raises)
     assert all(importlib.util.find_spec(new) for new in _moved.MOVED.values())
+
+
+def test_no_module_over_the_limit():
+    modules = [*PACKAGE.rglob("*.py"), *CORE.rglob("*.py")]  # the plugins and the core
+    long = {str(p.relative_to(ROOT)): n for p in modules if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"split these by backend or family: {long}"

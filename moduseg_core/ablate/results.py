@@ -337,3 +337,33 @@ def _save(fig, path: Path) -> Path:
 
 def load_results(out_dir: Path) -> dict[str, Any]:
     return json.loads((Path(out_dir) / "results.json").read_text())
+
+
+def sweep_summary(sweep: Sweep, reports: list[dict[str, Any]], cache: Any, wall: float) -> dict[str, Any]:
+    """The sweep's summary: its points, wall time, encoder passes saved by the cache and the cache's hits and
+    misses per stage, summed over the points (computed here or by Ray workers)."""
+    from moduseg_core.cache import STAGES
+
+    uncached = sum(r.get("encoder", {}).get("uncached_passes", 0) for r in reports)
+    passes = sum(r.get("encoder", {}).get("passes", 0) for r in reports)
+    out: dict[str, Any] = {
+        "name": sweep.name,
+        "source": sweep.source,
+        "points": len(reports),
+        "wall": round(wall, 3),
+        "cached": cache is not None,
+        "encoder": {
+            "passes": passes,
+            "uncached_passes": uncached,
+            "saved_fraction": (1 - passes / uncached) if uncached else None,
+        },
+    }
+    if cache is not None:  # summed over the points (computed here or by Ray workers)
+        counts = {stage: {"hit": 0, "miss": 0} for stage in STAGES}
+        for report in reports:
+            for stage, count in report.get("cache", {}).items():
+                counts[stage]["hit"] += count["hit"]
+                counts[stage]["miss"] += count["miss"]
+        out["cache_root"] = str(cache.root)
+        out["cache"] = {stage: count for stage, count in counts.items() if count["hit"] or count["miss"]}
+    return out

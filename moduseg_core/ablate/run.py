@@ -38,7 +38,6 @@ from moduseg_core.ablate.point import (
 )
 from moduseg_core.ablate.sweep import Point, Sweep, expand
 from moduseg_core.cache import (
-    STAGES,
     CachedEncoder,
     CachedProposer,
     CachingPredictor,
@@ -162,29 +161,9 @@ class SweepRun:
         return sum(e.passes for e in self._encoders.values())
 
     def summary(self, wall: float) -> dict[str, Any]:
-        uncached = sum(r.get("encoder", {}).get("uncached_passes", 0) for r in self.reports)
-        passes = sum(r.get("encoder", {}).get("passes", 0) for r in self.reports)
-        out: dict[str, Any] = {
-            "name": self.sweep.name,
-            "source": self.sweep.source,
-            "points": len(self.reports),
-            "wall": round(wall, 3),
-            "cached": self.cache is not None,
-            "encoder": {
-                "passes": passes,
-                "uncached_passes": uncached,
-                "saved_fraction": (1 - passes / uncached) if uncached else None,
-            },
-        }
-        if self.cache is not None:  # summed over the points (computed here or by Ray workers)
-            counts = {stage: {"hit": 0, "miss": 0} for stage in STAGES}
-            for report in self.reports:
-                for stage, count in report.get("cache", {}).items():
-                    counts[stage]["hit"] += count["hit"]
-                    counts[stage]["miss"] += count["miss"]
-            out["cache_root"] = str(self.cache.root)
-            out["cache"] = {stage: count for stage, count in counts.items() if count["hit"] or count["miss"]}
-        return out
+        from moduseg_core.ablate.results import sweep_summary
+
+        return sweep_summary(self.sweep, self.reports, self.cache, wall)
 
     # -- one point ---------------------------------------------------------------------------------
 

@@ -45,9 +45,15 @@ from moduseg_core.files.io import (
     remove_write_listener,
     temp_writer_alive,
 )
+from moduseg_core.files.markers import (  # noqa: F401  (re-exported: outputs is where callers find them)
+    FORMAT,
+    MARKER,
+    _process_start,
+    check_complete,
+    marker_in_use,
+    read_marker,
+)
 
-MARKER = ".moduseg-output.json"
-FORMAT = "moduseg-output"
 #: Files an operating system's file manager drops into any folder it shows; they are left alone.
 DESKTOP_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 #: ``demo`` writes a run folder: the two commands may rerun into each other's output.
@@ -56,48 +62,6 @@ SAME_OUTPUT = {"demo": "run"}
 
 def output_kind(command: str) -> str:
     return SAME_OUTPUT.get(command, command)
-
-
-def read_marker(folder: Path) -> dict[str, Any] | None:
-    """The marker of ``folder`` (None when it has none; a damaged one reads as an empty dict)."""
-    path = Path(folder) / MARKER
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
-
-
-def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (Linux: clock ticks since boot, from /proc), to tell a live writer
-    from a later process that was given the same id; None where it cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def marker_in_use(marker: dict[str, Any] | None) -> int | None:
-    """The id of the live process writing the folder of ``marker`` on this machine, else None."""
-    if not marker or marker.get("state") != "incomplete":
-        return None
-    pid, host = marker.get("pid"), marker.get("host")
-    if not isinstance(pid, int) or host != socket.gethostname() or pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except OSError:
-        pass  # another user's process: alive
-    started = marker.get("process")
-    if started is not None and _process_start(pid) not in (None, started):
-        return None  # the id now belongs to another process: the writer is gone
-    return pid
 
 
 def _is_temp(name: str) -> bool:
@@ -397,15 +361,3 @@ def prepare(
     out = OutputDir(root, command, overwrite=overwrite, option=option)
     out.check()
     return out
-
-
-def check_complete(folder: Path, what: str) -> None:
-    """Refuse to read the output of a job that was interrupted (its marker says incomplete)."""
-    marker = read_marker(folder)
-    if marker and marker.get("state") == "incomplete":
-        pid = marker_in_use(marker)
-        state = f"is still being written by process {pid}" if pid else "was interrupted before it finished"
-        raise ModusegError(
-            f"{what} {folder} {state} (its {MARKER} says incomplete); rerun `moduseg {marker.get('command')}` "
-            "into it, or use a finished output"
-        )
