@@ -578,3 +578,18 @@ def test_preprocessor_config_only_absence_falls_back(tmp_path, content, outcome)
         with pytest.raises(ModusegError, match=outcome) as info:
             processor_settings(str(tmp_path), True)
         assert str(tmp_path / "preprocessor_config.json") in str(info.value)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_the_output_folder(capsys, tmp_path, coco_mini):
+    """`--set encoder.device=cuda` without a GPU: one line, and neither the run folder nor its bank's shard store
+    (``bank/shards/settings.json``) is written: the device is checked before any work."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    out = tmp_path / "out"
+    line = one_error(capsys, [
+        "run", "-c", PRESET, "--set", f"dataset.root={coco_mini}", "--set", "encoder.device=cuda",
+        "--set", "bank_limit=2", "--set", "eval_limit=2", "--out", out,
+    ])
+    assert "cuda" in line and "encoder" in line
+    assert leftovers(out) == []
