@@ -62,7 +62,7 @@ def mask_nms(
         if len(idx) == 0:
             continue
         idx = idx[np.argsort(-scores[idx], kind="stable")]
-        rows = masks[_index(masks, idx)]
+        rows = masks[_on_device(idx, masks)]
         kept.extend(idx[greedy_from_intersections(intersections(rows), mask_areas[idx], iou_threshold)].tolist())
     return np.array(sorted(kept), dtype=np.int64)
 
@@ -74,29 +74,24 @@ def rasterize(
     With ``order``, the i-th label / score belongs to ``masks[order[i]]``."""
     import torch
 
-    ranked = [int(i) for i in np.argsort(-scores, kind="stable") if labels[i] != BACKGROUND]
-    if not ranked:
+    by_score = np.argsort(-scores, kind="stable")
+    ranked = by_score[labels[by_score] != BACKGROUND]  # background masks paint nothing
+    if not len(ranked):
         return np.zeros(shape, np.int32)
-    rows = np.asarray([int(order[i]) if order is not None else i for i in ranked], np.int64)
-    stack = masks[_index(masks, rows)]
+    rows = ranked if order is None else np.asarray(order)[ranked]
+    stack = masks[_on_device(rows, masks)]
     covered = stack.any(dim=0)
     first = stack.to(dtype=torch.uint8).argmax(dim=0)
-    painted = _labels_on(labels[np.asarray(ranked)], masks)[first]
+    painted = _on_device(labels[ranked], masks)[first]
     semantic = painted.where(covered, painted.new_zeros(()))
     return semantic.cpu().numpy().astype(np.int32)
 
 
-def _index(masks: Any, rows: np.ndarray) -> Any:
-    """Row indices as a tensor on ``masks``' device."""
+def _on_device(values: np.ndarray, like: Any) -> Any:
+    """Integers (row indices, labels) as an int64 tensor on ``like``'s device."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(rows, np.int64)).to(masks.device)
-
-
-def _labels_on(labels: np.ndarray, like: Any) -> Any:
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(labels, np.int64)).to(like.device)
+    return torch.from_numpy(np.ascontiguousarray(values, np.int64)).to(like.device)
 
 
 def _no_autocast(tensor: Any) -> Any:

@@ -11,6 +11,7 @@ import numpy as np
 from moduseg_core.contract.components import Built, Timer
 from moduseg_core.contract.config import MethodConfig
 from moduseg_core.contract.types import FeatureMap, Prediction, Proposals
+from moduseg_core.method import nms_device
 from moduseg_core.method.nms import mask_nms, rasterize
 from moduseg_core.method.pooling import bounding_boxes, valid_rows
 from moduseg_core.method.scale import downscale_image, paint_back, work_hw
@@ -172,8 +173,6 @@ class Predictor:
         t0 = time.perf_counter()
         nms_iou, min_area = self.method.nms_iou, self.method.min_mask_area
         if on_device:
-            from moduseg_core.method import nms_device
-
             keep = nms_device.mask_nms(masks, labels, scores, iou_threshold=nms_iou, min_area=min_area)
         else:
             boxes = bounding_boxes(masks)

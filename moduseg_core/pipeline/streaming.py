@@ -151,15 +151,15 @@ def stream_predictions(
     batch = batch or method.batch_images
     workers = method.loader_workers if workers is None else workers
     overlap = method.overlap if overlap is None else overlap
-    window = getattr(method, "batch_window", 1) if window is None else window
+    window = method.batch_window if window is None else window
     if pin_memory is None:
         pin_memory = _uses_cuda(predictor)
-    ahead = batch * max(1, window)
+    key_of = getattr(predictor, "batch_key", None) if window > 1 else None
+    ahead = batch * window if key_of is not None else batch  # decoded images a batch may be drawn from
     images = load_images(
-        samples, workers=workers, pin_memory=pin_memory, lookahead=2 * ahead if window > 1 else 2 * batch,
+        samples, workers=workers, pin_memory=pin_memory, lookahead=2 * ahead,
         max_pixels=method.max_image_pixels, skip_errors=skip_errors,
     )
-    key_of = getattr(predictor, "batch_key", None) if window > 1 else None
     # a predictor that does not stream (the caching one serves whole batches) gets no worker thread
     pool = (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="moduseg-decide")
@@ -218,8 +218,7 @@ def _batches(
     read, held = 0, 0
     while read < len(samples) or waiting:
         t0 = time.perf_counter()
-        room = ahead if key_of is not None else batch
-        while read < len(samples) and len(waiting) < room and (held <= WINDOW_BYTES or len(waiting) < batch):
+        while read < len(samples) and len(waiting) < ahead and (held <= WINDOW_BYTES or len(waiting) < batch):
             image = next(images)  # a Failure only under skip_errors (then guarded)
             key = None if key_of is None else ("unread",) if isinstance(image, Failure) else _key(key_of, image, read)
             waiting.append((read, image, key))
