@@ -36,6 +36,14 @@ from moduseg_core.contract.options import NoOptions, Options, parse_options
 ENTRY_POINT_GROUP = "moduseg"
 
 
+def module_found(module: str) -> bool:
+    """Whether ``module`` is importable here (found, not imported)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class ComponentSpec:
     """What a plugin registered: enough to list, document and build a component."""
@@ -60,15 +68,7 @@ class ComponentSpec:
 
     def missing_requirements(self) -> list[str]:
         """Top-level modules this component needs that are not importable here (nothing is imported)."""
-        missing = []
-        for module in self.requires:
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
-                missing.append(module)
-        return missing
+        return [module for module in self.requires if not module_found(module)]
 
     @property
     def importable(self) -> bool:

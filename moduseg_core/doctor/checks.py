@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
+from moduseg_core.contract.plugins import module_found  # (plugins' checks import it from here too)
+
 
 @dataclass(frozen=True)
 class Check:
@@ -38,14 +40,6 @@ def ok(message: str) -> Check:
 
 def fail(message: str, fix: str) -> Check:
     return Check(False, message, fix)
-
-
-def module_found(module: str) -> bool:
-    """Whether ``module`` is importable here (found, not imported)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def module_origin(module: str) -> Path | None:
