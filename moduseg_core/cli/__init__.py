@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable
 
 import typer
 
@@ -65,24 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     plugin's component is one line naming the component, its plugin and the method, exit code 1;
     ``EXIT_SKIPPED`` (3) means the job finished but skipped images (``on_error: skip``);
     MODUSEG_DEBUG=1 shows tracebacks."""
-    from moduseg_core.files.progress import close_all
-
     debug = os.environ.get("MODUSEG_DEBUG", "") not in ("", "0")
     try:
         result = app(args=argv, prog_name="moduseg", standalone_mode=False)
     except ModusegError as exc:
-        _stopped(close_all)
+        _stopped()
         if debug:
             raise
         typer.echo(f"Error: {_one_line(str(exc))}", err=True)
         return _exit(2)
     except KeyboardInterrupt:
-        _stopped(close_all)
+        _stopped()
         typer.echo("Interrupted.", err=True)
         return _exit(130)
     except Exception as exc:
         kind = _click_error_kind(exc)
-        _stopped(close_all)
+        _stopped()
         if kind is None:
             from moduseg_core.contract.plugins import failed_component
 
@@ -106,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     return _exit(result if isinstance(result, int) else 0)
 
 
-def _stopped(close_all: Callable[[], None]) -> None:
+def _stopped() -> None:
     """A command stopped on an error: progress bars closed, output folders it began but wrote nothing into
     left as they were found (``OutputDir.abandon``)."""
     from moduseg_core.files.outputs import abandon_open
+    from moduseg_core.files.progress import close_all
 
     close_all()
     abandon_open()
